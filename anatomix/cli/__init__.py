@@ -1,0 +1,1 @@
+"""The ``anatomix`` command line. Commands are thin: parse, call the library, report."""

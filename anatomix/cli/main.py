@@ -1,0 +1,40 @@
+"""Entry point of the ``anatomix`` command.
+
+Heavy libraries (torch, MONAI, torch_geometric) are imported inside the commands, so that
+``anatomix --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import click
+
+from anatomix import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="anatomix")
+def cli() -> None:
+    """Chest X-ray anatomy: segmentation, mask QC and normal-only anomaly screening."""
+
+
+@cli.command()
+def info() -> None:
+    """Print the version, the torch device and the bundled models."""
+    from anatomix.runtime import quiet_imports
+
+    quiet_imports()
+    import torch
+
+    click.echo(f"anatomix {__version__}")
+    click.echo(f"torch {torch.__version__}; device: {'cuda' if torch.cuda.is_available() else 'cpu'}"
+               f" ({torch.get_num_threads()} threads)")
+    from anatomix.models import list_models
+
+    models = list_models()
+    click.echo("bundled models:" if models else "bundled models: none")
+    for m in models:
+        click.echo(f"  {m.name:<16} {m.kind:<8} {'ok' if m.available else 'missing weights'}  {m.summary}")
+
+
+def main() -> None:  # pragma: no cover - console script shim
+    cli()

@@ -1,0 +1,25 @@
+"""Process-wide runtime settings: the known, harmless warnings of our dependencies."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+def quiet_imports() -> None:
+    """Filter the two known noisy messages, nothing broader.
+
+    - torch_geometric warns that ``torch.jit.script`` is deprecated;
+    - MONAI's ``LoadImage`` logs nvImageCodec warnings when pydicom is present.
+    """
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated.*")
+    logging.getLogger("monai").addFilter(lambda r: "nvImageCodec" not in r.getMessage())
+
+
+def resolve_device(name: str | None = None):
+    """``"auto"``/None -> cuda when available else cpu; otherwise ``torch.device(name)``."""
+    import torch
+
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

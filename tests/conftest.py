@@ -1,0 +1,18 @@
+"""Shared fixtures. Data-dependent tests skip with a reason when ../shared/data is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA_ROOT = Path(os.environ.get("ANATOMIX_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real CXR data pack (../shared/data); skips the test when it is not there."""
+    if not (DATA_ROOT / "cxr-seg" / "manifest.csv").is_file():
+        pytest.skip(f"data pack not found at {DATA_ROOT} (set ANATOMIX_DATA to point at it)")
+    return DATA_ROOT
