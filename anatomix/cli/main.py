@@ -36,5 +36,6 @@ def info() -> None:
         click.echo(f"  {m.name:<16} {m.kind:<8} {'ok' if m.available else 'missing weights'}  {m.summary}")
 
 
-def main() -> None:  # pragma: no cover - console script shim
-    cli()
+from anatomix.cli.train import train  # noqa: E402  (click groups are light)
+
+cli.add_command(train)

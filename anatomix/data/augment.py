@@ -1,0 +1,99 @@
+"""Augmentations that move landmarks together with the image (MONAI transforms).
+
+The spatial part is MONAI's :class:`monai.transforms.Affine` with random rotation, scale and
+translation; the matrix it reports (output index -> input index, in (row, col) index
+coordinates whose integers are pixel centres) is inverted to carry the landmarks along.
+The intensity part is MONAI's random gamma/contrast, intensity scale/shift and Gaussian noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the random augmentation (all sampled uniformly).
+
+    Attributes:
+        rotate_deg: maximum absolute rotation in degrees.
+        scale: maximum relative zoom change (0.1 -> zoom in [0.9, 1.1]).
+        translate: maximum shift as a fraction of the image side.
+        gamma: gamma range for the contrast adjustment.
+        noise_std: maximum standard deviation of additive Gaussian noise.
+        p_intensity: probability of each intensity transform.
+    """
+
+    rotate_deg: float = 10.0
+    scale: float = 0.1
+    translate: float = 0.06
+    gamma: Tuple[float, float] = (0.6, 1.6)
+    noise_std: float = 0.03
+    p_intensity: float = 0.5
+
+
+class LandmarkAugment:
+    """Random spatial + intensity augmentation of a (S, S) image and its (N, 2) landmarks.
+
+    Landmarks are (x, y) in the image's frame (pixel (r, c) covers [c, c+1) x [r, r+1)).
+    """
+
+    def __init__(self, config: AugmentConfig = AugmentConfig(), seed: int | None = None):
+        from monai.transforms import (Compose, RandAdjustContrast, RandGaussianNoise,
+                                      RandScaleIntensity, RandShiftIntensity)
+
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        p = config.p_intensity
+        self.intensity = Compose([
+            RandAdjustContrast(prob=p, gamma=config.gamma),
+            RandScaleIntensity(factors=0.15, prob=p),
+            RandShiftIntensity(offsets=0.08, prob=p),
+            RandGaussianNoise(prob=p, std=config.noise_std),
+        ])
+        if seed is not None:
+            self.intensity.set_random_state(seed=seed)
+
+    def __call__(self, image: np.ndarray, landmarks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Augment one pair.
+
+        Args:
+            image: (S, S) float32.
+            landmarks: (N, 2) (x, y) in the image frame.
+
+        Returns:
+            (image (S, S) float32 clipped to [0, 1], landmarks (N, 2) float32).
+        """
+        from monai.transforms import Affine
+
+        c, size = self.config, image.shape[0]
+        rng = self.rng
+        zoom = 1.0 + rng.uniform(-c.scale, c.scale)
+        affine = Affine(
+            rotate_params=float(np.deg2rad(rng.uniform(-c.rotate_deg, c.rotate_deg))),
+            scale_params=(zoom, zoom),
+            translate_params=tuple(rng.uniform(-c.translate, c.translate, 2) * size),
+            padding_mode="zeros", mode="bilinear", image_only=False,
+        )
+        out, matrix = affine(image[None].astype(np.float32))
+        moved = move_points(landmarks, np.asarray(matrix, dtype=np.float64))
+        out = self.intensity(out)
+        return np.clip(np.asarray(out, dtype=np.float32)[0], 0.0, 1.0), moved.astype(np.float32)
+
+
+def move_points(xy: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Carry (N, 2) (x, y) points through a MONAI resampling matrix.
+
+    Args:
+        xy: points in the input image's frame.
+        matrix: (3, 3) homogeneous matrix mapping output (row, col) indices to input indices.
+
+    Returns:
+        (N, 2) points in the output image's frame.
+    """
+    idx = np.stack([xy[:, 1] - 0.5, xy[:, 0] - 0.5, np.ones(len(xy))])  # (row, col, 1) x N
+    out = np.linalg.solve(matrix, idx)
+    return np.stack([out[1] + 0.5, out[0] + 0.5], axis=1)

@@ -1,0 +1,71 @@
+"""Segmentation quality against references: Dice, HD95 (px and mm), landmark error.
+
+Metrics come from MONAI (``DiceMetric``, ``HausdorffDistanceMetric`` with percentile 95)
+on masks in the original frame of each radiograph.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from anatomix.segmentation import Segmentation
+
+JSRT_MM_PER_PX_2048 = 0.175
+"""JSRT detector pitch at the native 2048 x 2048 resolution."""
+
+
+def case_spacing(meta: Dict[str, str]) -> Optional[float]:
+    """Pixel spacing (mm) of a pack case from its manifest row (JSRT only), else None."""
+    if meta.get("source") == "jsrt":
+        return JSRT_MM_PER_PX_2048 * float(meta["orig_width"]) / float(meta["width"])
+    return None
+
+
+def mask_metrics(pred: np.ndarray, true: np.ndarray, spacing: Optional[float]) -> Dict[str, float]:
+    """Dice and HD95 of two (H, W) bool masks (HD95 in px, and in mm when spacing is known)."""
+    import torch
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+
+    p = torch.from_numpy(np.asarray(pred, bool))[None, None].float()
+    t = torch.from_numpy(np.asarray(true, bool))[None, None].float()
+    out = {"dice": float(compute_dice(p, t, include_background=True)[0, 0])}
+    if p.sum() > 0 and t.sum() > 0:
+        hd = float(compute_hausdorff_distance(p, t, include_background=True, percentile=95)[0, 0])
+    else:
+        hd = float("nan")
+    out["hd95_px"] = hd
+    out["hd95_mm"] = hd * spacing if spacing else float("nan")
+    return out
+
+
+def evaluate_case(seg: Segmentation, true_masks: Dict[str, np.ndarray],
+                  true_landmarks: Optional[np.ndarray], spacing: Optional[float]) -> List[Dict]:
+    """One row per structure: image_id, structure, dice, hd95_px, hd95_mm, landmark_px."""
+    rows = []
+    slices = seg.template.slices()
+    for key in seg.template.keys:
+        if key not in true_masks or key not in seg.masks:
+            continue
+        row = {"image_id": seg.image_id, "structure": key,
+               **mask_metrics(seg.masks[key], true_masks[key], spacing)}
+        if true_landmarks is not None and seg.landmarks is not None:
+            d = np.linalg.norm(seg.landmarks[slices[key]] - true_landmarks[slices[key]], axis=1)
+            row["landmark_px"] = float(d.mean())
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: Sequence[Dict]) -> List[Dict]:
+    """Per structure: n, mean and std of Dice, mean HD95 (px, mm), mean landmark error."""
+    out = []
+    for key in dict.fromkeys(r["structure"] for r in rows):
+        sel = [r for r in rows if r["structure"] == key]
+        col = lambda name: np.array([r.get(name, np.nan) for r in sel], dtype=float)  # noqa: E731
+        out.append({"structure": key, "n": len(sel),
+                    "dice_mean": np.nanmean(col("dice")), "dice_std": np.nanstd(col("dice")),
+                    "dice_min": np.nanmin(col("dice")),
+                    "hd95_px": np.nanmean(col("hd95_px")), "hd95_mm": np.nanmean(col("hd95_mm")),
+                    "landmark_px": np.nanmean(col("landmark_px"))})
+    return out

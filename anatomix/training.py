@@ -1,0 +1,179 @@
+"""One training loop for every segmenter family (graph and pixel models).
+
+A family plugs in through :class:`Task`: how to build the model, the loss of a batch, and
+the validation metrics. The loop gives them seeding, resumable checkpoints, the best
+checkpoint by a validation score, a per-epoch CSV log and a progress display.
+
+Files in ``out_dir``:
+    ``last.pt``  everything needed to resume (model, optimiser, scheduler, epoch, RNG states);
+    ``best.pt``  the model with the best validation score so far (what gets bundled);
+    ``log.csv``  one row per epoch: epoch, lr, train loss parts, validation metrics, seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Protocol, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from anatomix.io.atomic import atomic_write
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the loop (the family's own settings live in its model config).
+
+    Attributes:
+        epochs: total number of epochs (a resumed run continues up to it).
+        batch_size: training batch size.
+        lr: peak learning rate of AdamW (cosine decay to 1% over the epochs, short warm-up).
+        weight_decay: AdamW weight decay.
+        seed: seeds python, numpy and torch (and the augmentation).
+        val_every: validate every this many epochs (and at the last one).
+        workers: DataLoader worker processes.
+        threads: torch intra-op threads (0 = leave torch's default).
+    """
+
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    val_every: int = 5
+    workers: int = 0
+    threads: int = 0
+
+
+class Task(Protocol):
+    """What a model family provides to :func:`fit`."""
+
+    def build_model(self) -> torch.nn.Module: ...
+
+    def loss(self, model: torch.nn.Module, batch: Dict[str, torch.Tensor],
+             epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]: ...
+
+    def validate(self, model: torch.nn.Module, loader: DataLoader) -> Dict[str, float]:
+        """Metrics on the validation set; must contain ``score`` (higher is better)."""
+        ...
+
+    def checkpoint_extra(self) -> Dict[str, Any]:
+        """What inference needs besides the weights (model config, template, preprocessing)."""
+        ...
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_checkpoint(path: Path, payload: Dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file, so a killed run never leaves half a file."""
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = max(1, total_steps // 50)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total_steps - warmup)
+        return 0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * min(1.0, t)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fit(task: Task, train_set: Dataset, val_set: Dataset, config: TrainConfig,
+        out_dir: Path | str, progress: bool = True) -> Path:
+    """Train ``task``'s model, resuming from ``out_dir/last.pt`` when it exists.
+
+    Returns:
+        The path of the best checkpoint (``out_dir/best.pt``).
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    model = task.build_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
+                              num_workers=config.workers, generator=gen,
+                              persistent_workers=config.workers > 0)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=0)
+    scheduler = _schedule(optimizer, config.epochs * max(1, len(train_loader)))
+    start, best = 0, -np.inf
+    if (out / "last.pt").is_file():
+        state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, best = state["epoch"], state["best"]
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        gen.set_state(state["loader_rng"])
+    bar = tqdm(range(start, config.epochs), initial=start, total=config.epochs, desc="train",
+               unit="epoch", disable=not progress, dynamic_ncols=True)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        parts_sum: Dict[str, float] = {}
+        for batch in train_loader:
+            loss, parts = task.loss(model, batch, epoch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            scheduler.step()
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v / len(train_loader)
+        row: Dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                               **{f"train_{k}": v for k, v in parts_sum.items()}}
+        if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
+            model.eval()
+            with torch.no_grad():
+                metrics = task.validate(model, val_loader)
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            if metrics["score"] > best:
+                best = metrics["score"]
+                save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1,
+                                                  "metrics": metrics, "train_config": asdict(config),
+                                                  **task.checkpoint_extra()})
+        row["seconds"] = time.perf_counter() - t0
+        _append_log(out / "log.csv", row)
+        save_checkpoint(out / "last.pt", {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
+            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+            "loader_rng": gen.get_state(), "train_config": asdict(config), **task.checkpoint_extra()})
+        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
+                         if k.startswith(("train_loss", "val_score"))})
+    return out / "best.pt"
+
+
+def _append_log(path: Path, row: Dict[str, Any]) -> None:
+    """Append one epoch to the CSV log (the header grows when validation columns appear)."""
+    rows = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    fields: list = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
