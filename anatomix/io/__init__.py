@@ -1,0 +1,43 @@
+"""Radiograph input/output: readers, writers, atomic writes and the model-frame geometry.
+
+- :func:`read_radiograph` reads PNG/JPEG/TIFF, DICOM, NIfTI and ``.npy`` into a
+  :class:`Radiograph` (float32 (H, W) pixels in [0, 1], original frame).
+- :class:`SquareFrame` maps between the original frame and a square model frame.
+- ``write_*`` write masks (PNG, NIfTI), landmarks (JSON) and overlays (PNG), atomically.
+"""
+
+from anatomix.io.atomic import atomic_write
+from anatomix.io.geometry import SquareFrame
+from anatomix.io.read import (
+    MAX_PIXELS,
+    MIN_SIDE,
+    SUPPORTED_SUFFIXES,
+    display_to_nifti,
+    nifti_to_display,
+    read_radiograph,
+)
+from anatomix.io.record import Radiograph
+from anatomix.io.write import (
+    STRUCTURE_COLOURS,
+    write_landmarks_json,
+    write_mask_nifti,
+    write_mask_png,
+    write_overlay,
+)
+
+__all__ = [
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "STRUCTURE_COLOURS",
+    "SUPPORTED_SUFFIXES",
+    "Radiograph",
+    "SquareFrame",
+    "atomic_write",
+    "display_to_nifti",
+    "nifti_to_display",
+    "read_radiograph",
+    "write_landmarks_json",
+    "write_mask_nifti",
+    "write_mask_png",
+    "write_overlay",
+]
