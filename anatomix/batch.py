@@ -1,0 +1,1007 @@
+"""Batch segmentation: a folder of radiographs in, masks, landmarks and a CheXmask CSV out.
+
+:func:`segment_batch` is what ``anatomix segment`` runs. Its contract:
+
+- **Inputs** (:func:`expand_inputs`): files, directories (walked recursively), glob patterns and
+  ``.txt`` / ``.csv`` lists of paths. A bad entry (missing path, dangling link, unmatched glob, a
+  directory named like an image) never stops the batch: it becomes a row of ``errors.csv``.
+- **Outputs** in ``out_dir``:
+
+  - ``segmentations.csv`` in the CheXmask layout: ``image_id``, ``path``, ``Height``, ``Width``,
+    ``Landmarks`` (JSON [x, y] in original pixels), ``Right Lung``, ``Left Lung``, ``Heart`` (RLE
+    at original resolution, row-major, 1-based starts; more mask columns when the model has more
+    structures), then the QC columns of :mod:`anatomix.qc` when it provides ``assess``;
+  - ``masks/<image_id>_<structure>.png`` (0/255, original size) and/or ``.nii.gz``;
+  - ``overlays/<image_id>.png`` when asked for;
+  - ``errors.csv`` (``path``, ``reason``): every input that could not be processed.
+
+- **Resumable and safe.** Every output file is written under a temporary name and renamed; the
+  CSV row of an image is appended (flushed and fsynced) only after all its files exist, so the row
+  is the image's completion marker. A rerun on the same ``out_dir`` keeps finished images (row
+  present and files on disk) and redoes the rest; a partial last line left by a kill is dropped
+  first. Image ids are a pure function of the sorted input set, and rows are appended in sorted
+  input order, so a run that is killed and resumed any number of times ends with the same files
+  and the same CSV as an uninterrupted one. One run at a time per ``out_dir`` (a lock file).
+- **Overlap.** With ``workers > 0`` a thread pool decodes images ahead of the model and another
+  writes outputs (masks, RLE, overlays, QC) behind it, both through bounded windows; with
+  ``workers=0`` everything runs in the calling thread.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import math
+import os
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
+                    Set, Tuple, Union)
+
+import numpy as np
+
+from anatomix.errors import AnatomixError, ReadError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+CSV_NAME = "segmentations.csv"
+ERRORS_NAME = "errors.csv"
+MASKS_DIR = "masks"
+OVERLAYS_DIR = "overlays"
+LOCK_NAME = ".anatomix-segment.lock"
+FORMATS: Dict[str, str] = {"png": ".png", "nifti": ".nii.gz"}
+"""Mask formats and the suffix of their files."""
+LIST_SUFFIXES = (".txt", ".csv")
+"""Input files with these suffixes are lists of paths, not images."""
+LIST_PATH_COLUMNS = ("path", "Path", "file", "filename", "image", "image_path", "filepath")
+"""Column of a ``.csv`` input list that holds the paths (else its first column)."""
+_NOT_IMAGES = frozenset({".txt", ".csv", ".json", ".md", ".html", ".xml", ".py", ".yaml", ".yml",
+                         ".log", ".pt", ".pth", ".zip", ".gz", ".tar", ".pdf", ".doc", ".docx"})
+_GLOB_CHARS = set("*?[")
+
+
+# -- records -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InputError:
+    """An input that could not be processed: a row of ``errors.csv``."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One image to segment.
+
+    Attributes:
+        path: absolute path as found (symlinks not resolved); written to the ``path`` column.
+        image_id: unique id in this output folder (file stem, ``_<n>`` added on collisions).
+    """
+
+    path: Path
+    image_id: str
+
+    @property
+    def key(self) -> str:
+        """Resolved path: what identifies the image across runs."""
+        return _key(self.path)
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did.
+
+    Attributes:
+        out_dir: the output folder.
+        total: inputs found (images plus entries that could not even be expanded).
+        segmented: images segmented and written in this run.
+        skipped: images already finished by an earlier run (kept as they were).
+        errors: every input that failed in this run (also in ``errors.csv``).
+        seconds: wall time of the run.
+        timings: seconds spent by the main thread waiting for decoding (``read_wait``), in the
+            segmenter (``predict``) and waiting for writers (``write_wait``).
+        qc_columns: the QC columns written (empty when QC was off or unavailable).
+        qc_failures: images whose QC raised (their QC cells are empty).
+    """
+
+    out_dir: Path
+    total: int = 0
+    segmented: int = 0
+    skipped: int = 0
+    errors: List[InputError] = field(default_factory=list)
+    seconds: float = 0.0
+    timings: Dict[str, float] = field(default_factory=lambda: {"read_wait": 0.0, "predict": 0.0,
+                                                                "write_wait": 0.0})
+    qc_columns: Tuple[str, ...] = ()
+    qc_failures: int = 0
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every input is segmented (now or before), 1 when some failed."""
+        return 1 if self.errors else 0
+
+    @property
+    def csv_path(self) -> Path:
+        return self.out_dir / CSV_NAME
+
+    @property
+    def errors_path(self) -> Path:
+        return self.out_dir / ERRORS_NAME
+
+    def line(self) -> str:
+        """One-line summary for the end of a run."""
+        rate = self.segmented / self.seconds if self.seconds > 0 else 0.0
+        parts = [f"{self.segmented} segmented"]
+        if self.skipped:
+            parts.append(f"{self.skipped} already done")
+        parts.append(f"{self.failed} failed" + (f" (see {self.errors_path})" if self.failed else ""))
+        text = (f"{', '.join(parts)} of {self.total} inputs in {_duration(self.seconds)} "
+                f"({rate:.2f} images/s) -> {self.csv_path}")
+        if self.qc_failures:
+            text += f"; QC failed on {self.qc_failures} images (cells left empty)"
+        return text
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{seconds:.1f}s")
+
+
+def _key(path: PathLike) -> str:
+    return os.path.realpath(os.fspath(path))
+
+
+def image_stem(path: PathLike) -> str:
+    """File name without its image extension (``a.nii.gz`` -> ``a``), as Radiograph.image_id."""
+    name = Path(path).name
+    for ext in (".nii.gz", ".csv.gz"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem or name
+
+
+# -- input expansion ---------------------------------------------------------------------------
+def _suffix(name: str) -> str:
+    lower = name.lower()
+    return ".nii.gz" if lower.endswith(".nii.gz") else os.path.splitext(lower)[1]
+
+
+def _image_suffixes() -> Tuple[str, ...]:
+    from anatomix.io.read import SUPPORTED_SUFFIXES
+
+    return tuple(SUPPORTED_SUFFIXES)
+
+
+def _has_dicom_marker(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _is_candidate(path: str, name: str, suffixes: Tuple[str, ...]) -> bool:
+    """Does a file met while walking a directory look like a radiograph?"""
+    suffix = _suffix(name)
+    if suffix in suffixes:
+        return True
+    if suffix in _NOT_IMAGES or name.startswith("."):
+        return False
+    return _has_dicom_marker(path)  # DICOM files often have no or numeric suffixes
+
+
+def _walk(root: str, found: List[str], errors: List[InputError], suffixes: Tuple[str, ...]) -> None:
+    """Collect the image files under ``root`` (following directory links, without cycles)."""
+    seen: Set[Tuple[int, int]] = set()
+
+    def onerror(e: OSError) -> None:
+        errors.append(InputError(os.path.abspath(e.filename or root),
+                                 f"cannot list directory: {e.strerror or e}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        for d in dirnames:
+            if _suffix(d) in suffixes:  # walked into all the same, but reported
+                errors.append(InputError(os.path.abspath(os.path.join(dirpath, d)),
+                                         "is a directory named like an image file, not an image"))
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            if _is_candidate(full, name, suffixes):
+                found.append(os.path.abspath(full))
+
+
+def _read_list(path: str) -> Tuple[List[str], Optional[str]]:
+    """Entries of a ``.txt`` (one per line, ``#`` comments) or ``.csv`` list; (entries, error)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        return [], f"cannot read list file: {e}"
+    if path.lower().endswith(".csv"):
+        try:
+            rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+        except csv.Error as e:
+            return [], f"malformed CSV list: {e}"
+        if not rows:
+            return [], None
+        header = [c.strip() for c in rows[0]]
+        column = next((header.index(c) for c in LIST_PATH_COLUMNS if c in header), None)
+        if column is not None:
+            rows = rows[1:]
+        elif header and not _looks_like_path(header[0], os.path.dirname(path)):
+            return [], (f"CSV list has no path column (one of {', '.join(LIST_PATH_COLUMNS)}) "
+                        f"and its first cell {header[0]!r} is not a file")
+        column = column or 0
+        return [r[column].strip() for r in rows if len(r) > column and r[column].strip()], None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")], None
+
+
+def _looks_like_path(entry: str, base: str) -> bool:
+    return os.path.lexists(entry) or os.path.lexists(os.path.join(base, entry)) or any(
+        c in entry for c in _GLOB_CHARS) or _suffix(entry) in _image_suffixes()
+
+
+def _expand_entry(entry: str, found: List[str], errors: List[InputError], suffixes: Tuple[str, ...],
+                  lists: bool, base: Optional[str] = None) -> None:
+    raw = os.path.expanduser(entry)
+    if base is not None and not os.path.isabs(raw):
+        here = os.path.join(base, raw)  # relative to the list file, else to the working dir
+        raw = here if os.path.lexists(here) or not os.path.lexists(raw) else raw
+    if os.path.isdir(raw):
+        _walk(raw, found, errors, suffixes)
+    elif os.path.isfile(raw):
+        if lists and _suffix(raw) in LIST_SUFFIXES:
+            entries, error = _read_list(raw)
+            if error:
+                errors.append(InputError(os.path.abspath(raw), error))
+            if not entries and not error:
+                errors.append(InputError(os.path.abspath(raw), "list file names no inputs"))
+            for e in entries:
+                _expand_entry(e, found, errors, suffixes, lists=False, base=os.path.dirname(os.path.abspath(raw)))
+        else:
+            found.append(os.path.abspath(raw))  # any explicit file; the reader says if it is bad
+    elif os.path.islink(raw):
+        errors.append(InputError(os.path.abspath(raw), "dangling symlink (its target does not exist)"))
+    elif os.path.lexists(raw):
+        errors.append(InputError(os.path.abspath(raw), "not a regular file or directory"))
+    elif _GLOB_CHARS & set(entry):
+        matches = sorted(glob.glob(raw, recursive=True))
+        if not matches:
+            errors.append(InputError(entry, "glob pattern matched no files"))
+        for m in matches:  # like a directory's content: image-like files only
+            if os.path.isdir(m):
+                _walk(m, found, errors, suffixes)
+            elif _is_candidate(m, os.path.basename(m), suffixes):
+                found.append(os.path.abspath(m))
+    else:
+        errors.append(InputError(os.path.abspath(raw) if base else entry, "no such file or directory"))
+
+
+def expand_inputs(inputs: Iterable[PathLike]) -> Tuple[List[Path], List[InputError]]:
+    """Expand command-line inputs into image files; never raises on a bad entry.
+
+    Each entry is, in this order of precedence:
+
+    - an existing directory: walked recursively (directory links followed, cycles cut), keeping
+      files with a readable image suffix (see :data:`anatomix.io.read.SUPPORTED_SUFFIXES`) and
+      files of other names that carry the DICOM marker; hidden files are skipped. A directory
+      named like an image (``x.png/``) is reported as an error and walked all the same;
+    - an existing ``.txt`` file (one path per line, blank lines and ``#`` comments ignored) or
+      ``.csv`` file (column ``path``/``file``/``filename``/``image``/... or else the first
+      column, header optional): a list of entries, each expanded like a command-line entry
+      (files, directories, globs; not further lists), relative ones against the list's folder;
+    - any other existing file: an image (if the reader cannot read it, that is its error);
+    - a dangling symlink: an error;
+    - a pattern with ``*``, ``?`` or ``[``: :func:`glob.glob` with ``**`` support; an error when it
+      matches nothing;
+    - anything else: an error (no such file).
+
+    Args:
+        inputs: the entries.
+
+    Returns:
+        (image paths: absolute, unique by resolved path, sorted; errors: one per bad entry).
+    """
+    suffixes = _image_suffixes()
+    found: List[str] = []
+    errors: List[InputError] = []
+    for entry in inputs:
+        _expand_entry(os.fspath(entry), found, errors, suffixes, lists=True)
+    unique: Dict[str, str] = {}
+    for p in sorted(found):
+        unique.setdefault(_key(p), p)
+    dedup_errors: Dict[str, InputError] = {}
+    for e in errors:
+        dedup_errors.setdefault(e.path, e)
+    return sorted((Path(p) for p in unique.values()), key=str), list(dedup_errors.values())
+
+
+def assign_image_ids(paths: Sequence[PathLike], taken: Iterable[str] = ()) -> List[str]:
+    """Unique, deterministic image ids: the file stem, ``<stem>_<n>`` when stems collide.
+
+    Ids are compared case-insensitively (outputs may land on a case-insensitive file system).
+    Paths are visited in sorted order; the first of a group of equal stems keeps the stem unless
+    it is taken, the others get the smallest free ``_1``, ``_2``, ... The result depends only on
+    the set of paths (and ``taken``), so a resumed run assigns the same ids.
+
+    Args:
+        paths: image paths.
+        taken: ids already in use in the output folder (by images outside ``paths``).
+
+    Returns:
+        One id per path, in the order of ``paths``.
+    """
+    order = sorted(range(len(paths)), key=lambda i: os.fspath(paths[i]))
+    stems = [image_stem(p) for p in paths]
+    counts: Dict[str, int] = {}
+    for s in stems:
+        counts[s.casefold()] = counts.get(s.casefold(), 0) + 1
+    used = {t.casefold() for t in taken}
+    # stems that occur once are reserved first, so that a suffixed id never steals one
+    reserved = {s.casefold() for s in stems if counts[s.casefold()] == 1 and s.casefold() not in used}
+    ids: List[Optional[str]] = [None] * len(paths)
+    for i in order:
+        s = stems[i]
+        if s.casefold() in reserved:
+            ids[i] = s
+            used.add(s.casefold())
+            continue
+        candidate, n = s, 0
+        while candidate.casefold() in used or (n and candidate.casefold() in reserved):
+            n += 1
+            candidate = f"{s}_{n}"
+        ids[i] = candidate
+        used.add(candidate.casefold())
+    return [str(i) for i in ids]
+
+
+# -- segmenters --------------------------------------------------------------------------------
+def load_segmenter(name_or_path: str = "graph", device: Any = "cpu"):
+    """Load a segmenter by bundled name (``graph``, ``pixel``) or checkpoint path.
+
+    The checkpoint's ``family`` key picks the class: ``"graph"`` ->
+    :class:`anatomix.graphs.inference.GraphSegmenter`, ``"pixel"`` ->
+    :class:`anatomix.pixel.inference.PixelSegmenter`. Checkpoints are first loaded with
+    ``weights_only=True``; ones holding other Python objects (e.g. numpy scalars in training
+    metrics) fall back to a full unpickle, so only load checkpoints you trust.
+
+    Args:
+        name_or_path: registry name or path to a ``.pt`` checkpoint.
+        device: torch device or its name.
+
+    Returns:
+        An object with ``predict(list[Radiograph]) -> list[Segmentation]``.
+
+    Raises:
+        AnatomixError: unknown name, missing or unreadable file, unknown family.
+    """
+    import torch
+
+    from anatomix.models import resolve
+
+    path = resolve(name_or_path)
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - objects beyond tensors and plain containers
+            state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise AnatomixError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict):
+        raise AnatomixError(f"{path}: not an anatomix checkpoint (a {type(state).__name__}, not a dict)")
+    family = state.get("family") or ("graph" if "graph_config" in state else None)
+    if family == "graph":
+        from anatomix.graphs.inference import GraphSegmenter
+        from anatomix.graphs.model import GraphConfig, HybridGNet
+
+        try:
+            model = HybridGNet(GraphConfig.from_dict(state["graph_config"]))
+            model.load_state_dict(state["model"])
+        except Exception as e:  # noqa: BLE001
+            raise AnatomixError(f"{path}: bad graph checkpoint ({type(e).__name__}: {e})") from e
+        if not hasattr(model, "config"):  # GraphSegmenter reads .config; the model names it .cfg
+            model.config = model.cfg
+        return GraphSegmenter(model, device)
+    if family == "pixel":
+        try:
+            from anatomix.pixel.inference import PixelSegmenter
+        except ImportError as e:
+            raise AnatomixError(f"{path}: pixel models are not available ({e})") from e
+        return PixelSegmenter.from_checkpoint(path, device)
+    raise AnatomixError(f"{path}: unknown model family {family!r} (expected 'graph' or 'pixel')")
+
+
+# -- QC hook -----------------------------------------------------------------------------------
+QCHook = Tuple[Sequence[str], Callable[..., Mapping[str, Any]]]
+
+
+def default_qc() -> Optional[QCHook]:
+    """(QC_COLUMNS, assess) from :mod:`anatomix.qc`, or None while it does not provide them."""
+    try:
+        import anatomix.qc as qc
+    except ImportError:
+        return None
+    columns, assess = getattr(qc, "QC_COLUMNS", None), getattr(qc, "assess", None)
+    if not columns or not callable(assess):
+        return None
+    return tuple(columns), assess
+
+
+def _qc_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return "" if math.isnan(value) else format(value, ".6g")
+    if isinstance(value, (list, tuple)):
+        return ";".join(_qc_cell(v) for v in value)
+    return str(value)
+
+
+# -- the output folder -------------------------------------------------------------------------
+@contextmanager
+def _lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out_dir`` (released by the OS even on SIGKILL)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    f = open(out_dir / LOCK_NAME, "a")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise AnatomixError(f"{out_dir}: another 'anatomix segment' run is writing to this folder") from None
+        yield
+    finally:
+        f.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Delete ``.<name>.tmp-<pid>-<hex>`` files of atomic writes whose process died."""
+    for folder in (out_dir, out_dir / MASKS_DIR, out_dir / OVERLAYS_DIR):
+        if not folder.is_dir():
+            continue
+        for p in folder.glob(".*.tmp-*"):
+            try:
+                pid = int(p.name.rsplit(".tmp-", 1)[1].split("-")[0])
+            except (IndexError, ValueError):
+                continue
+            if pid == os.getpid() or not _pid_alive(pid):
+                p.unlink(missing_ok=True)
+
+
+def _read_csv_table(path: Path) -> Tuple[List[str], List[List[str]], bool]:
+    """Header and rows of a CSV written by this module; drops a partial last row (from a kill).
+
+    Returns:
+        (header, complete rows, whether anything was dropped).
+    """
+    data = path.read_bytes()
+    dropped = False
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        dropped = True
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+    text = data.decode("utf-8", errors="replace")
+    records = list(csv.reader(io.StringIO(text, newline="")))
+    if not records:
+        return [], [], dropped
+    header, rows = records[0], records[1:]
+    good = [r for r in rows if len(r) == len(header)]
+    return header, good, dropped or len(good) != len(rows)
+
+
+def _write_csv_table(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    from anatomix.io.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(header)
+            w.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _Outputs:
+    """File names and completeness checks of one output folder."""
+
+    def __init__(self, out_dir: Path, structures: Sequence[str], formats: Sequence[str], overlays: bool):
+        self.out_dir, self.structures, self.formats, self.overlays = out_dir, tuple(structures), tuple(formats), overlays
+
+    def mask(self, image_id: str, structure: str, fmt: str) -> Path:
+        return self.out_dir / MASKS_DIR / f"{image_id}_{structure}{FORMATS[fmt]}"
+
+    def overlay(self, image_id: str) -> Path:
+        return self.out_dir / OVERLAYS_DIR / f"{image_id}.png"
+
+    def files(self, image_id: str) -> List[Path]:
+        out = [self.mask(image_id, s, f) for f in self.formats for s in self.structures]
+        return out + ([self.overlay(image_id)] if self.overlays else [])
+
+    def complete(self, image_id: str) -> bool:
+        for p in self.files(image_id):
+            try:
+                if p.stat().st_size == 0:
+                    return False
+            except OSError:
+                return False
+        return True
+
+
+class _RowWriter:
+    """Appends CSV rows to ``segmentations.csv``; flush + fsync on :meth:`sync`."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "a", encoding="utf-8", newline="")
+        self._w = csv.writer(self._f, lineterminator="\n")
+
+    def write(self, cells: Sequence[str]) -> None:
+        self._w.writerow(cells)
+
+    def sync(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self.sync()
+            self._f.close()
+
+
+def _prepare_csv(path: Path, header: List[str], items: Sequence[Path], outputs: _Outputs,
+                 overwrite: bool) -> Tuple[List[str], Dict[str, str], Set[str]]:
+    """Bring an existing ``segmentations.csv`` into shape for this run.
+
+    Keeps rows of images outside this run, and rows of this run's images that are finished
+    (files present) unless ``overwrite``; drops the rest (and a partial last line), rewriting the
+    file atomically when anything changed. Columns of an older file that this run does not write
+    are kept (at the end); a file without a usable header is replaced.
+
+    Returns:
+        (the file's header, {resolved path: image_id} of finished images of this run,
+        ids of the kept rows of other images).
+    """
+    keys = {_key(p) for p in items}
+    if not path.is_file():
+        _write_csv_table(path, header, [])
+        return header, {}, set()
+    old_header, rows, changed = _read_csv_table(path)
+    if not old_header or "image_id" not in old_header or "path" not in old_header:
+        _write_csv_table(path, header, [])
+        return header, {}, set()
+    full = header + [c for c in old_header if c not in header]
+    if full != old_header:
+        changed = True
+    i_id, i_path = old_header.index("image_id"), old_header.index("path")
+    done: Dict[str, str] = {}
+    foreign: Set[str] = set()
+    kept: List[List[str]] = []
+    seen_ids: Set[str] = set()
+    for r in rows:
+        image_id, key = r[i_id], _key(r[i_path]) if r[i_path] else ""
+        if not image_id or image_id.casefold() in seen_ids:  # duplicate or malformed
+            changed = True
+            continue
+        if key in keys:
+            if overwrite or key in done or not outputs.complete(image_id):
+                changed = True
+                continue
+            done[key] = image_id
+        else:
+            foreign.add(image_id)
+        seen_ids.add(image_id.casefold())
+        kept.append(r)
+    if changed:
+        remap = [old_header.index(c) if c in old_header else None for c in full]
+        _write_csv_table(path, full, ([r[j] if j is not None else "" for j in remap] for r in kept))
+    return full, done, foreign
+
+
+def _read_old_errors(path: Path) -> List[InputError]:
+    if not path.is_file():
+        return []
+    try:
+        header, rows, _ = _read_csv_table(path)
+    except OSError:
+        return []
+    if header[:2] != ["path", "reason"]:
+        return []
+    return [InputError(r[0], r[1]) for r in rows]
+
+
+def _write_errors(path: Path, errors: Iterable[InputError]) -> None:
+    _write_csv_table(path, ["path", "reason"], ([e.path, e.reason] for e in errors))
+
+
+# -- one image's outputs -----------------------------------------------------------------------
+def _read(path: Path):
+    from anatomix.io.read import read_radiograph
+
+    return read_radiograph(path)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, ReadError):
+        return e.cause
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    return f"{type(e).__name__}: {e}"
+
+
+class _ImageWriter:
+    """Writes one image's files and builds its CSV row (runs in the writer pool)."""
+
+    def __init__(self, header: Sequence[str], outputs: _Outputs, qc: Optional[QCHook]):
+        self.header, self.outputs, self.qc = list(header), outputs, qc
+        self.qc_failures = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, item: BatchItem, radiograph, seg) -> List[str]:
+        from anatomix.anatomy import STRUCTURE_BY_KEY
+        from anatomix.io.chexmask import format_landmarks, rle_encode
+        from anatomix.io.write import write_mask_nifti, write_mask_png, write_overlay
+
+        shape = tuple(radiograph.shape)
+        masks = {k: np.asarray(seg.masks[k]).astype(bool, copy=False) for k in self.outputs.structures
+                 if k in seg.masks}
+        missing = [k for k in self.outputs.structures if k not in masks]
+        if missing:
+            raise AnatomixError(f"segmenter returned no mask for {missing}")
+        for k, m in masks.items():
+            if m.shape != shape:
+                raise AnatomixError(f"mask {k!r} has shape {m.shape}, image is {shape}")
+        for fmt in self.outputs.formats:
+            for k, m in masks.items():
+                target = self.outputs.mask(item.image_id, k, fmt)
+                if fmt == "png":
+                    write_mask_png(target, m)
+                else:
+                    write_mask_nifti(target, m, like=radiograph)
+        landmarks = None if seg.landmarks is None else np.asarray(seg.landmarks, dtype=np.float64)
+        has_landmarks = landmarks is not None and landmarks.size > 0 and np.isfinite(landmarks).all()
+        if self.outputs.overlays:
+            contours = seg.template.split(landmarks) if has_landmarks and seg.template is not None else None
+            write_overlay(self.outputs.overlay(item.image_id), radiograph.pixels, contours=contours,
+                          masks=None if contours else masks)
+        cells: Dict[str, str] = {
+            "image_id": item.image_id, "path": str(item.path), "Height": str(shape[0]), "Width": str(shape[1]),
+            "Landmarks": format_landmarks(landmarks.reshape(-1, 2)) if has_landmarks else "",
+        }
+        for k, m in masks.items():
+            cells[STRUCTURE_BY_KEY[k].label] = rle_encode(m)
+        if self.qc is not None:
+            columns, assess = self.qc
+            try:
+                values = assess(seg, radiograph.pixels, node_std=seg.node_std)
+                cells.update({c: _qc_cell(values.get(c)) for c in columns})
+            except Exception:  # noqa: BLE001 - QC never costs the user a segmentation
+                with self._lock:
+                    self.qc_failures += 1
+        return [cells.get(c, "") for c in self.header]
+
+
+# -- the batch ---------------------------------------------------------------------------------
+class _Inline:
+    """Executor stand-in that runs a call at submit time (``workers=0``)."""
+
+    def submit(self, fn, *args) -> Future:
+        f: Future = Future()
+        try:
+            f.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - delivered through the future, like a pool
+            if not isinstance(e, Exception):
+                raise
+            f.set_exception(e)
+        return f
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _structures(segmenter) -> Tuple[str, ...]:
+    """Structure keys the segmenter produces (``structures`` attribute, else its template's)."""
+    from anatomix.anatomy import LUNGS_HEART
+
+    template = getattr(segmenter, "template", None) or LUNGS_HEART
+    return tuple(getattr(segmenter, "structures", None) or template.keys)
+
+
+def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter, *, batch_size: int = 8,
+                  workers: int = 2, formats: Sequence[str] = ("png",), overlays: bool = False,
+                  overwrite: bool = False, qc: Union[bool, QCHook, None] = True,
+                  progress: Optional[bool] = False,
+                  on_image: Optional[Callable[[BatchItem], None]] = None,
+                  expanded: Optional[Tuple[List[Path], List[InputError]]] = None) -> BatchSummary:
+    """Segment every input radiograph and write masks, overlays and the CheXmask CSV.
+
+    See the module docstring for the output layout and the resume rules.
+
+    Args:
+        inputs: files, directories, glob patterns, ``.txt``/``.csv`` lists (:func:`expand_inputs`).
+        out_dir: the output folder (created if needed).
+        segmenter: a :class:`~anatomix.graphs.inference.GraphSegmenter`, a ``PixelSegmenter`` or
+            anything with ``predict(list[Radiograph]) -> list[Segmentation]`` that treats every
+            image independently (see :func:`load_segmenter`).
+        batch_size: images per ``predict`` call.
+        workers: decoding threads ahead of the model and as many writing threads behind it;
+            0 runs everything in the calling thread.
+        formats: mask formats, any of ``"png"`` and ``"nifti"``.
+        overlays: also write ``overlays/<image_id>.png``.
+        overwrite: redo images that an earlier run finished.
+        qc: True: QC columns from :func:`default_qc` when available; False/None: none;
+            or a ``(columns, assess)`` pair.
+        progress: show a progress bar (tqdm, on stderr) with rate and ETA; None: when stderr is a
+            terminal.
+        on_image: called in the main thread after each image's row is written.
+        expanded: ``expand_inputs(inputs)`` when the caller has it already (not expanded again).
+
+    Returns:
+        A :class:`BatchSummary`; ``exit_code`` is 1 when any input failed.
+
+    Raises:
+        AnatomixError: ``out_dir`` is not a usable folder or another run holds it.
+        ValueError: a bad argument (batch size, workers, format).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    formats = tuple(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"unknown mask format(s) {bad}; choose from {list(FORMATS)}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise AnatomixError(f"{out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AnatomixError(f"{out}: cannot create output folder ({e.strerror or e})") from e
+    t0 = time.perf_counter()
+    with _lock(out):
+        summary = _segment_locked(inputs, out, segmenter, batch_size, workers, formats, overlays,
+                                  overwrite, qc, progress, on_image, expanded)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int, formats, overlays: bool,
+                    overwrite: bool, qc, progress, on_image, expanded) -> BatchSummary:
+    from anatomix.io.chexmask import DEFAULT_STRUCTURES, chexmask_header
+
+    qc_hook: Optional[QCHook] = default_qc() if qc is True else (qc or None)
+    structures = _structures(segmenter)
+    qc_columns = tuple(qc_hook[0]) if qc_hook else ()
+    header = chexmask_header((*DEFAULT_STRUCTURES, *structures), ["path", *qc_columns])
+    paths, input_errors = expanded if expanded is not None else expand_inputs(inputs)
+    summary = BatchSummary(out_dir=out, total=len(paths) + len(input_errors), qc_columns=qc_columns)
+    outputs = _Outputs(out, structures, formats, overlays)
+    _remove_stale_temporaries(out)
+    csv_path = out / CSV_NAME
+    header, done, foreign = _prepare_csv(csv_path, header, paths, outputs, overwrite)
+
+    ids = assign_image_ids(paths, taken=foreign)
+    used = {i.casefold() for i in foreign} | {i.casefold() for i in done.values()}
+    items: List[BatchItem] = []
+    todo: List[BatchItem] = []
+    for p, image_id in zip(paths, ids):
+        key = _key(p)
+        if key in done:
+            items.append(BatchItem(p, done[key]))
+            continue
+        if image_id.casefold() in used:  # the input set changed since the finished run
+            stem, n = image_stem(p), 1
+            while f"{stem}_{n}".casefold() in used:
+                n += 1
+            image_id = f"{stem}_{n}"
+        used.add(image_id.casefold())
+        item = BatchItem(p, image_id)
+        items.append(item)
+        todo.append(item)
+    summary.skipped = len(items) - len(todo)
+
+    errors: List[InputError] = list(input_errors)
+    writer = _ImageWriter(header, outputs, qc_hook)
+    rows = _RowWriter(csv_path)
+    bar = _progress_bar(len(todo), summary.skipped, progress)
+    succeeded: Set[str] = set()
+
+    def written(item: BatchItem) -> None:
+        succeeded.add(item.key)
+        if on_image is not None:
+            on_image(item)
+
+    try:
+        _pipeline(todo, segmenter, batch_size, workers, writer, rows, errors, summary, bar, written)
+    finally:
+        rows.close()
+        if bar is not None:
+            bar.close()
+        summary.qc_failures = writer.qc_failures
+        # errors.csv: this run's failures + earlier ones about inputs that did not succeed or
+        # fail again now (still failing as far as anyone knows)
+        settled = set(done) | succeeded | {e.path for e in errors} | {_key(e.path) for e in errors}
+        old = [e for e in _read_old_errors(out / ERRORS_NAME) if e.path not in settled and _key(e.path) not in settled]
+        summary.errors = sorted(errors, key=lambda e: e.path)
+        _write_errors(out / ERRORS_NAME, sorted(summary.errors + old, key=lambda e: e.path))
+        _fsync_dir(out)
+    return summary
+
+
+def _progress_bar(total: int, skipped: int, progress: Optional[bool]):
+    if progress is False:
+        return None
+    if progress is None and not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="img", desc="segment", file=sys.stderr, dynamic_ncols=True,
+               smoothing=0.1)
+    if skipped:
+        bar.set_postfix_str(f"{skipped} already done", refresh=False)
+    return bar
+
+
+def _pipeline(todo: List[BatchItem], segmenter, batch_size: int, workers: int, writer: _ImageWriter,
+              rows: _RowWriter, errors: List[InputError], summary: BatchSummary, bar, on_image) -> None:
+    """Decode ahead (bounded), predict in batches, write behind (bounded), append rows in order."""
+    readers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-read") if workers else _Inline()
+    writers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-write") if workers else _Inline()
+    window = max(2 * batch_size, workers) if workers else 0
+    reads: deque = deque()
+    writes: deque = deque()
+    pending = iter(todo)
+    timings = summary.timings
+
+    def fill() -> None:
+        while len(reads) < max(window, 1):
+            item = next(pending, None)
+            if item is None:
+                return
+            reads.append((item, readers.submit(_read, item.path)))
+            if not workers:
+                return
+
+    def fail(item: BatchItem, reason: str) -> None:
+        errors.append(InputError(str(item.path), reason))
+        if bar is not None:
+            bar.update(1)
+
+    def drain(keep: int) -> None:
+        """Append the rows of finished writes in input order, leaving at most ``keep`` pending."""
+        wrote = False
+        while writes and (len(writes) > keep or (writes[0][1].done() and not writes[0][1].cancelled())):
+            item, fut = writes.popleft()
+            t = time.perf_counter()
+            try:
+                cells = fut.result()
+            except Exception as e:  # noqa: BLE001
+                timings["write_wait"] += time.perf_counter() - t
+                fail(item, f"writing outputs failed: {_reason(e)}")
+                continue
+            timings["write_wait"] += time.perf_counter() - t
+            rows.write(cells)
+            wrote = True
+            summary.segmented += 1
+            if bar is not None:
+                bar.update(1)
+            if on_image is not None:
+                on_image(item)
+        if wrote:
+            rows.sync()
+
+    try:
+        while True:
+            fill()
+            batch = []
+            while len(batch) < batch_size and reads:
+                item, fut = reads.popleft()
+                t = time.perf_counter()
+                try:
+                    radiograph = fut.result()
+                except Exception as e:  # noqa: BLE001 - every reader failure is this file's error
+                    timings["read_wait"] += time.perf_counter() - t
+                    fail(item, _reason(e))
+                    fill()
+                    continue
+                timings["read_wait"] += time.perf_counter() - t
+                batch.append((item, radiograph))
+                fill()
+            if not batch:
+                if not reads:
+                    break
+                continue
+            t = time.perf_counter()
+            results = _predict(segmenter, [r for _, r in batch])
+            timings["predict"] += time.perf_counter() - t
+            for (item, radiograph), result in zip(batch, results):
+                if isinstance(result, BaseException):
+                    fail(item, f"segmentation failed: {_reason(result)}")
+                else:
+                    writes.append((item, writers.submit(writer, item, radiograph, result)))
+            del batch, results
+            drain(keep=max(2 * batch_size, workers) if workers else 0)
+        drain(keep=0)
+    except BaseException:
+        # interrupted (Ctrl-C, a bug): let running writes finish, keep the rows of the finished
+        # prefix, so that a resume redoes as little as possible
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)
+        finished = 0
+        while finished < len(writes) and not writes[finished][1].cancelled():
+            finished += 1
+        drain(keep=len(writes) - finished)
+        raise
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)
+
+
+def _predict(segmenter, radiographs: list) -> list:
+    """Segment a batch; when the batch fails, retry image by image so only the culprit fails."""
+    try:
+        out = segmenter.predict(radiographs)
+        if len(out) != len(radiographs):
+            raise AnatomixError(f"segmenter returned {len(out)} results for {len(radiographs)} images")
+        return list(out)
+    except Exception as batch_error:  # noqa: BLE001
+        if len(radiographs) == 1:
+            return [batch_error]
+    results: list = []
+    for r in radiographs:
+        try:
+            results.append(segmenter.predict([r])[0])
+        except Exception as e:  # noqa: BLE001
+            results.append(e)
+    return results

@@ -1,0 +1,87 @@
+"""``anatomix segment``: the batch command, a thin shell over :func:`anatomix.batch.segment_batch`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple
+
+import click
+
+EPILOG = """\b
+Outputs in OUT:
+  segmentations.csv              CheXmask layout: image_id, path, Height, Width, Landmarks,
+                                 Right Lung, Left Lung, Heart (RLE), QC columns
+  masks/<id>_<structure>.png     0/255 masks at original size (.nii.gz with --format nifti)
+  overlays/<id>.png              with --overlays
+  errors.csv                     path, reason for every input that failed
+\b
+Rerun the same command to resume: finished images are kept, the rest is done.
+Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
+"""
+
+
+@click.command("segment", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out", "out", required=True,
+              type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
+              help="Output folder (created; rerun on it to resume).")
+@click.option("--model", default="graph", show_default=True,
+              help="Bundled model name (graph, pixel) or a checkpoint path.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Images per model call.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Threads decoding ahead of and writing behind the model (0: all in one thread).")
+@click.option("--format", "formats", type=click.Choice(["png", "nifti"]), multiple=True,
+              default=("png",), show_default=True, help="Mask format; repeat for both.")
+@click.option("--overlays", is_flag=True, help="Also write overlays/<id>.png.")
+@click.option("--overwrite", is_flag=True, help="Redo images that an earlier run finished.")
+@click.option("--no-qc", is_flag=True, help="Skip the mask QC columns.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: when stderr is a terminal).")
+def segment(inputs: Tuple[str, ...], out: Path, model: str, device: str, batch_size: int, workers: int,
+            formats: Tuple[str, ...], overlays: bool, overwrite: bool, no_qc: bool,
+            progress: Optional[bool]) -> None:
+    """Segment lungs and heart in every radiograph of INPUTS.
+
+    INPUTS are files, directories (searched recursively), glob patterns, or .txt / .csv files
+    listing paths. Every format anatomix reads: PNG, JPEG, TIFF (8/16-bit), DICOM, NIfTI, .npy.
+    """
+    from anatomix.runtime import quiet_imports
+
+    quiet_imports()
+    from anatomix.batch import expand_inputs, load_segmenter, segment_batch
+    from anatomix.errors import AnatomixError
+    from anatomix.runtime import resolve_device
+
+    if out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} exists and is not a directory", param_hint="'-o' / '--out'")
+    paths, bad = expand_inputs(inputs)
+    if not paths and not bad:
+        raise click.UsageError(f"no radiographs found in {', '.join(inputs)}")
+    try:
+        dev = resolve_device(device)
+    except (RuntimeError, ValueError) as e:
+        raise click.BadParameter(str(e), param_hint="'--device'") from None
+    if dev.type == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise click.BadParameter("CUDA is not available on this machine", param_hint="'--device'")
+    try:
+        segmenter = load_segmenter(model, dev)
+    except AnatomixError as e:
+        raise click.BadParameter(str(e), param_hint="'--model'") from None
+    try:
+        summary = segment_batch(inputs, out, segmenter, batch_size=batch_size, workers=workers,
+                                formats=formats, overlays=overlays, overwrite=overwrite,
+                                qc=not no_qc, progress=progress,
+                                expanded=(paths, bad))
+    except AnatomixError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(summary.line())
+    raise SystemExit(summary.exit_code)
+
+
+if __name__ == "__main__":  # python -m anatomix.cli.segment ...
+    segment()
