@@ -71,8 +71,9 @@ class SquareFrame:
         square = np.zeros((self.side, self.side), dtype=np.float32)
         square[top : top + self.height, left : left + self.width] = pixels
         if (left, top) != (pad_x, pad_y):
-            # odd padding: shift by the remaining half pixel so the mapping stays exact
-            square = ndimage.shift(square, (pad_y - top, pad_x - left), order=1, mode="constant")
+            # odd padding: shift by the remaining half pixel so the mapping stays exact;
+            # grid-constant interpolates the edge pixel against the zero padding (symmetric pads)
+            square = ndimage.shift(square, (pad_y - top, pad_x - left), order=1, mode="grid-constant")
         t = torch.from_numpy(square)[None, None]
         out = F.interpolate(t, size=(self.size, self.size), mode="bilinear",
                             align_corners=False, antialias=True)
