@@ -48,6 +48,8 @@ def register(entry: ModelEntry) -> ModelEntry:
 
 register(ModelEntry("graph", "graph", "hybridgnet_lungs_heart.pt",
                     "HybridGNet lungs+heart landmark contours (JSRT/SCR, research use)"))
+register(ModelEntry("pixel", "pixel", "pixel_unet_lungs_heart.pt",
+                    "MONAI UNet lungs+heart dense masks, landmarks traced (JSRT/SCR, research use)"))
 
 
 def list_models() -> List[ModelEntry]:

@@ -81,3 +81,46 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
                       workers=workers, threads=threads)
     best = fit(task, train_set, val_set, cfg, out)
     click.echo(f"best checkpoint: {best}")
+
+
+@train.command("pixel")
+@loop_options
+@click.option("--arch", default="monai_unet", show_default=True,
+              help="Pixel architecture (monai_unet, flexible_unet, smp_unet, smp_fpn, ...).")
+@click.option("--image-size", default=256, show_default=True)
+@click.option("--channels", default="16,32,64,128,256", show_default=True,
+              help="monai_unet: feature channels per level (comma-separated).")
+@click.option("--res-units", default=2, show_default=True, help="monai_unet: residual units per level.")
+@click.option("--encoder", default="resnet18", show_default=True,
+              help="smp_*: encoder name (always built without pretrained weights).")
+@click.option("--backbone", default="efficientnet-b0", show_default=True,
+              help="flexible_unet: backbone (always built without pretrained weights).")
+def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers,
+          arch, image_size, channels, res_units, encoder, backbone) -> None:
+    """Train a dense (pixel) multi-label segmenter: lungR, lungL, heart (MONAI Dice + BCE)."""
+    from anatomix.runtime import quiet_imports
+
+    quiet_imports()
+    from anatomix.data.augment import MaskAugment
+    from anatomix.data.mask_dataset import MaskDataset
+    from anatomix.pixel.models import PixelConfig, pixel_model_names
+    from anatomix.pixel.train import PixelTask
+    from anatomix.training import TrainConfig, fit
+
+    if arch not in pixel_model_names():
+        raise click.BadParameter(f"{arch!r}; valid: {', '.join(pixel_model_names())}", param_hint="--arch")
+    if arch == "monai_unet":
+        kwargs = {"channels": [int(c) for c in channels.split(",")], "num_res_units": res_units}
+    elif arch == "flexible_unet":
+        kwargs = {"backbone": backbone}
+    else:
+        kwargs = {"encoder_name": encoder}
+    train_cases, val_cases = load_split(data, val_fraction, seed, out)
+    click.echo(f"{len(train_cases)} training / {len(val_cases)} validation cases; preloading...")
+    train_set = MaskDataset(train_cases, image_size, MaskAugment(seed=seed))
+    val_set = MaskDataset(val_cases, image_size, keep_original=True)
+    task = PixelTask(PixelConfig(arch=arch, image_size=image_size, kwargs=kwargs), reference=val_set)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
+                      workers=workers, threads=threads)
+    best = fit(task, train_set, val_set, cfg, out)
+    click.echo(f"best checkpoint: {best}")

@@ -97,3 +97,39 @@ def move_points(xy: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     idx = np.stack([xy[:, 1] - 0.5, xy[:, 0] - 0.5, np.ones(len(xy))])  # (row, col, 1) x N
     out = np.linalg.solve(matrix, idx)
     return np.stack([out[1] + 0.5, out[0] + 0.5], axis=1)
+
+
+class MaskAugment(LandmarkAugment):
+    """The same random augmentation for a (S, S) image and its (C, S, S) mask channels.
+
+    The spatial part is one MONAI :class:`~monai.transforms.Affine` applied to the image and
+    the masks stacked together (bilinear), so they move identically; the masks are then
+    thresholded at 0.5 (bilinear + threshold keeps boundaries smoother than nearest).
+    The intensity part touches the image only.
+    """
+
+    def __call__(self, image: np.ndarray, masks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
+        """Augment one pair.
+
+        Args:
+            image: (S, S) float32.
+            masks: (C, S, S) binary (any dtype).
+
+        Returns:
+            (image (S, S) float32 clipped to [0, 1], masks (C, S, S) float32 0/1).
+        """
+        from monai.transforms import Affine
+
+        c, size = self.config, image.shape[0]
+        rng = self.rng
+        zoom = 1.0 + rng.uniform(-c.scale, c.scale)
+        affine = Affine(
+            rotate_params=float(np.deg2rad(rng.uniform(-c.rotate_deg, c.rotate_deg))),
+            scale_params=(zoom, zoom),
+            translate_params=tuple(rng.uniform(-c.translate, c.translate, 2) * size),
+            padding_mode="zeros", mode="bilinear", image_only=True,
+        )
+        stack = np.concatenate([image[None], np.asarray(masks, np.float32)], axis=0).astype(np.float32)
+        out = np.asarray(affine(stack), dtype=np.float32)
+        img = np.asarray(self.intensity(out[:1]), dtype=np.float32)[0]
+        return np.clip(img, 0.0, 1.0), (out[1:] >= 0.5).astype(np.float32)

@@ -1,0 +1,121 @@
+"""Dense (pixel) segmentation networks: MONAI ``UNet`` / ``FlexibleUNet`` and
+segmentation-models-pytorch architectures behind one factory.
+
+Every network takes a (B, 1, S, S) grayscale image and returns (B, C, S, S) logits, one
+channel per structure (multi-label: lungs and heart overlap in SCR, so each channel gets its
+own sigmoid). Nothing is downloaded: MONAI backbones are built with ``pretrained=False`` and
+smp encoders with ``encoder_weights=None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Tuple
+
+import torch
+
+from anatomix.data.mask_dataset import PIXEL_KEYS
+
+
+def _monai_unet(in_channels: int, out_channels: int, channels: Tuple[int, ...] = (16, 32, 64, 128, 256),
+                num_res_units: int = 2, dropout: float = 0.0, **kw: Any) -> torch.nn.Module:
+    from monai.networks.nets import UNet
+
+    channels = tuple(channels)
+    return UNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, channels=channels,
+                strides=(2,) * (len(channels) - 1), num_res_units=num_res_units, dropout=dropout,
+                norm="batch", **kw)
+
+
+def _monai_flexible_unet(in_channels: int, out_channels: int, backbone: str = "efficientnet-b0",
+                         **kw: Any) -> torch.nn.Module:
+    from monai.networks.nets import FlexibleUNet
+
+    kw.pop("pretrained", None)  # never download
+    return FlexibleUNet(in_channels=in_channels, out_channels=out_channels, backbone=backbone,
+                        pretrained=False, spatial_dims=2, **kw)
+
+
+def _smp(arch: str) -> Callable[..., torch.nn.Module]:
+    def build(in_channels: int, out_channels: int, encoder_name: str = "resnet18", **kw: Any) -> torch.nn.Module:
+        import segmentation_models_pytorch as smp
+
+        kw.pop("encoder_weights", None)  # never download
+        return smp.create_model(arch, encoder_name=encoder_name, encoder_weights=None,
+                                in_channels=in_channels, classes=out_channels, **kw)
+
+    build.__doc__ = f"segmentation-models-pytorch ``{arch}`` (``encoder_weights=None``)."
+    return build
+
+
+_SMP_ARCHS = ("unet", "unetplusplus", "manet", "linknet", "fpn", "pspnet", "deeplabv3",
+              "deeplabv3plus", "pan", "upernet", "segformer")
+
+BUILDERS: Dict[str, Callable[..., torch.nn.Module]] = {
+    "monai_unet": _monai_unet,
+    "flexible_unet": _monai_flexible_unet,
+    **{f"smp_{a}": _smp(a) for a in _SMP_ARCHS},
+}
+"""Registry name -> builder ``(in_channels, out_channels, **kwargs) -> nn.Module``."""
+
+
+def pixel_model_names() -> Tuple[str, ...]:
+    """The names :func:`build_pixel_model` accepts."""
+    return tuple(sorted(BUILDERS))
+
+
+def build_pixel_model(name: str, in_channels: int = 1, out_channels: int = len(PIXEL_KEYS),
+                      **kwargs: Any) -> torch.nn.Module:
+    """Build a dense segmentation network by name.
+
+    Args:
+        name: one of :func:`pixel_model_names` (``monai_unet``, ``flexible_unet``,
+            ``smp_unet``, ``smp_fpn``, ...).
+        in_channels: input channels (1: grayscale radiographs).
+        out_channels: output channels, one per structure.
+        **kwargs: passed to the architecture (e.g. ``channels`` for ``monai_unet``,
+            ``encoder_name`` for ``smp_*``, ``backbone`` for ``flexible_unet``).
+
+    Returns:
+        A module mapping (B, in_channels, S, S) to (B, out_channels, S, S) logits.
+
+    Raises:
+        ValueError: for an unknown name; the message lists the valid names.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"unknown pixel model {name!r}; valid names: {', '.join(pixel_model_names())}")
+    return BUILDERS[name](in_channels, out_channels, **kwargs)
+
+
+@dataclass
+class PixelConfig:
+    """Everything needed to rebuild a pixel model and feed it (saved in its checkpoint).
+
+    Attributes:
+        arch: a :func:`pixel_model_names` name.
+        image_size: side of the square model frame (preprocessing:
+            :func:`anatomix.data.preprocess.to_model_frame`).
+        keys: structure of each output channel.
+        threshold: probability threshold of the masks.
+        kwargs: architecture keyword arguments.
+    """
+
+    arch: str = "monai_unet"
+    image_size: int = 256
+    keys: Tuple[str, ...] = PIXEL_KEYS
+    threshold: float = 0.5
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> torch.nn.Module:
+        return build_pixel_model(self.arch, 1, len(self.keys), **self.kwargs)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["keys"] = list(self.keys)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "PixelConfig":
+        d = dict(d)
+        d["keys"] = tuple(d.get("keys", PIXEL_KEYS))
+        return cls(**d)
