@@ -3,10 +3,22 @@
 - :func:`read_radiograph` reads PNG/JPEG/TIFF, DICOM, NIfTI and ``.npy`` into a
   :class:`Radiograph` (float32 (H, W) pixels in [0, 1], original frame).
 - :class:`SquareFrame` maps between the original frame and a square model frame.
+- CheXmask CSV codec: RLE masks, the ``Landmarks`` column, streaming reader, resumable writer.
 - ``write_*`` write masks (PNG, NIfTI), landmarks (JSON) and overlays (PNG), atomically.
 """
 
 from anatomix.io.atomic import atomic_write
+from anatomix.io.chexmask import (
+    ChexmaskRow,
+    ChexmaskWriter,
+    format_landmarks,
+    iter_chexmask_csv,
+    parse_landmarks,
+    read_chexmask_csv,
+    rle_decode,
+    rle_encode,
+    write_chexmask_csv,
+)
 from anatomix.io.geometry import SquareFrame
 from anatomix.io.read import (
     MAX_PIXELS,
@@ -26,6 +38,15 @@ from anatomix.io.write import (
 )
 
 __all__ = [
+    "ChexmaskRow",
+    "ChexmaskWriter",
+    "format_landmarks",
+    "iter_chexmask_csv",
+    "parse_landmarks",
+    "read_chexmask_csv",
+    "rle_decode",
+    "rle_encode",
+    "write_chexmask_csv",
     "MAX_PIXELS",
     "MIN_SIDE",
     "STRUCTURE_COLOURS",
