@@ -82,15 +82,12 @@ class PixelSegmenter:
         return torch.sigmoid(self.model(x)).cpu().numpy()
 
     @torch.no_grad()
-    def predict(self, radiographs: Sequence[Radiograph], with_masks: bool = True,
-                with_probabilities: bool = False, keep_raw: bool = False,
+    def predict(self, radiographs: Sequence[Radiograph], with_probabilities: bool = False, keep_raw: bool = False,
                 postprocess: bool | None = None) -> List[Segmentation]:
         """Segment a batch of radiographs (any sizes). Each result is independent of the others.
 
         Args:
             radiographs: the images.
-            with_masks: kept for API parity with the graph segmenter; pixel masks are always
-                computed (the landmarks are traced from them), and dropped when False.
             with_probabilities: put the (C, H, W) float32 original-frame probabilities in
                 ``extra["probabilities"]`` (with ``extra["keys"]`` naming the channels).
             keep_raw: put the thresholded masks before post-processing in ``extra["raw_masks"]``.
@@ -99,6 +96,8 @@ class PixelSegmenter:
         Returns:
             One :class:`Segmentation` per radiograph: masks {key: (H, W) bool} and landmarks
             (120, 2) traced from them (lungs+heart template), all in the original frame.
+            Unlike the graph segmenter there is no ``with_masks``: the dense masks are this
+            family's primary output (the batch writers use them as they are).
         """
         post = self.postprocess if postprocess is None else postprocess
         x, frames = self._inputs(radiographs)
@@ -110,7 +109,7 @@ class PixelSegmenter:
             masks = postprocess_masks(raw) if post else raw
             seg = Segmentation(r.image_id, r.path, r.shape, self.template,
                                masks_to_template_landmarks(masks, self.template),
-                               masks if with_masks else {})
+                               masks)
             seg.extra["postprocessed"] = bool(post)
             if keep_raw:
                 seg.extra["raw_masks"] = raw

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -67,3 +68,21 @@ class PixelTask:
 
     def checkpoint_extra(self) -> Dict[str, Any]:
         return {"family": "pixel", "pixel_config": self.config.to_dict()}
+
+
+def bundle_checkpoint(src, dst) -> Dict[str, Any]:
+    """Write the inference part of a training checkpoint (``best.pt``) to ``dst``.
+
+    Keeps the weights, ``family``, ``pixel_config`` and the provenance (``epoch``,
+    validation ``metrics``, ``train_config``); drops optimiser and RNG state. Returns what was
+    written.
+    """
+    from anatomix.training import save_checkpoint
+
+    state = torch.load(src, map_location="cpu", weights_only=False)
+    if state.get("family") != "pixel":
+        raise ValueError(f"{src} is not a pixel-model checkpoint")
+    keep = {k: state[k] for k in ("model", "family", "pixel_config", "epoch", "metrics", "train_config")
+            if k in state}
+    save_checkpoint(Path(dst), keep)
+    return keep

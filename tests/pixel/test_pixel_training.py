@@ -91,3 +91,20 @@ def test_mask_augment_moves_masks_with_image(seed):
     assert moved.shape == masks.shape and set(np.unique(moved)) <= {0.0, 1.0}
     assert np.mean((out >= 0.5) == (moved[0] > 0.5)) > 0.99
     assert out.shape == image.shape and 0 <= out.min() and out.max() <= 1
+
+
+def test_bundle_keeps_what_inference_needs(tmp_path):
+    from anatomix.pixel.inference import PixelSegmenter
+    from anatomix.pixel.train import bundle_checkpoint
+
+    task = PixelTask(_config())
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    torch.save({"model": model.state_dict(), "optimizer": {"junk": 1}, "epoch": 3,
+                "metrics": {"score": 0.5}, **task.checkpoint_extra()}, tmp_path / "best.pt")
+    kept = bundle_checkpoint(tmp_path / "best.pt", tmp_path / "bundle.pt")
+    assert "optimizer" not in kept and kept["family"] == "pixel"
+    seg = PixelSegmenter.from_checkpoint(tmp_path / "bundle.pt")
+    x = torch.rand(2, 1, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(seg.model(x), model(x))
