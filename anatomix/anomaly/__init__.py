@@ -1,0 +1,41 @@
+"""Normal-only anomaly screening: fit on normal radiographs, flag what deviates and where.
+
+- :mod:`anatomix.anomaly.models`: ``ae``, ``memae``, ``mae``, ``squid`` behind
+  :func:`~anatomix.anomaly.models.create_model`;
+- :mod:`anatomix.anomaly.scoring`: residual maps, aggregation inside masks, overlays;
+- :mod:`anatomix.anomaly.calibration`: normalisation and thresholds from held-out normals;
+- :mod:`anatomix.anomaly.detector`: :class:`Detector` (everything in one file, save/load);
+- :mod:`anatomix.anomaly.train`: :func:`fit_detector` (resumable fit + calibration);
+- :mod:`anatomix.anomaly.metrics`: AUROC, AP, TPR at fixed FPR, ROC plot.
+
+Importing this package does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__all__ = ["Detector", "ScoringConfig", "AnomalyResult", "fit_detector", "create_model", "METHODS"]
+
+METHODS = ("ae", "memae", "mae", "squid")
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anatomix.anomaly.detector import AnomalyResult, Detector, ScoringConfig
+    from anatomix.anomaly.models import create_model
+    from anatomix.anomaly.train import fit_detector
+
+
+def __getattr__(name: str):
+    if name in ("Detector", "ScoringConfig", "AnomalyResult"):
+        from anatomix.anomaly import detector
+
+        return getattr(detector, name)
+    if name == "fit_detector":
+        from anatomix.anomaly.train import fit_detector
+
+        return fit_detector
+    if name == "create_model":
+        from anatomix.anomaly.models import create_model
+
+        return create_model
+    raise AttributeError(name)

@@ -1,0 +1,60 @@
+"""Score normalisation and thresholds, fitted on held-out *normal* scores only.
+
+A region's calibration maps its raw residual score to a z-like score
+``(raw - center) / scale`` (center = mean, scale = standard deviation of the held-out normal
+raw scores) and puts the threshold at the ``1 - target_fpr`` quantile of the normalised
+held-out normal scores, so that about ``target_fpr`` of new normal images are flagged.
+Abnormal data is never used: there is no argument that could take it.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import numpy as np
+
+#: fewest held-out normals for which a threshold is fitted at all
+MIN_CALIBRATION = 5
+
+
+def quantile_threshold(normal_scores: Sequence[float], target_fpr: float = 0.05) -> float:
+    """The ``1 - target_fpr`` quantile of normal scores (``higher`` interpolation).
+
+    Taking the next observed value above the quantile keeps the empirical FPR on the
+    calibration set at or below ``target_fpr``.
+    """
+    s = np.asarray(normal_scores, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if s.size < MIN_CALIBRATION:
+        raise ValueError(f"need at least {MIN_CALIBRATION} held-out normal scores, got {s.size}")
+    if not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    return float(np.quantile(s, 1.0 - target_fpr, method="higher"))
+
+
+def fit_region(raw_normal_scores: Sequence[float], target_fpr: float = 0.05) -> Dict[str, object]:
+    """Calibration of one region from held-out normal raw scores.
+
+    Returns:
+        ``{"center", "scale", "threshold" (normalised units), "target_fpr", "n", "raw"}``;
+        ``raw`` keeps the held-out scores so the threshold can be moved to another FPR later.
+    """
+    raw = np.asarray(raw_normal_scores, dtype=np.float64)
+    raw = raw[np.isfinite(raw)]
+    if raw.size < MIN_CALIBRATION:
+        raise ValueError(f"need at least {MIN_CALIBRATION} held-out normal scores, got {raw.size}")
+    center = float(raw.mean())
+    scale = float(raw.std()) or 1.0
+    z = (raw - center) / scale
+    return {"center": center, "scale": scale, "threshold": quantile_threshold(z, target_fpr),
+            "target_fpr": float(target_fpr), "n": int(raw.size), "raw": [float(v) for v in raw]}
+
+
+def normalise(raw: float, cal: Dict[str, object]) -> float:
+    """Raw region score -> normalised score with a region calibration."""
+    return (float(raw) - float(cal["center"])) / float(cal["scale"])
+
+
+def retarget(cal: Dict[str, object], target_fpr: float) -> Dict[str, object]:
+    """The same calibration with its threshold moved to another target FPR."""
+    return fit_region(cal["raw"], target_fpr)

@@ -1,0 +1,249 @@
+"""The detector: preprocessing + model + residual/aggregation settings + calibration, in one file.
+
+Everything that decides a score travels inside the saved file (anomalib's lesson): the model
+frame size, the intensity handling, the residual kind, the smoothing, the aggregation, each
+region's normalisation and threshold. Loading the file and scoring one new image therefore
+reproduces the evaluation exactly.
+
+Example:
+    >>> det = Detector.load("detector.pt")
+    >>> res = det.score([read_radiograph("cxr.png")])[0]
+    >>> res.score, res.anomalous, res.regions
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from anatomix.anomaly import calibration as cal
+from anatomix.anomaly.scoring import REDUCTIONS, RESIDUALS, masks_to_model, region_masks, region_scores, smooth
+
+FORMAT = "anatomix-anomaly-detector"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ScoringConfig:
+    """How a residual map becomes a score.
+
+    Attributes:
+        residual: ``auto`` (the model's own map) | ``l2`` | ``l1`` | ``ssim`` | ``l2+ssim``.
+        reduce: ``mean`` | ``max`` | ``topk`` aggregation inside a region.
+        topk: percent of the region's highest values averaged by ``topk``.
+        smooth_sigma: Gaussian smoothing of the map, in model pixels (0 = none).
+        primary: region whose score is *the* score when masks are given and that region is
+            calibrated (``lungs``, ``anatomy``, ...); otherwise ``image`` is used.
+        target_fpr: the false-positive rate the thresholds aim at.
+    """
+
+    residual: str = "auto"
+    reduce: str = "mean"
+    topk: float = 5.0
+    smooth_sigma: float = 1.0
+    primary: str = "lungs"
+    target_fpr: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.residual not in RESIDUALS:
+            raise ValueError(f"unknown residual {self.residual!r}; choose one of {RESIDUALS}")
+        if self.reduce not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {self.reduce!r}; choose one of {REDUCTIONS}")
+
+
+@dataclass
+class AnomalyResult:
+    """The verdict on one image.
+
+    Attributes:
+        image_id, path: the radiograph's id and file.
+        score: normalised score of ``score_region`` (higher = more anomalous; 0 is the mean of
+            held-out normals, 1 one standard deviation above).
+        anomalous: ``score > threshold`` of that region's calibration.
+        score_region: the region the score comes from (``lungs``, ``image``, ...).
+        regions: normalised score of every calibrated region available for this image.
+        raw: raw (un-normalised) residual score of every available region.
+        heatmap: residual map in the ORIGINAL frame (H, W), when asked for.
+        model_map: residual map in the model frame (S, S), when asked for.
+    """
+
+    image_id: str
+    path: Optional[str]
+    score: float
+    anomalous: bool
+    score_region: str
+    threshold: float
+    regions: Dict[str, float] = field(default_factory=dict)
+    raw: Dict[str, float] = field(default_factory=dict)
+    heatmap: Optional[np.ndarray] = None
+    model_map: Optional[np.ndarray] = None
+
+
+class Detector:
+    """A fitted normal-only anomaly detector.
+
+    Args:
+        model: an :class:`~anatomix.anomaly.models.base.AnomalyModel`.
+        scoring: :class:`ScoringConfig`.
+        calibration: region -> calibration dict (see :mod:`anatomix.anomaly.calibration`).
+        meta: free-form facts (training data, epochs, timings) kept in the file.
+    """
+
+    def __init__(self, model, scoring: Optional[ScoringConfig] = None,
+                 calibration: Optional[Dict[str, Dict[str, Any]]] = None,
+                 meta: Optional[Dict[str, Any]] = None) -> None:
+        self.model = model.eval()
+        self.scoring = scoring or ScoringConfig()
+        self.calibration: Dict[str, Dict[str, Any]] = dict(calibration or {})
+        self.meta: Dict[str, Any] = dict(meta or {})
+
+    # -- basics -----------------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        return self.model.method
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    def __repr__(self) -> str:
+        return (f"Detector(method={self.method!r}, image_size={self.image_size}, "
+                f"scoring={self.scoring}, calibrated={sorted(self.calibration)})")
+
+    def preprocess(self, pixels: np.ndarray):
+        """Original-frame pixels ``(H, W)`` in [0, 1] -> (model-frame image ``(S, S)``, frame)."""
+        from anatomix.io.geometry import SquareFrame
+
+        pixels = np.asarray(pixels, dtype=np.float32)
+        if pixels.ndim != 2:
+            raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
+        frame = SquareFrame(int(pixels.shape[0]), int(pixels.shape[1]), self.image_size)
+        return np.clip(frame.image_to_model(pixels), 0.0, 1.0).astype(np.float32), frame
+
+    def model_maps(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Residual maps ``(B, S, S)`` of model-frame images ``(B, S, S)`` (smoothed)."""
+        import torch
+
+        images = np.asarray(images, dtype=np.float32)
+        out = []
+        dev = next(self.model.parameters()).device
+        self.model.eval()
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                x = torch.from_numpy(images[i:i + batch_size])[:, None].to(dev)
+                out.append(self.model.anomaly_map(x, self.scoring.residual)[:, 0].float().cpu().numpy())
+        maps = np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size), np.float32)
+        return smooth(maps, self.scoring.smooth_sigma)
+
+    def raw_scores(self, m: np.ndarray, masks_model: Optional[Mapping[str, np.ndarray]]) -> Dict[str, float]:
+        """Raw region scores of one model-frame map."""
+        return region_scores(m, masks_model, self.scoring.reduce, self.scoring.topk)
+
+    # -- calibration ----------------------------------------------------------------------
+    def calibrate(self, images: np.ndarray, masks_model: Optional[Sequence[Optional[Mapping[str, np.ndarray]]]] = None,
+                  target_fpr: Optional[float] = None) -> Dict[str, Dict[str, Any]]:
+        """Fit every available region's normalisation and threshold on held-out NORMAL images.
+
+        Args:
+            images: ``(B, S, S)`` model-frame held-out normals (never abnormal ones).
+            masks_model: per image, model-frame structure masks (or None): regions other
+                than ``image`` are calibrated only where every image has them.
+            target_fpr: overrides ``scoring.target_fpr``.
+        """
+        if target_fpr is not None:
+            self.scoring.target_fpr = float(target_fpr)
+        maps = self.model_maps(images)
+        masks_model = list(masks_model) if masks_model is not None else [None] * len(maps)
+        per_region: Dict[str, List[float]] = {}
+        for m, mk in zip(maps, masks_model):
+            for k, v in self.raw_scores(m, mk).items():
+                per_region.setdefault(k, []).append(v)
+        self.calibration = {k: cal.fit_region(v, self.scoring.target_fpr)
+                            for k, v in per_region.items() if len(v) == len(maps)}
+        # a fixed colour scale for heat maps: the 99.5th percentile of held-out normal maps
+        self.meta["map_vmax"] = float(np.percentile(maps, 99.5))
+        return self.calibration
+
+    def set_target_fpr(self, target_fpr: float) -> None:
+        """Move every threshold to another target FPR (from the kept held-out normal scores)."""
+        self.scoring.target_fpr = float(target_fpr)
+        self.calibration = {k: cal.retarget(c, target_fpr) for k, c in self.calibration.items()}
+
+    # -- scoring --------------------------------------------------------------------------
+    def result(self, image_id: str, path, m: np.ndarray, masks_model=None, frame=None,
+               keep_maps: bool = False) -> AnomalyResult:
+        """Turn one model-frame map into an :class:`AnomalyResult`."""
+        if "image" not in self.calibration:
+            raise RuntimeError("detector is not calibrated; call calibrate() with held-out normals")
+        raw = self.raw_scores(m, masks_model)
+        z = {k: cal.normalise(v, self.calibration[k]) for k, v in raw.items()
+             if k in self.calibration and np.isfinite(v)}
+        region = self.scoring.primary if self.scoring.primary in z else "image"
+        thr = float(self.calibration[region]["threshold"])
+        heat = frame.map_to_original(m) if (keep_maps and frame is not None) else None
+        return AnomalyResult(image_id=image_id, path=None if path is None else str(path), score=z[region],
+                             anomalous=bool(z[region] > thr), score_region=region, threshold=thr,
+                             regions=z, raw=raw, heatmap=heat, model_map=m if keep_maps else None)
+
+    def score(self, radiographs: Sequence, masks: Optional[Sequence[Optional[Mapping[str, np.ndarray]]]] = None,
+              keep_maps: bool = False, batch_size: int = 64) -> List[AnomalyResult]:
+        """Score radiographs (any sizes).
+
+        Args:
+            radiographs: :class:`~anatomix.io.Radiograph` records.
+            masks: per radiograph, ORIGINAL-frame bool masks ``{"lungR", "lungL", "heart"}``
+                or None (whole image).
+            keep_maps: also return the heat map (original frame) and the model-frame map.
+        """
+        masks = list(masks) if masks is not None else [None] * len(radiographs)
+        if len(masks) != len(radiographs):
+            raise ValueError(f"{len(radiographs)} radiographs but {len(masks)} mask sets")
+        pre = [self.preprocess(r.pixels) for r in radiographs]
+        maps = self.model_maps(np.stack([p[0] for p in pre]) if pre else np.zeros((0, 1, 1)), batch_size)
+        out = []
+        for r, (_, frame), m, mk in zip(radiographs, pre, maps, masks):
+            out.append(self.result(r.image_id, r.path, m, masks_to_model(mk, frame), frame, keep_maps))
+        return out
+
+    # -- persistence ----------------------------------------------------------------------
+    def state(self) -> Dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "method": self.method,
+                "model_config": dict(self.model.config),
+                "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "scoring": asdict(self.scoring), "calibration": self.calibration, "meta": self.meta,
+                "preprocess": {"frame": "pad-to-square + resize (anatomix.io.geometry.SquareFrame)",
+                               "image_size": self.image_size, "intensity": "[0, 1] as read, clipped"}}
+
+    def save(self, path) -> Path:
+        """Write the detector atomically (one ``.pt`` file, loadable with ``weights_only=True``)."""
+        import torch
+
+        from anatomix.io.atomic import atomic_write
+
+        path = Path(path)
+        with atomic_write(path) as tmp:
+            torch.save(self.state(), tmp)
+        return path
+
+    @classmethod
+    def load(cls, path, device: str = "cpu") -> "Detector":
+        """Read a detector file written by :meth:`save` (clear error for anything else)."""
+        import torch
+
+        from anatomix.anomaly.models import create_model
+        from anatomix.errors import AnatomixError
+
+        path = Path(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file becomes one clear error
+            raise AnatomixError(f"{path}: not a readable detector file ({type(e).__name__}: {e})") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise AnatomixError(f"{path}: not an anatomix anomaly detector")
+        model = create_model(state["method"], **state["model_config"])
+        model.load_state_dict(state["state_dict"])
+        det = cls(model.to(device), ScoringConfig(**state["scoring"]), state["calibration"], state.get("meta"))
+        return det

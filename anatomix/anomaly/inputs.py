@@ -1,0 +1,125 @@
+"""Inputs of the anomaly commands: images, masks (folder or segmenter) and labels.
+
+Every failure of a single input becomes an :class:`~anatomix.batch.InputError` (a row of
+``errors.csv``); nothing here stops a batch because of one bad file.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from anatomix.anomaly.scoring import STRUCTURES
+from anatomix.errors import AnatomixError, ReadError
+
+
+def read_images(paths: Sequence[Path], ids: Sequence[str]):
+    """Read radiographs; returns (list of (image_id, Radiograph)), list of InputError)."""
+    from anatomix.batch import InputError
+    from anatomix.io import read_radiograph
+
+    ok, errors = [], []
+    for p, i in zip(paths, ids):
+        try:
+            ok.append((i, read_radiograph(p)))
+        except ReadError as e:
+            errors.append(InputError(str(p), e.cause))
+        except Exception as e:  # noqa: BLE001 - a reader bug must not stop the batch
+            errors.append(InputError(str(p), f"{type(e).__name__}: {e}"))
+    return ok, errors
+
+
+def masks_from_dir(mask_dir: Path, image_id: str, shape: Tuple[int, int]) -> Optional[Dict[str, np.ndarray]]:
+    """``<mask_dir>/<image_id>_<structure>.png`` (0/1 or 0/255) -> bool masks, or None if absent.
+
+    Raises:
+        ReadError: a mask exists but cannot be read or has the wrong shape.
+    """
+    from PIL import Image
+
+    out: Dict[str, np.ndarray] = {}
+    for s in STRUCTURES:
+        p = Path(mask_dir) / f"{image_id}_{s}.png"
+        if not p.is_file():
+            continue
+        try:
+            with Image.open(p) as im:
+                a = np.asarray(im.convert("L"))
+        except Exception as e:  # noqa: BLE001
+            raise ReadError(p, f"unreadable mask ({type(e).__name__}: {e})") from None
+        if a.shape != tuple(shape):
+            raise ReadError(p, f"mask is {a.shape[1]}x{a.shape[0]}, image is {shape[1]}x{shape[0]}")
+        out[s] = a > 0
+    return out or None
+
+
+def segment_masks(radiographs: Sequence) -> List[Dict[str, np.ndarray]]:
+    """Masks from the bundled graph segmenter (lazy import; clear error when it is absent).
+
+    Uses ``anatomix.graphs.inference.segment_masks`` when it exists, else the bundled
+    ``graph`` model through :func:`anatomix.batch.load_segmenter`.
+    """
+    try:
+        from anatomix.graphs import inference
+    except Exception as e:  # noqa: BLE001
+        raise AnatomixError(f"--segment needs the graph segmenter, which cannot be imported ({e})") from None
+    fn = getattr(inference, "segment_masks", None)
+    if fn is not None:
+        return [{k: v for k, v in m.items() if k in STRUCTURES} for m in fn(list(radiographs))]
+    from anatomix.batch import load_segmenter
+
+    seg = load_segmenter("graph")  # AnatomixError naming the missing weights when not bundled
+    return [{k: v for k, v in s.masks.items() if k in STRUCTURES} for s in seg.predict(list(radiographs))]
+
+
+_POS = {"1", "abnormal", "anomalous", "anomaly", "true", "yes", "pneumonia", "positive"}
+_NEG = {"0", "normal", "false", "no", "negative"}
+
+
+def read_labels(path: Path) -> Dict[str, int]:
+    """Labels from a manifest or a CSV: image id -> 1 (abnormal) / 0 (normal).
+
+    The id column is the first of ``image_id``, ``id``, ``path`` (file stem) found; the label
+    column the first of ``label``, ``abnormal``, ``anomalous``, ``y``, ``target``. Values:
+    ``normal``/``abnormal``, ``0``/``1``, ``true``/``false`` and a few synonyms.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ReadError(path, f"cannot read labels ({e})") from None
+    if not rows:
+        raise ReadError(path, "no rows")
+    cols = rows[0].keys()
+    idc = next((c for c in ("image_id", "id", "path") if c in cols), None)
+    lc = next((c for c in ("label", "abnormal", "anomalous", "y", "target") if c in cols), None)
+    if idc is None or lc is None:
+        raise ReadError(path, f"needs an id column (image_id/id/path) and a label column "
+                              f"(label/abnormal/anomalous/y/target); has {list(cols)}")
+    out: Dict[str, int] = {}
+    for r in rows:
+        key = r[idc] if idc != "path" else Path(r[idc]).stem
+        v = str(r[lc]).strip().lower()
+        if v in _POS:
+            out[key] = 1
+        elif v in _NEG:
+            out[key] = 0
+    if not out:
+        raise ReadError(path, f"no usable labels in column {lc!r}")
+    return out
+
+
+def write_errors(path: Path, errors: Sequence) -> None:
+    """``errors.csv`` with ``path, reason`` (atomic)."""
+    from anatomix.io.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "reason"])
+            for e in errors:
+                w.writerow([e.path, e.reason])

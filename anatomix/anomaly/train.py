@@ -1,0 +1,165 @@
+"""Fit loop for the anomaly models: deterministic, resumable, with a progress bar.
+
+A checkpoint (model, optimiser, scheduler, epoch, config) is written atomically after every
+epoch; calling :func:`fit_model` again with the same checkpoint path and the same settings
+continues where it stopped (a checkpoint from other settings is refused, never mixed in).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+
+def _set_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+
+
+def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32, lr: float = 1e-3,
+              weight_decay: float = 1e-5, seed: int = 0, checkpoint: Optional[Path] = None,
+              progress: bool = True, log: Optional[Callable[[str], None]] = None,
+              device: str = "cpu") -> List[Dict[str, float]]:
+    """Train ``model`` on normal images.
+
+    Args:
+        model: an :class:`~anatomix.anomaly.models.base.AnomalyModel`.
+        images: ``(N, S, S)`` float32 in [0, 1] (model frame).
+        epochs: passes over ``images``; cosine learning-rate decay over all of them.
+        checkpoint: path of the resumable checkpoint (None = no checkpoint).
+        progress: show a tqdm bar over epochs.
+        log: called with one line per epoch.
+
+    Returns:
+        One dict per epoch (``epoch``, ``loss``, model logs, ``seconds``).
+    """
+    import torch
+
+    from anatomix.io.atomic import atomic_write
+
+    device = torch.device(device)
+    model.to(device)
+    x_all = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+    n = x_all.shape[0]
+    if n == 0:
+        raise ValueError("no training images")
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = max(1, epochs * steps_per_epoch)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warm = min(100, total // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    settings = {"method": model.method, "config": model.config, "epochs": epochs, "batch_size": batch_size,
+                "lr": lr, "seed": seed, "n": n}
+    history: List[Dict[str, float]] = []
+    start = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("settings") != settings:
+            raise ValueError(f"{checkpoint}: checkpoint was written with other settings; "
+                             f"delete it or pass another path")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start, history = state["epoch"], state["history"]
+        if log:
+            log(f"resuming from epoch {start} ({checkpoint})")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, initial=start, desc=f"fit {model.method}", unit="epoch", leave=False)
+    for epoch in range(start, epochs):
+        t0 = time.time()
+        model.train()
+        g = torch.Generator().manual_seed(seed * 100003 + epoch)
+        _set_seed(seed * 100003 + epoch)
+        perm = torch.randperm(n, generator=g)
+        sums: Dict[str, float] = {}
+        for i in range(0, n, batch_size):
+            x = x_all[perm[i:i + batch_size]].to(device)
+            loss, logs = model.training_loss(x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            for k, v in {"loss": float(loss.detach()), **logs}.items():
+                sums[k] = sums.get(k, 0.0) + v * x.shape[0]
+        rec = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "seconds": time.time() - t0}
+        history.append(rec)
+        if checkpoint is not None:
+            with atomic_write(checkpoint) as tmp:
+                torch.save({"settings": settings, "model": model.state_dict(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict(), "epoch": epoch + 1, "history": history}, tmp)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.4g}")
+        if log:
+            log(f"epoch {epoch + 1}/{epochs} loss {rec['loss']:.5g} ({rec['seconds']:.1f}s)")
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return history
+
+
+def split_calibration(n: int, calib_fraction: float = 0.1, seed: int = 0, min_calib: int = 5):
+    """Indices (fit, calibration) of a random hold-out of ``calib_fraction`` (at least ``min_calib``)."""
+    if n < min_calib + 1:
+        raise ValueError(f"need at least {min_calib + 1} normal images (fit + calibration), got {n}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    k = min(n - 1, max(min_calib, int(round(n * calib_fraction))))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def fit_detector(images: np.ndarray, method: str = "ae", image_size: Optional[int] = None,
+                 epochs: int = 50, batch_size: int = 32, lr: float = 1e-3, calib_fraction: float = 0.1,
+                 calib_masks=None, scoring=None, seed: int = 0, checkpoint: Optional[Path] = None,
+                 progress: bool = True, log: Optional[Callable[[str], None]] = None,
+                 model_config: Optional[Dict] = None, device: str = "cpu", meta: Optional[Dict] = None):
+    """Fit a detector on NORMAL model-frame images: train on one part, calibrate on the rest.
+
+    Args:
+        images: ``(N, S, S)`` normal images in the model frame of ``image_size``.
+        method: ``ae`` | ``memae`` | ``mae`` | ``squid``.
+        calib_fraction: share held out (at random, ``seed``) for normalisation and thresholds.
+        calib_masks: optional per-image model-frame structure masks (same order as
+            ``images``) so that masked regions get calibrated too.
+        scoring: :class:`~anatomix.anomaly.detector.ScoringConfig` (default settings if None).
+        model_config: extra model constructor arguments.
+
+    Returns:
+        A calibrated :class:`~anatomix.anomaly.detector.Detector`; ``meta`` records the split,
+        epochs and fit time.
+    """
+    import torch
+
+    from anatomix.anomaly.detector import Detector, ScoringConfig
+    from anatomix.anomaly.models import DEFAULT_IMAGE_SIZE, create_model
+
+    images = np.asarray(images, dtype=np.float32)
+    image_size = int(image_size or images.shape[-1] or DEFAULT_IMAGE_SIZE[method])
+    if images.ndim != 3 or images.shape[1:] != (image_size, image_size):
+        raise ValueError(f"images must be (N, {image_size}, {image_size}), got {images.shape}")
+    fit_idx, cal_idx = split_calibration(len(images), calib_fraction, seed)
+    torch.manual_seed(seed)
+    model = create_model(method, image_size=image_size, **(model_config or {}))
+    t0 = time.time()
+    history = fit_model(model, images[fit_idx], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                        checkpoint=checkpoint, progress=progress, log=log, device=device)
+    fit_s = sum(h["seconds"] for h in history) if history else time.time() - t0
+    det = Detector(model.cpu(), scoring or ScoringConfig())
+    cm = None if calib_masks is None else [calib_masks[i] for i in cal_idx]
+    det.calibrate(images[cal_idx], cm)
+    det.meta.update({"n_fit": int(len(fit_idx)), "n_calibration": int(len(cal_idx)), "epochs": int(epochs),
+                     "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed),
+                     "fit_seconds": float(fit_s), "final_loss": float(history[-1]["loss"]) if history else None,
+                     **(meta or {})})
+    return det
