@@ -438,7 +438,10 @@ QCHook = Tuple[Sequence[str], Callable[..., Mapping[str, Any]]]
 
 
 def default_qc() -> Optional[QCHook]:
-    """(QC_COLUMNS, assess) from :mod:`anatomix.qc`, or None while it does not provide them."""
+    """(QC_COLUMNS, assess) from :mod:`anatomix.qc`, or None while it does not provide them.
+
+    Cells are formatted by ``anatomix.qc.format_row`` when it exists (else :func:`_qc_cell`).
+    """
     try:
         import anatomix.qc as qc
     except ImportError:
@@ -446,7 +449,14 @@ def default_qc() -> Optional[QCHook]:
     columns, assess = getattr(qc, "QC_COLUMNS", None), getattr(qc, "assess", None)
     if not columns or not callable(assess):
         return None
-    return tuple(columns), assess
+    format_row = getattr(qc, "format_row", None)
+    if not callable(format_row):
+        return tuple(columns), assess
+
+    def assess_formatted(seg, pixels, node_std=None):
+        return format_row(assess(seg, pixels, node_std=node_std))  # the QC module's own cell text
+
+    return tuple(columns), assess_formatted
 
 
 def _qc_cell(value: Any) -> str:
@@ -693,6 +703,11 @@ class _ImageWriter:
         from anatomix.io.write import write_mask_nifti, write_mask_png, write_overlay
 
         shape = tuple(radiograph.shape)
+        if not seg.masks and seg.template is not None and seg.landmarks is not None:
+            from anatomix.anatomy import landmarks_to_masks  # predicted without masks: fill here
+
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # degenerate edges
+                seg.masks = landmarks_to_masks(np.asarray(seg.landmarks, dtype=np.float64), shape, seg.template)
         masks = {k: np.asarray(seg.masks[k]).astype(bool, copy=False) for k in self.outputs.structures
                  if k in seg.masks}
         missing = [k for k in self.outputs.structures if k not in masks]
@@ -988,10 +1003,25 @@ def _pipeline(todo: List[BatchItem], segmenter, batch_size: int, workers: int, w
         writers.shutdown(wait=True, cancel_futures=True)
 
 
-def _predict(segmenter, radiographs: list) -> list:
-    """Segment a batch; when the batch fails, retry image by image so only the culprit fails."""
+def _accepts_with_masks(segmenter) -> bool:
+    """Does ``segmenter.predict`` take ``with_masks`` (then masks are rasterised by the writers)?"""
+    import inspect
+
     try:
-        out = segmenter.predict(radiographs)
+        return "with_masks" in inspect.signature(segmenter.predict).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _predict(segmenter, radiographs: list) -> list:
+    """Segment a batch; when the batch fails, retry image by image so only the culprit fails.
+
+    Segmenters whose ``predict`` takes ``with_masks`` (the graph family) are asked for landmarks
+    only; the writer threads rasterise the masks, off the model's thread.
+    """
+    kwargs = {"with_masks": False} if _accepts_with_masks(segmenter) else {}
+    try:
+        out = segmenter.predict(radiographs, **kwargs)
         if len(out) != len(radiographs):
             raise AnatomixError(f"segmenter returned {len(out)} results for {len(radiographs)} images")
         return list(out)
@@ -1001,7 +1031,7 @@ def _predict(segmenter, radiographs: list) -> list:
     results: list = []
     for r in radiographs:
         try:
-            results.append(segmenter.predict([r])[0])
+            results.append(segmenter.predict([r], **kwargs)[0])
         except Exception as e:  # noqa: BLE001
             results.append(e)
     return results

@@ -379,3 +379,41 @@ def test_load_segmenter_reads_the_family(tmp_path):
         load_segmenter(str(tmp_path / "junk.pt"))
     with pytest.raises(AnatomixError, match="unknown model"):
         load_segmenter("no-such-model")
+
+
+class LandmarksOnlySegmenter(FakeSegmenter):
+    """Like the graph family: ``predict(..., with_masks=False)`` returns landmarks only."""
+
+    def predict(self, radiographs, with_masks: bool = True):
+        segs = super().predict(radiographs)
+        self.asked_masks = with_masks
+        if not with_masks:
+            for s in segs:
+                s.masks = {}
+        return segs
+
+
+def test_masks_rasterised_by_writers_when_predict_can_skip_them(tmp_path):
+    root = simple_corpus(tmp_path / "in", n=3)
+    a, b = tmp_path / "a", tmp_path / "b"
+    segment_batch([root], a, FakeSegmenter(), workers=2, qc=False)
+    seg = LandmarksOnlySegmenter()
+    segment_batch([root], b, seg, workers=2, qc=False)
+    assert seg.asked_masks is False
+    assert snapshot(a) == snapshot(b)
+
+
+def test_default_qc_columns_from_anatomix_qc(tmp_path):
+    from anatomix.batch import default_qc
+
+    hook = default_qc()
+    if hook is None:
+        pytest.skip("anatomix.qc does not provide QC_COLUMNS and assess yet")
+    src = png(tmp_path / "a.png", xray(96, 96))
+    s = segment_batch([src], tmp_path / "out", FakeSegmenter(), workers=0, qc=True)
+    assert s.exit_code == 0 and s.qc_failures == 0 and s.qc_columns == tuple(hook[0])
+    with open(tmp_path / "out" / CSV_NAME, newline="") as f:
+        header = next(csv.reader(f))
+    assert header[8:] == list(hook[0])
+    (row,) = read_rows(tmp_path / "out")
+    assert row["qc_pass"] in ("True", "False") and row["area_lungR"] != ""
