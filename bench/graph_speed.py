@@ -1,0 +1,116 @@
+"""CPU speed of the default HybridGNet: training and inference throughput, size, peak memory.
+
+Usage::
+
+    .venv/bin/python bench/graph_speed.py                 # image sizes 256 and 512, 2 threads
+    .venv/bin/python bench/graph_speed.py --sizes 256 --threads 1 --repeats 9
+
+Throughputs are medians over ``--repeats`` timed repeats after one warm-up. Training is one Adam
+step on a batch of random images (forward in train mode, :func:`hybrid_loss`, backward, step);
+inference is an eval-mode forward under ``torch.inference_mode``. Peak RSS is the process's
+high-water mark so far (``resource.getrusage``), so it grows along the table. The machine's load
+average is printed too: on a shared machine, other jobs slow every figure down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from anatomix.graphs.loss import hybrid_loss
+from anatomix.graphs.model import GraphConfig, HybridGNet
+
+
+def median_rate(fn: Callable[[], None], items: int, repeats: int) -> float:
+    """Items per second of ``fn`` (median over ``repeats`` after one warm-up call)."""
+    fn()
+    times: list[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return items / statistics.median(times)
+
+
+def checkpoint_mib(model: HybridGNet) -> float:
+    buf = io.BytesIO()
+    torch.save({"config": model.cfg.to_dict(), "state_dict": model.state_dict()}, buf)
+    return len(buf.getvalue()) / 2 ** 20
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def train_rate(model: HybridGNet, size: int, batch: int, repeats: int) -> float:
+    x = torch.rand(batch, 1, size, size)
+    target = torch.rand(batch, model.n_nodes, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step() -> None:
+        loss, _ = hybrid_loss(model(x), target, kl_weight=1e-5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return median_rate(step, batch, repeats)
+
+
+def infer_rate(model: HybridGNet, size: int, batch: int, repeats: int) -> float:
+    x = torch.rand(batch, 1, size, size)
+    model.eval()
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return median_rate(forward, batch, repeats)
+
+
+def bench(size: int, template: str, train_batch: int, repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = HybridGNet(GraphConfig(template=template, image_size=size))
+    return {
+        "size": size,
+        "params": sum(p.numel() for p in model.parameters()),
+        "ckpt_mib": checkpoint_mib(model),
+        "train": train_rate(model, size, train_batch, repeats),
+        "infer1": infer_rate(model, size, 1, repeats),
+        "infer8": infer_rate(model, size, 8, repeats),
+        "rss": peak_rss_mib(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--template", default="lungs_heart")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, template {args.template}, "
+          f"train batch {args.train_batch}, median of {args.repeats}, "
+          f"load average before {os.getloadavg()[0]:.2f}, RSS after imports {peak_rss_mib():.0f} MiB")
+    head = f"{'size':>5} {'params':>10} {'ckpt MiB':>9} {'train img/s':>12} {'infer b1 img/s':>15} " \
+           f"{'infer b8 img/s':>15} {'peak RSS MiB':>13}"
+    print(head)
+    print("-" * len(head))
+    for size in args.sizes:
+        r = bench(size, args.template, args.train_batch, args.repeats)
+        print(f"{r['size']:>5} {r['params']:>10,} {r['ckpt_mib']:>9.2f} {r['train']:>12.1f} "
+              f"{r['infer1']:>15.1f} {r['infer8']:>15.1f} {r['rss']:>13.0f}", flush=True)
+    print(f"load average after {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
