@@ -15,7 +15,7 @@ class ModelEntry:
 
     Attributes:
         name: registry name (``graph``, ``pixel``, ``anomaly``...).
-        kind: ``graph`` | ``pixel`` | ``anomaly``.
+        kind: ``graph`` | ``pixel`` | ``anomaly`` | ``qc``.
         filename: checkpoint file inside ``anatomix/weights``.
         summary: one line for ``anatomix info``.
     """
@@ -48,6 +48,8 @@ def register(entry: ModelEntry) -> ModelEntry:
 
 register(ModelEntry("graph", "graph", "hybridgnet_lungs_heart.pt",
                     "HybridGNet lungs+heart landmark contours (JSRT/SCR, research use)"))
+register(ModelEntry("qc_atlases", "qc", "qc_atlases.npz",
+                    "RCA reference atlases for mask QC: 11 cluster-mean images (JSRT/SCR, research use)"))
 register(ModelEntry("pixel", "pixel", "pixel_unet_lungs_heart.pt",
                     "MONAI UNet lungs+heart dense masks, landmarks traced (JSRT/SCR, research use)"))
 
