@@ -1,0 +1,136 @@
+"""Masks that anatomix did not make, as (Segmentation, image) pairs for QC.
+
+Two sources:
+
+- a **folder** of images with their masks next to them: ``<stem>.png`` (any readable radiograph
+  format) with ``<stem>_lungR.png``, ``<stem>_lungL.png``, ``<stem>_heart.png`` (nonzero =
+  foreground, so 0/1 and 0/255 both work) and optionally ``<stem>_landmarks.npy`` ((120|166, 2)
+  (x, y) in the image's pixel frame); masks-only folders (no image) are not supported, use a
+  CheXmask CSV for that;
+- a **CheXmask CSV** (``.csv`` / ``.csv.gz``, read by :mod:`anatomix.io.chexmask`), with an
+  optional folder of the images: an image is found as ``<images>/<image_id>`` (CheXpert's ``Path``
+  is relative) or ``<images>/<image_id><suffix>`` for any supported suffix. Rows whose image is
+  not found are still checked, without the image-based figures (RCA, contrast, orientation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from anatomix.anatomy import FULL, LUNGS_HEART
+from anatomix.segmentation import Segmentation
+
+QC_KEYS = ("lungR", "lungL", "heart")
+
+
+@dataclass
+class QCItem:
+    """One mask set to check.
+
+    Attributes:
+        seg: the segmentation (masks in the image's frame); None when it could not be read.
+        pixels: (H, W) float32 image or None.
+        error: why the item could not be read, or None.
+    """
+
+    image_id: str
+    seg: Optional[Segmentation]
+    pixels: Optional[np.ndarray]
+    error: Optional[str] = None
+
+
+def _template_for(landmarks: Optional[np.ndarray]):
+    if landmarks is None:
+        return LUNGS_HEART, np.zeros((0, 2))
+    n = len(landmarks)
+    if n == FULL.n_nodes:
+        return FULL, np.asarray(landmarks, np.float64)
+    if n == LUNGS_HEART.n_nodes:
+        return LUNGS_HEART, np.asarray(landmarks, np.float64)
+    return LUNGS_HEART, np.zeros((0, 2))  # unknown node layout: contours are traced from masks
+
+
+def _resize_to(pixels: np.ndarray, shape) -> np.ndarray:
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(pixels, np.float32), mode="F").resize((shape[1], shape[0]), Image.BILINEAR)
+    return np.asarray(img, np.float32)
+
+
+def iter_folder(folder: Path | str) -> Iterator[QCItem]:
+    """QC items of a folder of images with ``<stem>_<structure>.png`` masks next to them."""
+    from PIL import Image
+
+    from anatomix.data.cases import folder_cases
+    from anatomix.io.read import read_radiograph
+
+    for case in folder_cases(folder):
+        try:
+            if not case.masks:
+                raise ValueError("no lungR/lungL/heart mask PNG")
+            pixels = read_radiograph(case.image).pixels
+            masks = {k: np.asarray(Image.open(p)) > 0 for k, p in case.masks.items() if k in QC_KEYS}
+            if not masks:
+                raise ValueError("no lungR/lungL/heart mask PNG")
+            for k, m in masks.items():
+                if m.ndim == 3:
+                    masks[k] = m.any(axis=-1)
+                if masks[k].shape != pixels.shape:
+                    raise ValueError(f"mask {k} is {masks[k].shape[:2]}, image is {pixels.shape}")
+            lm = np.load(case.landmarks) if case.landmarks is not None else None
+            template, lm = _template_for(lm)
+            seg = Segmentation(case.case_id, case.image, pixels.shape, template, lm, masks)
+            yield QCItem(case.case_id, seg, pixels)
+        except Exception as e:  # one bad file must not stop a batch
+            yield QCItem(case.case_id, None, None, f"{type(e).__name__}: {e}")
+
+
+def find_image(images: Optional[Path], image_id: str) -> Optional[Path]:
+    """The image file of ``image_id`` under ``images``, or None."""
+    from anatomix.io.read import SUPPORTED_SUFFIXES
+
+    if images is None:
+        return None
+    p = images / image_id
+    if p.is_file():
+        return p
+    for suffix in SUPPORTED_SUFFIXES:
+        for cand in (images / f"{image_id}{suffix}", images / f"{image_id}{suffix.upper()}"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def iter_chexmask(csv_path: Path | str, images: Optional[Path | str] = None) -> Iterator[QCItem]:
+    """QC items of a CheXmask CSV; images (optional) looked up under ``images``.
+
+    A row whose mask cells are all empty but which has landmarks gets masks rasterised from them.
+    An image whose size differs from the row's Height x Width is resampled to it (the masks'
+    frame is the one that counts).
+    """
+    from anatomix.anatomy import landmarks_to_masks
+    from anatomix.io.chexmask import iter_chexmask_csv
+    from anatomix.io.read import read_radiograph
+
+    images = Path(images) if images is not None else None
+    for row in iter_chexmask_csv(csv_path):
+        try:
+            shape = (row.height, row.width)
+            masks = {k: m for k, m in row.masks().items() if k in QC_KEYS}
+            template, lm = _template_for(row.landmarks)
+            if (not masks or not any(m.any() for m in masks.values())) and len(lm):
+                masks = {k: v for k, v in landmarks_to_masks(lm, shape, template).items() if k in QC_KEYS}
+            path = find_image(images, row.image_id)
+            pixels = None
+            if path is not None:
+                pixels = read_radiograph(path).pixels
+                if pixels.shape != shape:
+                    pixels = _resize_to(pixels, shape)
+            seg = Segmentation(row.image_id, path, shape, template, lm, masks)
+            yield QCItem(row.image_id, seg, pixels)
+        except Exception as e:
+            yield QCItem(row.image_id, None, None, f"{type(e).__name__}: {e}")

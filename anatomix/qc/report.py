@@ -1,0 +1,165 @@
+"""Static HTML QC report: thumbnails with contours, worst first, QC figures per image.
+
+The report is one ``index.html`` plus a ``thumbs/`` folder of PNGs next to it, referenced by
+relative paths, so it opens straight from the output folder in any browser (no server, no
+script, no network). Thumbnails are written as images arrive (:meth:`ReportWriter.add`), so a
+batch of any size never holds more than one image in memory; the page is written by
+:meth:`ReportWriter.close`.
+
+Order: failed masks first, then by ``Dice RCA (Mean)`` ascending (images without RCA last within
+their group, by number of reasons).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional
+
+import numpy as np
+
+COLOURS = {"lungR": (255, 70, 70), "lungL": (60, 150, 255), "heart": (255, 200, 0)}
+THUMB_SIDE = 256
+SHOWN = [("Dice RCA (Mean)", "RCA mean"), ("Dice RCA (Max)", "RCA max"), ("rca_similarity", "similarity"),
+         ("ctr", "CTR"), ("shape_mahalanobis", "shape d"), ("heart_lung_contrast", "contrast"),
+         ("n_components", "components"), ("n_holes", "holes"), ("orientation_gain", "rot. gain"),
+         ("node_std_mean", "node std")]
+
+
+def thumbnail(pixels: Optional[np.ndarray], masks: Mapping[str, np.ndarray], side: int = THUMB_SIDE):
+    """RGB PIL image of (H, W) ``pixels`` (or black) with 2-pixel mask contours, max side ``side``."""
+    from PIL import Image
+    from scipy import ndimage
+
+    shape = next(iter(masks.values())).shape if masks else (pixels.shape if pixels is not None else (side, side))
+    scale = side / max(shape)
+    size = (max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale)))
+    if pixels is not None:
+        p = np.asarray(pixels, np.float32)
+        lo, hi = np.percentile(p, [0.5, 99.5])
+        p = np.clip((p - lo) / max(hi - lo, 1e-6), 0, 1)
+        base = Image.fromarray((p * 255).astype(np.uint8)).resize(size, Image.BILINEAR).convert("RGB")
+    else:
+        base = Image.new("RGB", size)
+    rgb = np.asarray(base).copy()
+    for k, m in masks.items():
+        small = np.asarray(Image.fromarray(np.asarray(m, np.uint8) * 255).resize(size, Image.BILINEAR)) >= 128
+        edge = small & ~ndimage.binary_erosion(small, iterations=2)
+        rgb[edge] = COLOURS.get(k, (255, 255, 255))
+    return Image.fromarray(rgb)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:120] or "image"
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
+        return "&ndash;"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
+    return html.escape(str(v))
+
+
+def _sort_key(row: Mapping[str, object]):
+    rca = row.get("Dice RCA (Mean)")
+    has = isinstance(rca, (float, int)) and not math.isnan(float(rca))
+    n_reasons = len([r for r in str(row.get("qc_reasons") or "").split(";") if r])
+    return (bool(row.get("qc_pass")), 0 if has else 1, float(rca) if has else -n_reasons)
+
+
+class ReportWriter:
+    """Collect QC rows and thumbnails; write ``<out>/index.html`` on :meth:`close`.
+
+    Args:
+        out: the report folder (created).
+        title: page title.
+    """
+
+    def __init__(self, out: Path | str, title: str = "anatomix QC report"):
+        self.out = Path(out)
+        (self.out / "thumbs").mkdir(parents=True, exist_ok=True)
+        self.title = title
+        self.rows: List[Dict[str, object]] = []
+        self._names: Counter = Counter()
+
+    def add(self, image_id: str, row: Mapping[str, object], pixels: Optional[np.ndarray] = None,
+            masks: Optional[Mapping[str, np.ndarray]] = None, path: Optional[str] = None) -> None:
+        """Add one image: its QC row (``QC_COLUMNS``), and the image and masks for the thumbnail."""
+        name = _safe(image_id)
+        self._names[name] += 1
+        if self._names[name] > 1:
+            name = f"{name}_{self._names[name]}"
+        thumb = None
+        if masks or pixels is not None:
+            thumb = f"thumbs/{name}.png"
+            thumbnail(pixels, masks or {}).save(self.out / thumb)
+        self.rows.append({"image_id": image_id, "path": path or "", "_thumb": thumb, **row})
+
+    def close(self) -> Path:
+        """Write ``index.html`` (worst first) and return its path."""
+        rows = sorted(self.rows, key=_sort_key)
+        n = len(rows)
+        n_fail = sum(1 for r in rows if not r.get("qc_pass"))
+        reasons = Counter()
+        for r in rows:
+            for reason in str(r.get("qc_reasons") or "").split(";"):
+                if reason:
+                    reasons[reason.split("(")[0]] += 1
+        rca = np.array([float(r["Dice RCA (Mean)"]) for r in rows
+                        if isinstance(r.get("Dice RCA (Mean)"), (float, int))], dtype=float)
+        rca = rca[np.isfinite(rca)]
+        parts = [f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>
+<style>
+body{{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:16px;background:#f4f4f4;color:#222}}
+h1{{margin:0 0 4px 0;font-size:22px}} .sum{{margin:6px 0 14px 0}}
+.sum span{{display:inline-block;margin-right:18px}}
+.grid{{display:flex;flex-wrap:wrap;gap:10px}}
+.card{{background:#fff;border-radius:6px;padding:8px;width:270px;box-shadow:0 1px 3px #0002;border-top:5px solid #2a2}}
+.card.fail{{border-top-color:#d22}}
+.card img{{width:256px;height:auto;display:block;margin:auto;background:#000}}
+.id{{font-weight:600;font-size:13px;margin:4px 0;word-break:break-all}}
+.badge{{font-size:11px;font-weight:700;padding:1px 6px;border-radius:3px;color:#fff;background:#2a2}}
+.fail .badge{{background:#d22}}
+.reasons{{color:#b00;font-size:12px;margin:3px 0;word-break:break-word}}
+table.fig{{font-size:11px;border-collapse:collapse;width:100%}} table.fig td{{padding:0 3px}}
+table.fig td:nth-child(even){{text-align:right;font-variant-numeric:tabular-nums}}
+.legend span{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}}
+table.reasons-t{{border-collapse:collapse;font-size:13px}} table.reasons-t td{{padding:1px 8px;border-bottom:1px solid #ddd}}
+</style></head><body>
+<h1>{html.escape(self.title)}</h1>
+<div class="sum"><span><b>{n}</b> images</span><span style="color:#2a2"><b>{n - n_fail}</b> pass</span>
+<span style="color:#d22"><b>{n_fail}</b> flagged</span>"""]
+        if rca.size:
+            parts.append(f"<span>Dice RCA (Mean): median <b>{np.median(rca):.3f}</b>, "
+                         f"min {rca.min():.3f}</span>")
+        parts.append('<span class="legend">contours:' + "".join(
+            f'<span style="background:rgb{c}"></span>{k}' for k, c in COLOURS.items()) + "</span></div>")
+        if reasons:
+            parts.append('<table class="reasons-t"><tr><td><b>reason</b></td><td><b>images</b></td></tr>'
+                         + "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in reasons.most_common())
+                         + "</table><p style='font-size:12px'>Thresholds: see anatomix.qc.verdict "
+                         "(Dice RCA (Mean) &ge; 0.70 as recommended by CheXmask). Worst first.</p>")
+        parts.append('<div class="grid">')
+        for r in rows:
+            ok = bool(r.get("qc_pass"))
+            img = (f'<img src="{html.escape(r["_thumb"])}" alt="{html.escape(str(r["image_id"]))}" loading="lazy">'
+                   if r["_thumb"] else "<div style='height:60px'>no image</div>")
+            cells = [f"<td>{lab}</td><td>{_fmt(r.get(c))}</td>" for c, lab in SHOWN]
+            figs = "".join(f"<tr>{''.join(cells[i:i + 2])}</tr>" for i in range(0, len(cells), 2))
+            reasons_txt = html.escape(str(r.get("qc_reasons") or "").replace(";", "; "))
+            parts.append(f'<div class="card{"" if ok else " fail"}">{img}'
+                         f'<div class="id">{html.escape(str(r["image_id"]))} '
+                         f'<span class="badge">{"PASS" if ok else "FLAG"}</span></div>'
+                         f'<div class="reasons">{reasons_txt}</div>'
+                         f'<table class="fig">{figs}</table></div>')
+        parts.append("</div></body></html>\n")
+        page = self.out / "index.html"
+        page.write_text("\n".join(parts), encoding="utf-8")
+        return page

@@ -1,0 +1,86 @@
+"""RCA: registration carries masks correctly, Dice estimates track mask quality, references load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from anatomix.qc.rca import References, load_references, rca, register_batch, select_references
+
+
+@pytest.fixture(scope="module")
+def refs():
+    return load_references(None)
+
+
+def _case(refs, i=3):
+    img = np.kron(refs.images[i], np.ones((2, 2), np.float32))
+    masks = {k: np.kron(refs.masks[i, j] >= 0.5, np.ones((2, 2), bool)) for j, k in enumerate(refs.keys)}
+    return img, masks
+
+
+def test_bundled_atlases_are_derived_and_small(refs):
+    assert len(refs) >= 8 and refs.images.shape[1:] == (128, 128)
+    assert refs.masks.shape == (len(refs), 3, 128, 128)
+    assert min(refs.meta["members"]) >= 5  # every atlas averages at least five patients
+    assert "training_statistics" in refs.meta
+
+
+def test_registration_recovers_a_known_shift(refs):
+    fixed = refs.images[:1]
+    moving = ndimage.shift(refs.images[0], (6, -5), order=1)
+    mm = ndimage.shift(refs.masks[0], (0, 6, -5), order=1)
+    res = register_batch(moving, mm, fixed, deformable=False)
+    before = np.mean([2 * ((mm[c] >= .5) & (refs.masks[0, c] >= .5)).sum()
+                      / ((mm[c] >= .5).sum() + (refs.masks[0, c] >= .5).sum()) for c in range(3)])
+    after = np.mean([2 * ((res.warped_masks[0, c] >= .5) & (refs.masks[0, c] >= .5)).sum()
+                     / ((res.warped_masks[0, c] >= .5).sum() + (refs.masks[0, c] >= .5).sum()) for c in range(3)])
+    assert after > 0.95 > before and res.similarity[0] > 0.95
+
+
+def test_rca_tracks_mask_quality(refs):
+    img, masks = _case(refs)
+    good = rca(img, masks, refs, k=3)
+    shifted = {k: ndimage.shift(m.astype(float), (30, 25), order=0) > 0.5 for k, m in masks.items()}
+    bad = rca(img, shifted, refs, k=3)
+    assert good["Dice RCA (Max)"] > 0.9 and good["Dice RCA (Mean)"] >= 0.7
+    assert bad["Dice RCA (Mean)"] < good["Dice RCA (Mean)"] - 0.15
+    assert good["Dice RCA (Max)"] >= good["Dice RCA (Mean)"]
+    assert len(good["rca_references"].split("|")) == 3 and good["rca_references"].startswith("atlas03")
+
+
+def test_rca_with_only_lungs(refs):
+    img, masks = _case(refs)
+    r = rca(img, {"lungR": masks["lungR"], "lungL": masks["lungL"]}, refs, k=1, deformable=False)
+    assert 0.8 < r["Dice RCA (Max)"] <= 1.0
+
+
+def test_select_references_by_image_and_embedding(refs):
+    assert select_references(refs.images[5], refs, 2)[0] == 5
+    emb = np.eye(len(refs))
+    r2 = References(refs.images, refs.masks, refs.ids, refs.keys, embeddings=emb)
+    assert list(select_references(refs.images[0], r2, 1, query_embedding=emb[7])) == [7]
+
+
+def test_folder_references_and_npz_roundtrip(tmp_path, refs):
+    for i in range(2):
+        img, masks = _case(refs, i)
+        Image.fromarray((img * 255).astype(np.uint8)).save(tmp_path / f"r{i}.png")
+        for k, m in masks.items():
+            Image.fromarray(m.astype(np.uint8)).save(tmp_path / f"r{i}_{k}.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "unlabelled.png")
+    folder = load_references(tmp_path)
+    assert folder.ids == ["r0", "r1"] and folder.images.shape == (2, 128, 128)
+    assert np.mean((folder.masks[0] >= .5) == (refs.masks[0] >= .5)) > 0.99
+    folder.save(tmp_path / "refs.npz")
+    again = load_references(tmp_path / "refs.npz")
+    assert again.ids == folder.ids and np.abs(again.images - folder.images).max() <= 1 / 255 + 1e-6
+
+
+def test_missing_reference_set_is_a_clear_error(tmp_path):
+    from anatomix.errors import AnatomixError
+
+    with pytest.raises(AnatomixError, match="no labelled reference"):
+        load_references(tmp_path)
