@@ -4,8 +4,8 @@ ground truth.
 For one query radiograph and its predicted masks:
 
 1. pick the ``k`` references (labelled images) most similar to the query (global normalised
-   cross-correlation of the model-frame images; or any embedding you pass, e.g. the graph
-   encoder's latent ``mu``);
+   cross-correlation of the registration-frame images; or any embedding you pass, e.g. the graph
+   encoder's latent ``mu`` from :func:`latent_embeddings`);
 2. register the query image to each reference, all ``k`` at once as one batch: an affine stage
    (MONAI :class:`~monai.networks.layers.AffineTransform`, global NCC at half resolution, then
    :class:`~monai.losses.LocalNormalizedCrossCorrelationLoss` at full resolution) followed by a
@@ -331,6 +331,28 @@ def select_references(query: np.ndarray, refs: References, k: int,
     r = r - r.mean(axis=1, keepdims=True)
     ncc = (r @ q) / (np.linalg.norm(r, axis=1) * np.linalg.norm(q) + 1e-6)
     return np.argsort(-ncc)[:k]
+
+
+def latent_embeddings(segmenter, images: Sequence[np.ndarray]) -> np.ndarray:
+    """The graph encoder's posterior mean ``mu`` of each image, for latent-space k-NN.
+
+    Args:
+        segmenter: a :class:`anatomix.graphs.inference.GraphSegmenter`.
+        images: (H, W) images in [0, 1] (original frames, or the references' registration-frame
+            images: ``refs.images``).
+
+    Returns:
+        (len(images), latent_dim) float32. Store the references' rows in ``References.embeddings``
+        and pass the query's row as ``query_embedding`` to :func:`rca` / :func:`anatomix.qc.assess`.
+    """
+    import torch
+
+    from anatomix.data.preprocess import to_model_frame
+
+    x = np.stack([to_model_frame(np.asarray(im, np.float32), segmenter.size)[0] for im in images])
+    with torch.no_grad():
+        mu = segmenter.model.encoder(torch.from_numpy(x)[:, None].to(segmenter.device))[0]
+    return mu.cpu().numpy().astype(np.float32)
 
 
 def rca(pixels: np.ndarray, masks: Mapping[str, np.ndarray], refs: Optional[References] = None,

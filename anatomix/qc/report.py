@@ -108,9 +108,7 @@ class ReportWriter:
         n_fail = sum(1 for r in rows if not r.get("qc_pass"))
         reasons = Counter()
         for r in rows:
-            for reason in str(r.get("qc_reasons") or "").split(";"):
-                if reason:
-                    reasons[reason.split("(")[0]] += 1
+            reasons.update({x.split("(")[0] for x in str(r.get("qc_reasons") or "").split(";") if x})
         rca = np.array([float(r["Dice RCA (Mean)"]) for r in rows
                         if isinstance(r.get("Dice RCA (Mean)"), (float, int))], dtype=float)
         rca = rca[np.isfinite(rca)]

@@ -1,0 +1,47 @@
+"""The static HTML report and the CSV cell formatting."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from anatomix.qc import QC_COLUMNS, format_row
+from anatomix.qc.report import ReportWriter, thumbnail
+
+
+def _row(ok, rca, reasons=""):
+    r = {c: float("nan") for c in QC_COLUMNS}
+    r.update({"qc_pass": ok, "Dice RCA (Mean)": rca, "qc_reasons": reasons, "lr_order_ok": None})
+    return r
+
+
+def test_report_orders_worst_first_and_escapes(tmp_path):
+    m = np.zeros((64, 48), bool)
+    m[10:40, 5:20] = True
+    masks = {"lungR": m, "lungL": m[:, ::-1], "heart": np.zeros_like(m)}
+    rw = ReportWriter(tmp_path / "rep")
+    rw.add("good", _row(True, 0.9), np.random.default_rng(0).random((64, 48)), masks)
+    rw.add("<b>bad</b>", _row(False, 0.8, "holes(lungR=1);holes(lungL=2);lungs_swapped"), None, masks)
+    rw.add("worse", _row(False, 0.3, "rca_low(0.30)"), None, masks)
+    rw.add("good", _row(True, 0.95), None, masks)  # duplicate id gets its own thumbnail
+    page = (rw.close()).read_text()
+    assert page.index(">worse ") < page.index("&lt;b&gt;bad&lt;/b&gt;") < page.index(">good ")
+    assert "<b>bad</b>" not in page
+    assert (tmp_path / "rep" / "thumbs" / "good.png").is_file()
+    assert (tmp_path / "rep" / "thumbs" / "good_2.png").is_file()
+    # reason table counts images, not occurrences
+    assert "<td>holes</td><td>1</td>" in page and "<td>rca_low</td><td>1</td>" in page
+    assert "<b>4</b> images" in page and "<b>2</b> flagged" in page
+
+
+def test_thumbnail_draws_contours():
+    m = np.zeros((100, 100), bool)
+    m[20:80, 20:80] = True
+    t = np.asarray(thumbnail(np.zeros((100, 100), np.float32), {"heart": m}, side=50))
+    assert t.shape == (50, 50, 3)
+    assert (t.reshape(-1, 3) == (255, 200, 0)).all(axis=1).sum() > 20  # heart outline in yellow
+    assert (t[25, 25] == 0).all()  # inside stays the image
+
+
+def test_format_row():
+    out = format_row({"a": float("nan"), "b": None, "c": True, "d": 0.123456789, "e": "x", "f": 3})
+    assert out == {"a": "", "b": "", "c": "True", "d": "0.1235", "e": "x", "f": "3"}
