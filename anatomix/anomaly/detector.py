@@ -26,6 +26,21 @@ FORMAT = "anatomix-anomaly-detector"
 FORMAT_VERSION = 1
 
 
+def preprocess(pixels: np.ndarray, image_size: int):
+    """The detectors' preprocessing: pad to square, resize to ``image_size``, clip to [0, 1].
+
+    Returns:
+        (model-frame image ``(S, S)`` float32, the :class:`~anatomix.io.geometry.SquareFrame`).
+    """
+    from anatomix.io.geometry import SquareFrame
+
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
+    frame = SquareFrame(int(pixels.shape[0]), int(pixels.shape[1]), int(image_size))
+    return np.clip(frame.image_to_model(pixels), 0.0, 1.0).astype(np.float32), frame
+
+
 @dataclass
 class ScoringConfig:
     """How a residual map becomes a score.
@@ -68,6 +83,8 @@ class AnomalyResult:
         raw: raw (un-normalised) residual score of every available region.
         heatmap: residual map in the ORIGINAL frame (H, W), when asked for.
         model_map: residual map in the model frame (S, S), when asked for.
+        mask_source: ``given`` (masks passed in), ``prior`` (the detector's fixed field prior)
+            or ``none`` (whole image only).
     """
 
     image_id: str
@@ -80,6 +97,7 @@ class AnomalyResult:
     raw: Dict[str, float] = field(default_factory=dict)
     heatmap: Optional[np.ndarray] = None
     model_map: Optional[np.ndarray] = None
+    mask_source: str = "none"
 
 
 class Detector:
@@ -90,15 +108,22 @@ class Detector:
         scoring: :class:`ScoringConfig`.
         calibration: region -> calibration dict (see :mod:`anatomix.anomaly.calibration`).
         meta: free-form facts (training data, epochs, timings) kept in the file.
+        prior_masks: optional model-frame structure masks (``{"lungR", "lungL", "heart"}`` ->
+            bool ``(S, S)``), a fixed anatomical field used for every image that comes without
+            masks, at calibration and at scoring alike (so its thresholds hold). Per-image masks,
+            when given, take precedence.
     """
 
     def __init__(self, model, scoring: Optional[ScoringConfig] = None,
                  calibration: Optional[Dict[str, Dict[str, Any]]] = None,
-                 meta: Optional[Dict[str, Any]] = None) -> None:
+                 meta: Optional[Dict[str, Any]] = None,
+                 prior_masks: Optional[Mapping[str, np.ndarray]] = None) -> None:
         self.model = model.eval()
         self.scoring = scoring or ScoringConfig()
         self.calibration: Dict[str, Dict[str, Any]] = dict(calibration or {})
         self.meta: Dict[str, Any] = dict(meta or {})
+        self.prior_masks = None if prior_masks is None else {k: np.asarray(v, dtype=bool)
+                                                              for k, v in prior_masks.items()}
 
     # -- basics -----------------------------------------------------------------------------
     @property
@@ -115,13 +140,7 @@ class Detector:
 
     def preprocess(self, pixels: np.ndarray):
         """Original-frame pixels ``(H, W)`` in [0, 1] -> (model-frame image ``(S, S)``, frame)."""
-        from anatomix.io.geometry import SquareFrame
-
-        pixels = np.asarray(pixels, dtype=np.float32)
-        if pixels.ndim != 2:
-            raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
-        frame = SquareFrame(int(pixels.shape[0]), int(pixels.shape[1]), self.image_size)
-        return np.clip(frame.image_to_model(pixels), 0.0, 1.0).astype(np.float32), frame
+        return preprocess(pixels, self.image_size)
 
     def model_maps(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Residual maps ``(B, S, S)`` of model-frame images ``(B, S, S)`` (smoothed)."""
@@ -149,14 +168,16 @@ class Detector:
 
         Args:
             images: ``(B, S, S)`` model-frame held-out normals (never abnormal ones).
-            masks_model: per image, model-frame structure masks (or None): regions other
-                than ``image`` are calibrated only where every image has them.
+            masks_model: per image, model-frame structure masks (or None: the detector's
+                ``prior_masks`` if any): regions other than ``image`` are calibrated only where
+                every image has them.
             target_fpr: overrides ``scoring.target_fpr``.
         """
         if target_fpr is not None:
             self.scoring.target_fpr = float(target_fpr)
         maps = self.model_maps(images)
         masks_model = list(masks_model) if masks_model is not None else [None] * len(maps)
+        masks_model = [m if m is not None else self.prior_masks for m in masks_model]
         per_region: Dict[str, List[float]] = {}
         for m, mk in zip(maps, masks_model):
             for k, v in self.raw_scores(m, mk).items():
@@ -178,6 +199,9 @@ class Detector:
         """Turn one model-frame map into an :class:`AnomalyResult`."""
         if "image" not in self.calibration:
             raise RuntimeError("detector is not calibrated; call calibrate() with held-out normals")
+        source = "given" if masks_model else ("prior" if self.prior_masks else "none")
+        if not masks_model:
+            masks_model = self.prior_masks
         raw = self.raw_scores(m, masks_model)
         z = {k: cal.normalise(v, self.calibration[k]) for k, v in raw.items()
              if k in self.calibration and np.isfinite(v)}
@@ -186,7 +210,8 @@ class Detector:
         heat = frame.map_to_original(m) if (keep_maps and frame is not None) else None
         return AnomalyResult(image_id=image_id, path=None if path is None else str(path), score=z[region],
                              anomalous=bool(z[region] > thr), score_region=region, threshold=thr,
-                             regions=z, raw=raw, heatmap=heat, model_map=m if keep_maps else None)
+                             regions=z, raw=raw, heatmap=heat, model_map=m if keep_maps else None,
+                             mask_source=source)
 
     def score(self, radiographs: Sequence, masks: Optional[Sequence[Optional[Mapping[str, np.ndarray]]]] = None,
               keep_maps: bool = False, batch_size: int = 64) -> List[AnomalyResult]:
@@ -210,10 +235,14 @@ class Detector:
 
     # -- persistence ----------------------------------------------------------------------
     def state(self) -> Dict[str, Any]:
+        import torch
+
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "method": self.method,
                 "model_config": dict(self.model.config),
                 "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                 "scoring": asdict(self.scoring), "calibration": self.calibration, "meta": self.meta,
+                "prior_masks": None if self.prior_masks is None else
+                {k: torch.from_numpy(v.astype(np.uint8)) for k, v in self.prior_masks.items()},
                 "preprocess": {"frame": "pad-to-square + resize (anatomix.io.geometry.SquareFrame)",
                                "image_size": self.image_size, "intensity": "[0, 1] as read, clipped"}}
 
@@ -245,5 +274,7 @@ class Detector:
             raise AnatomixError(f"{path}: not an anatomix anomaly detector")
         model = create_model(state["method"], **state["model_config"])
         model.load_state_dict(state["state_dict"])
-        det = cls(model.to(device), ScoringConfig(**state["scoring"]), state["calibration"], state.get("meta"))
+        prior = state.get("prior_masks")
+        prior = None if prior is None else {k: v.numpy().astype(bool) for k, v in prior.items()}
+        det = cls(model.to(device), ScoringConfig(**state["scoring"]), state["calibration"], state.get("meta"), prior)
         return det

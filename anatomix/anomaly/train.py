@@ -123,7 +123,8 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: Optional[in
                  epochs: int = 50, batch_size: int = 32, lr: float = 1e-3, calib_fraction: float = 0.1,
                  calib_masks=None, scoring=None, seed: int = 0, checkpoint: Optional[Path] = None,
                  progress: bool = True, log: Optional[Callable[[str], None]] = None,
-                 model_config: Optional[Dict] = None, device: str = "cpu", meta: Optional[Dict] = None):
+                 model_config: Optional[Dict] = None, device: str = "cpu", meta: Optional[Dict] = None,
+                 prior_masks: Optional[Dict] = None):
     """Fit a detector on NORMAL model-frame images: train on one part, calibrate on the rest.
 
     Args:
@@ -134,6 +135,8 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: Optional[in
             ``images``) so that masked regions get calibrated too.
         scoring: :class:`~anatomix.anomaly.detector.ScoringConfig` (default settings if None).
         model_config: extra model constructor arguments.
+        prior_masks: a fixed model-frame field (see :class:`~anatomix.anomaly.detector.Detector`)
+            used for images without masks, at calibration and scoring.
 
     Returns:
         A calibrated :class:`~anatomix.anomaly.detector.Detector`; ``meta`` records the split,
@@ -155,7 +158,7 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: Optional[in
     history = fit_model(model, images[fit_idx], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                         checkpoint=checkpoint, progress=progress, log=log, device=device)
     fit_s = sum(h["seconds"] for h in history) if history else time.time() - t0
-    det = Detector(model.cpu(), scoring or ScoringConfig())
+    det = Detector(model.cpu(), scoring or ScoringConfig(), prior_masks=prior_masks)
     cm = None if calib_masks is None else [calib_masks[i] for i in cal_idx]
     det.calibrate(images[cal_idx], cm)
     det.meta.update({"n_fit": int(len(fit_idx)), "n_calibration": int(len(cal_idx)), "epochs": int(epochs),

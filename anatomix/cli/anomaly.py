@@ -108,13 +108,12 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
     _setup(threads)
     import numpy as np
 
-    from anatomix.anomaly.detector import ScoringConfig
+    from anatomix.anomaly.detector import ScoringConfig, preprocess
     from anatomix.anomaly.inputs import read_images, write_errors
     from anatomix.anomaly.models import DEFAULT_IMAGE_SIZE
     from anatomix.anomaly.scoring import masks_to_model
     from anatomix.anomaly.train import fit_detector
     from anatomix.errors import AnatomixError
-    from anatomix.io.geometry import SquareFrame
 
     t0 = time.time()
     size = image_size or DEFAULT_IMAGE_SIZE[method]
@@ -130,8 +129,8 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
         _fail(str(e))
     imgs, mm = [], []
     for (_, r), m in zip(items, masks):
-        frame = SquareFrame(r.shape[0], r.shape[1], size)
-        imgs.append(np.clip(frame.image_to_model(r.pixels), 0, 1))
+        x, frame = preprocess(r.pixels, size)
+        imgs.append(x)
         mm.append(masks_to_model(m, frame))
     try:
         det = fit_detector(np.stack(imgs).astype(np.float32), method, size, epochs=epochs, batch_size=batch_size,
@@ -159,7 +158,7 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
 def score_columns() -> List[str]:
     from anatomix.anomaly.scoring import REGIONS
 
-    return (["image_id", "path", "score", "anomalous", "threshold", "score_region"]
+    return (["image_id", "path", "score", "anomalous", "threshold", "score_region", "mask_source"]
             + [f"score_{r}" for r in REGIONS] + [f"raw_{r}" for r in REGIONS])
 
 
@@ -170,7 +169,7 @@ def _row(res) -> List[str]:
         return "" if v is None else f"{v:.6g}"
 
     return ([res.image_id, res.path or "", f"{res.score:.6g}", str(int(res.anomalous)), f"{res.threshold:.6g}",
-             res.score_region] + [f(res.regions.get(r)) for r in REGIONS] + [f(res.raw.get(r)) for r in REGIONS])
+             res.score_region, res.mask_source] + [f(res.regions.get(r)) for r in REGIONS] + [f(res.raw.get(r)) for r in REGIONS])
 
 
 @anomaly.command()

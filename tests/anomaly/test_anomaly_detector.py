@@ -71,7 +71,7 @@ def test_regions_heatmap_and_sizes(detector):
     assert set(r.regions) == {"image", "lungs", "lungR", "lungL", "heart", "anatomy"}
     assert r.score_region == "lungs" and r.score == r.regions["lungs"]
     whole = detector.score(rads)[0]
-    assert whole.score_region == "image" and set(whole.regions) == {"image"}
+    assert whole.score_region == "image" and set(whole.regions) == {"image"} and whole.mask_source == "none"
     assert whole.score == pytest.approx(r.regions["image"])
 
 
@@ -92,3 +92,19 @@ def test_load_rejects_garbage(tmp_path):
 def test_scoring_config_validates():
     with pytest.raises(ValueError, match="residual"):
         ScoringConfig(residual="nope")
+
+
+def test_prior_masks_used_without_masks_and_saved(tmp_path):
+    imgs = normal_images(30, 32, seed=8)
+    prior = _masks((32, 32))
+    det = fit_detector(imgs, "ae", 32, epochs=1, batch_size=16, progress=False, calib_fraction=0.3,
+                       model_config=TINY["ae"], prior_masks=prior)
+    assert {"lungs", "heart"} <= set(det.calibration)
+    rads = _rads(2, (32, 32))
+    a = det.score(rads)
+    assert a[0].mask_source == "prior" and a[0].score_region == "lungs"
+    given = det.score(rads, [_masks((32, 32))] * 2)
+    assert given[0].mask_source == "given" and given[0].score == pytest.approx(a[0].score)
+    det2 = Detector.load(det.save(tmp_path / "p.pt"))
+    assert all(np.array_equal(det2.prior_masks[k], prior[k]) for k in prior)
+    assert [r.score for r in det2.score(rads)] == [r.score for r in a]
