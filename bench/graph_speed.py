@@ -5,11 +5,14 @@ Usage::
     .venv/bin/python bench/graph_speed.py                 # image sizes 256 and 512, 2 threads
     .venv/bin/python bench/graph_speed.py --sizes 256 --threads 1 --repeats 9
 
-Throughputs are medians over ``--repeats`` timed repeats after one warm-up. Training is one Adam
+Throughputs are medians over ``--repeats`` timed repeats after one warm-up, per wall-clock second
+and per CPU second of this process (steadier on a busy machine). Training is one Adam
 step on a batch of random images (forward in train mode, :func:`hybrid_loss`, backward, step);
 inference is an eval-mode forward under ``torch.inference_mode``. Peak RSS is the process's
 high-water mark so far (``resource.getrusage``), so it grows along the table. The machine's load
-average is printed too: on a shared machine, other jobs slow every figure down.
+average is printed too: on a shared machine, other jobs slow every figure down, and with more
+than one thread OpenMP's spin-waiting makes it much worse; run with ``OMP_WAIT_POLICY=PASSIVE``
+(or ``--threads 1``) there.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -28,15 +32,18 @@ from anatomix.graphs.loss import hybrid_loss
 from anatomix.graphs.model import GraphConfig, HybridGNet
 
 
-def median_rate(fn: Callable[[], None], items: int, repeats: int) -> float:
-    """Items per second of ``fn`` (median over ``repeats`` after one warm-up call)."""
+def median_rate(fn: Callable[[], None], items: int, repeats: int) -> tuple[float, float]:
+    """Items per wall-clock second and per CPU second of ``fn`` (medians of ``repeats`` calls
+    after one warm-up call). On a busy machine the CPU-time rate is the steadier figure."""
     fn()
-    times: list[float] = []
+    wall: list[float] = []
+    cpu: list[float] = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return items / statistics.median(times)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return items / statistics.median(wall), items / statistics.median(cpu)
 
 
 def checkpoint_mib(model: HybridGNet) -> float:
@@ -49,7 +56,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def train_rate(model: HybridGNet, size: int, batch: int, repeats: int) -> float:
+def train_rate(model: HybridGNet, size: int, batch: int, repeats: int) -> tuple[float, float]:
     x = torch.rand(batch, 1, size, size)
     target = torch.rand(batch, model.n_nodes, 2)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -64,7 +71,7 @@ def train_rate(model: HybridGNet, size: int, batch: int, repeats: int) -> float:
     return median_rate(step, batch, repeats)
 
 
-def infer_rate(model: HybridGNet, size: int, batch: int, repeats: int) -> float:
+def infer_rate(model: HybridGNet, size: int, batch: int, repeats: int) -> tuple[float, float]:
     x = torch.rand(batch, 1, size, size)
     model.eval()
 
@@ -75,7 +82,7 @@ def infer_rate(model: HybridGNet, size: int, batch: int, repeats: int) -> float:
     return median_rate(forward, batch, repeats)
 
 
-def bench(size: int, template: str, train_batch: int, repeats: int) -> dict[str, float]:
+def bench(size: int, template: str, train_batch: int, repeats: int) -> dict[str, Any]:
     torch.manual_seed(0)
     model = HybridGNet(GraphConfig(template=template, image_size=size))
     return {
@@ -101,14 +108,15 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, template {args.template}, "
           f"train batch {args.train_batch}, median of {args.repeats}, "
           f"load average before {os.getloadavg()[0]:.2f}, RSS after imports {peak_rss_mib():.0f} MiB")
-    head = f"{'size':>5} {'params':>10} {'ckpt MiB':>9} {'train img/s':>12} {'infer b1 img/s':>15} " \
-           f"{'infer b8 img/s':>15} {'peak RSS MiB':>13}"
+    print("img/s per wall-clock second (and per CPU second in brackets)")
+    head = f"{'size':>5} {'params':>10} {'ckpt MiB':>9} {'train':>15} {'infer batch 1':>15} " \
+           f"{'infer batch 8':>15} {'peak RSS MiB':>13}"
     print(head)
     print("-" * len(head))
     for size in args.sizes:
         r = bench(size, args.template, args.train_batch, args.repeats)
-        print(f"{r['size']:>5} {r['params']:>10,} {r['ckpt_mib']:>9.2f} {r['train']:>12.1f} "
-              f"{r['infer1']:>15.1f} {r['infer8']:>15.1f} {r['rss']:>13.0f}", flush=True)
+        rates = " ".join(f"{f'{r[k][0]:.1f} ({r[k][1]:.1f})':>15}" for k in ("train", "infer1", "infer8"))
+        print(f"{r['size']:>5} {r['params']:>10,} {r['ckpt_mib']:>9.2f} {rates} {r['rss']:>13.0f}", flush=True)
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 

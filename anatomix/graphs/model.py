@@ -6,10 +6,11 @@ skip connections). Written from the paper's description, sized for CPU training.
 
 The model maps a square grayscale image to the template's landmark nodes:
 
-1. **Encoder.** Residual conv stages, each halving the resolution (GroupNorm, so every image is
-   processed independently of the rest of its batch), until the map is at most 8 x 8; then two
-   linear heads give the posterior :math:`q(z|x) = \\mathcal{N}(\\mu, \\mathrm{diag}(\\sigma^2))`
-   with :math:`\\log \\sigma^2` = ``logvar``.
+1. **Encoder.** A one-conv stem and residual conv stages, each halving the resolution
+   (GroupNorm, so every image is processed independently of the rest of its batch), until the
+   map is at most 8 x 8; then two linear heads give the posterior
+   :math:`q(z|x) = \\mathcal{N}(\\mu, \\mathrm{diag}(\\sigma^2))` with
+   :math:`\\log \\sigma^2` = ``logvar``.
 2. **Latent.** Training: :math:`z = \\mu + \\epsilon \\odot \\sigma`, :math:`\\epsilon \\sim
    \\mathcal{N}(0, I)` (reparameterisation). Evaluation: :math:`z = \\mu`.
 3. **Decoder.** A linear map sends ``z`` to features on the coarsest level of the graph pyramid
@@ -60,8 +61,9 @@ class GraphConfig:
         image_size: side ``S`` of the square model frame; halved by the encoder until it is at most
             8, so it must be ``b * 2**k`` with ``b <= 8`` (e.g. 64, 256, 384, 512, 1024).
         latent_dim: size of the VAE latent ``z``.
-        encoder_channels: widths of the encoder's stride-2 stages, shallow to deep; deeper
-            encoders (larger images) repeat the last width, shallower ones use the first entries.
+        encoder_channels: widths of the encoder's stride-2 stages (the first is the stem), shallow
+            to deep; deeper encoders (larger images) repeat the last width, shallower ones use
+            the first entries.
         graph_channels: node feature widths of the decoder, one per graph level, coarse to fine;
             its length is the number of graph levels.
         cheb_k: order ``K`` of the Chebyshev filters.
@@ -171,8 +173,27 @@ class ResidualDown(nn.Module):
         return F.relu(y + self.skip_norm(self.skip(x)))
 
 
+class Stem(nn.Module):
+    """First halving: ``ReLU(GN(conv5x5_s2(x)))``.
+
+    A single conv: at full resolution a residual block of a few channels costs about as much
+    CPU time as all the later stages together.
+
+    Shapes:
+        x: (B, 1, H, W) -> (B, C, H / 2, W / 2)
+    """
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, out_channels, 5, stride=2, padding=2, bias=False)
+        self.norm = nn.GroupNorm(_groups(out_channels), out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
 class Encoder(nn.Module):
-    """Stride-2 residual stages, then linear heads for ``mu`` and ``logvar``.
+    """A stem and stride-2 residual stages, then linear heads for ``mu`` and ``logvar``.
 
     Shapes:
         x: (B, 1, S, S) -> mu, logvar: (B, latent_dim); maps: one (B, C_i, S / 2**(i+1), ...)
@@ -181,8 +202,8 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: GraphConfig) -> None:
         super().__init__()
-        widths = (1,) + cfg.stage_channels
-        self.stages = nn.ModuleList(ResidualDown(a, b) for a, b in pairwise(widths))
+        widths = cfg.stage_channels
+        self.stages = nn.ModuleList([Stem(widths[0]), *(ResidualDown(a, b) for a, b in pairwise(widths))])
         flat = widths[-1] * cfg.bottom_size ** 2
         self.fc_mu = nn.Linear(flat, cfg.latent_dim)
         self.fc_logvar = nn.Linear(flat, cfg.latent_dim)
