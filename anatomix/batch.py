@@ -765,11 +765,12 @@ class _Inline:
 
 
 def _structures(segmenter) -> Tuple[str, ...]:
-    """Structure keys the segmenter produces (``structures`` attribute, else its template's)."""
+    """Structure keys the segmenter produces: its ``structures`` or ``keys`` (pixel family), else
+    its template's."""
     from anatomix.anatomy import LUNGS_HEART
 
     template = getattr(segmenter, "template", None) or LUNGS_HEART
-    return tuple(getattr(segmenter, "structures", None) or template.keys)
+    return tuple(getattr(segmenter, "structures", None) or getattr(segmenter, "keys", None) or template.keys)
 
 
 def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter, *, batch_size: int = 8,
@@ -840,6 +841,8 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
     qc_columns = tuple(qc_hook[0]) if qc_hook else ()
     header = chexmask_header((*DEFAULT_STRUCTURES, *structures), ["path", *qc_columns])
     paths, input_errors = expanded if expanded is not None else expand_inputs(inputs)
+    inside = _key(out) + os.sep  # never segment our own outputs (OUT inside an input folder)
+    paths = [p for p in paths if not _key(p).startswith(inside)]
     summary = BatchSummary(out_dir=out, total=len(paths) + len(input_errors), qc_columns=qc_columns)
     outputs = _Outputs(out, structures, formats, overlays)
     _remove_stale_temporaries(out)

@@ -10,9 +10,9 @@ compared too) in a temporary folder, then:
    gunzip: gzip stamps its write time), ``segmentations.csv`` row by row after sorting and as
    whole files, ``errors.csv``, one row per image, no temporary files left.
 
-Each kill moment is drawn uniformly (from ``--seed``) over the expected life of that restart:
-its start-up (imports, model loading, reading the existing CSV) plus the images still to do at
-the uninterrupted run's pace, so kills land in start-up, mid-batch and mid-write alike. Prints what each kill left behind and the verdict; exit status 0 when identical.
+Each kill moment is random (from ``--seed``) while work is left: the restart is killed once its
+CSV reaches a row count drawn uniformly over the images still to do, plus a random fraction of
+one image's time, so kills land mid-batch, mid-write and between a file and its row. Prints what each kill left behind and the verdict; exit status 0 when identical.
 
 Usage::
 
@@ -58,6 +58,14 @@ def inner_seconds(summary: str) -> float:
     return int(h or 0) * 3600 + int(mi or 0) * 60 + float(sec)
 
 
+def rows_written(out: Path) -> int:
+    """Complete rows in ``out/segmentations.csv`` (newlines minus the header's)."""
+    try:
+        return max(0, (out / "segmentations.csv").read_bytes().count(b"\n") - 1)
+    except OSError:
+        return 0
+
+
 def csv_rows(path: Path) -> list[list[str]]:
     if not path.is_file():
         return []
@@ -83,6 +91,7 @@ def main() -> int:
                                                        "else an untrained default HybridGNet)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--no-qc", action="store_true", help="pass --no-qc (QC columns are on by default)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="anatomix-kill-resume-"))
@@ -99,7 +108,7 @@ def main() -> int:
                 print("bundled graph weights missing: using an untrained default HybridGNet")
         cmd = command() + [str(tmp / "in"), "--model", model, "--device", "cpu", "--workers", str(args.workers),
                            "--batch-size", str(args.batch_size), "--overlays", "--format", "png",
-                           "--format", "nifti", "--no-progress"]
+                           "--format", "nifti", "--no-progress"] + (["--no-qc"] if args.no_qc else [])
         print("command:", " ".join(cmd[:2] if cmd[0].endswith("anatomix") else cmd[:3]), "INPUT -o OUT",
               " ".join(cmd[cmd.index("--model"):]).replace(str(tmp), "$TMP"))
 
@@ -116,24 +125,32 @@ def main() -> int:
         print(f"start-up {startup:.1f}s, {per_image:.2f}s per image")
         rng = random.Random(args.seed)
         out = tmp / "out"
-        print("\n| kill | after s | rows in CSV | partial last line | temp files | exit |")
-        print("|---:|---:|---:|---|---:|---:|")
+        print("\n| kill | after s | at row | rows in CSV | partial last line | temp files | exit |")
+        print("|---:|---:|---:|---:|---|---:|---:|")
         for k in range(args.kills):
-            # a moment drawn over the expected life of this restart: start-up, then what is left
-            left = args.n - max(0, len(csv_rows(out / "segmentations.csv")) - 1)
-            delay = rng.uniform(0.05, 0.95) * (startup + left * per_image)
+            # a random moment while work is left: once the CSV reaches a row count drawn
+            # uniformly over the images still to do, wait a random fraction of one image's time
+            before = rows_written(out)
+            target = rng.randint(before + 1, max(before + 1, args.n - 1))
+            jitter = rng.uniform(0.0, per_image)
+            t = time.perf_counter()
             proc = subprocess.Popen(cmd + ["-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(delay)
+            while proc.poll() is None and rows_written(out) < target:
+                time.sleep(0.05)
+            time.sleep(jitter)
             proc.send_signal(signal.SIGKILL)
             code = proc.wait()
+            delay = time.perf_counter() - t
             data = (out / "segmentations.csv").read_bytes() if (out / "segmentations.csv").is_file() else b""
             temps = [p for p in out.rglob(".*.tmp-*")] if out.is_dir() else []
             partial = "yes" if data and not data.endswith(b"\n") else "no"
-            print(f"| {k + 1} | {delay:.1f} | {max(0, len(csv_rows(out / 'segmentations.csv')) - 1)} | "
-                  f"{partial} | {len(temps)} | {code} |")
+            print(f"| {k + 1} | {delay:.1f} | {target} + {jitter:.2f}s | {rows_written(out)} | {partial} | "
+                  f"{len(temps)} | {code} |")
         t = time.perf_counter()
         final = subprocess.run(cmd + ["-o", str(out)], capture_output=True, text=True)
         print(f"\nresumed: exit {final.returncode} in {time.perf_counter() - t:.1f}s: {final.stdout.strip()}")
+        if final.returncode not in (0, 1):
+            print(final.stderr[-3000:])
 
         a, b = outputs(tmp / "ref"), outputs(out)
         files = sorted(set(a) | set(b))

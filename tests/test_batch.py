@@ -417,3 +417,10 @@ def test_default_qc_columns_from_anatomix_qc(tmp_path):
     assert header[8:] == list(hook[0])
     (row,) = read_rows(tmp_path / "out")
     assert row["qc_pass"] in ("True", "False") and row["area_lungR"] != ""
+
+
+def test_out_dir_inside_an_input_folder_is_not_segmented_on_rerun(tmp_path):
+    root = simple_corpus(tmp_path / "in", n=2)
+    first = segment_batch([root], root / "out", FakeSegmenter(), qc=False, overlays=True)
+    second = segment_batch([root], root / "out", FakeSegmenter(), qc=False, overlays=True)
+    assert second.total == first.total and (second.segmented, second.skipped) == (0, first.segmented)
