@@ -17,8 +17,10 @@ import click
 @click.option("-k", "--k", "k", default=4, show_default=True, help="References registered per image (RCA).")
 @click.option("--no-rca", is_flag=True, help="Skip RCA (plausibility and shape checks only; fast).")
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report.")
+@click.option("--report-max", type=int, default=1000, show_default=True,
+              help="Images shown in the report (the worst ones); the summary counts all.")
 @click.option("--limit", type=int, default=None, help="Check only the first N images.")
-def qc(source, images, reference, out, k, no_rca, no_report, limit):
+def qc(source, images, reference, out, k, no_rca, no_report, report_max, limit):
     """Check masks and write a QC table and an HTML report.
 
     SOURCE is a CheXmask CSV (.csv/.csv.gz: RLE mask columns and/or Landmarks) or a folder of
@@ -52,7 +54,8 @@ def qc(source, images, reference, out, k, no_rca, no_report, limit):
         raise click.ClickException(str(e))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = None if no_report else ReportWriter(out_dir / "report", f"anatomix QC: {src.name}")
+    report = None if no_report else ReportWriter(out_dir / "report", f"anatomix QC: {src.name}",
+                                                    max_cards=report_max)
     n = n_pass = 0
     with open(out_dir / "qc.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, ["image_id", "path", *QC_COLUMNS])

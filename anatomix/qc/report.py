@@ -12,6 +12,7 @@ their group, by number of reasons).
 
 from __future__ import annotations
 
+import heapq
 import html
 import math
 import re
@@ -66,6 +67,11 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
+def _neg(key):
+    """Order-reversing transform of a :func:`_sort_key` tuple (for a max-heap on heapq)."""
+    return tuple(-float(v) for v in key)
+
+
 def _sort_key(row: Mapping[str, object]):
     rca = row.get("Dice RCA (Mean)")
     has = isinstance(rca, (float, int)) and not math.isnan(float(rca))
@@ -79,13 +85,18 @@ class ReportWriter:
     Args:
         out: the report folder (created).
         title: page title.
+        max_cards: show at most this many images (the worst ones); the summary still counts all.
+            Thumbnails of images pushed out by worse ones are deleted as the batch runs, so a
+            CheXmask-sized batch leaves a report of bounded size.
     """
 
-    def __init__(self, out: Path | str, title: str = "anatomix QC report"):
+    def __init__(self, out: Path | str, title: str = "anatomix QC report", max_cards: Optional[int] = 1000):
         self.out = Path(out)
         (self.out / "thumbs").mkdir(parents=True, exist_ok=True)
         self.title = title
+        self.max_cards = max_cards
         self.rows: List[Dict[str, object]] = []
+        self._heap: List = []  # (negated sort key, counter, row) of the shown cards: best on top
         self._names: Counter = Counter()
 
     def add(self, image_id: str, row: Mapping[str, object], pixels: Optional[np.ndarray] = None,
@@ -99,11 +110,18 @@ class ReportWriter:
         if masks or pixels is not None:
             thumb = f"thumbs/{name}.png"
             thumbnail(pixels, masks or {}).save(self.out / thumb)
-        self.rows.append({"image_id": image_id, "path": path or "", "_thumb": thumb, **row})
+        entry = {"image_id": image_id, "path": path or "", "_thumb": thumb, **row}
+        self.rows.append({c: entry.get(c) for c in ("qc_pass", "qc_reasons", "Dice RCA (Mean)")})
+        heapq.heappush(self._heap, (_neg(_sort_key(entry)), len(self.rows), entry))
+        if self.max_cards is not None and len(self._heap) > self.max_cards:
+            dropped = heapq.heappop(self._heap)[2]
+            if dropped["_thumb"]:
+                (self.out / dropped["_thumb"]).unlink(missing_ok=True)
 
     def close(self) -> Path:
         """Write ``index.html`` (worst first) and return its path."""
-        rows = sorted(self.rows, key=_sort_key)
+        rows = self.rows
+        cards = sorted((e for _, _, e in self._heap), key=_sort_key)
         n = len(rows)
         n_fail = sum(1 for r in rows if not r.get("qc_pass"))
         reasons = Counter()
@@ -144,8 +162,10 @@ table.reasons-t{{border-collapse:collapse;font-size:13px}} table.reasons-t td{{p
                          + "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in reasons.most_common())
                          + "</table><p style='font-size:12px'>Thresholds: see anatomix.qc.verdict "
                          "(Dice RCA (Mean) &ge; 0.70 as recommended by CheXmask). Worst first.</p>")
+        if len(cards) < n:
+            parts.append(f"<p><b>Showing the {len(cards)} worst of {n} images.</b></p>")
         parts.append('<div class="grid">')
-        for r in rows:
+        for r in cards:
             ok = bool(r.get("qc_pass"))
             img = (f'<img src="{html.escape(r["_thumb"])}" alt="{html.escape(str(r["image_id"]))}" loading="lazy">'
                    if r["_thumb"] else "<div style='height:60px'>no image</div>")

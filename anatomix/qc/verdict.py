@@ -8,7 +8,7 @@ reason code                fails when
 ``rca_low``                ``Dice RCA (Mean)`` < 0.70 (CheXmask's recommendation)
 ``unlike_references``      best global NCC after registration (``rca_similarity``) < 0.50;
                            the image does not look like a frontal CXR in standard orientation
-                           (training images: >= 0.66), so RCA and the mask are not trustworthy
+                           (training images: >= 0.65), so RCA and the mask are not trustworthy
 ``rotated``                ``orientation_gain`` > 0: a 90/180/270-degree rotation of the image
                            matches the references better than the image itself
 ``missing(<key>)``         a structure mask is empty

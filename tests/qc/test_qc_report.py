@@ -45,3 +45,15 @@ def test_thumbnail_draws_contours():
 def test_format_row():
     out = format_row({"a": float("nan"), "b": None, "c": True, "d": 0.123456789, "e": "x", "f": 3})
     assert out == {"a": "", "b": "", "c": "True", "d": "0.1235", "e": "x", "f": "3"}
+
+
+def test_report_keeps_only_the_worst_cards(tmp_path):
+    m = np.zeros((32, 32), bool)
+    m[8:24, 8:24] = True
+    rw = ReportWriter(tmp_path / "rep", max_cards=2)
+    for i, rca in enumerate([0.9, 0.2, 0.8, 0.5, 0.95]):
+        rw.add(f"img{i}", _row(rca >= 0.7, rca, "" if rca >= 0.7 else "rca_low"), None, {"heart": m})
+    page = rw.close().read_text()
+    assert sorted(p.name for p in (tmp_path / "rep" / "thumbs").iterdir()) == ["img1.png", "img3.png"]
+    assert page.index(">img1 ") < page.index(">img3 ") and ">img0 " not in page
+    assert "<b>5</b> images" in page and "worst of 5" in page
