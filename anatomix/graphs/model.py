@@ -18,7 +18,7 @@ The model maps a square grayscale image to the template's landmark nodes:
    (:math:`X_l = U_l X_{l+1}`) and pass two blocks ``ChebConv -> LayerNorm (per node) -> ReLU``,
    where :math:`\\mathrm{ChebConv}(X) = \\sum_{k<K} T_k(\\hat L) X \\Theta_k` with the scaled ring
    Laplacian :math:`\\hat L`. A last ChebConv gives the (x, y) position of every node, added to
-   a learned per-node offset (the mean shape; the ChebConv starts at zero, see
+   a learned per-node offset (the mean shape; the ChebConv starts near zero, see
    :class:`PositionHead`).
 4. **Image-to-graph skips (IGSC).** At the ``n_skips`` finest levels, before the blocks, a ChebConv
    head predicts intermediate positions :math:`p = \\mathrm{sigmoid}(\\mathrm{ChebConv}(X) + b)`; the
@@ -49,6 +49,8 @@ from torch_geometric.nn import ChebConv  # noqa: E402 (imported after quiet_impo
 
 BOTTOM_MAX = 8
 """The encoder halves the image until its side is at most this."""
+HEAD_INIT_SCALE = 1e-2
+"""Position heads start at this fraction of the default ChebConv initialisation."""
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -248,9 +250,11 @@ def sample_nodes(feature_map: Tensor, pos: Tensor) -> Tensor:
 class PositionHead(nn.Module):
     """Node positions from node features, around a learned per-node offset.
 
-    ``p = ChebConv(x) + b`` with ``b`` an (N, 2) parameter. The ChebConv weights start at zero,
-    so training starts from ``p = b = init`` and ``b`` becomes the mean shape, leaving the
-    ChebConv to model the image-dependent part (much faster to train than a shared bias).
+    ``p = ChebConv(x) + b`` with ``b`` an (N, 2) parameter. The ChebConv weights start at
+    ``HEAD_INIT_SCALE`` times their default initialisation, so training starts from
+    ``p ~= b = init`` and ``b`` becomes the mean shape, leaving the ChebConv to model the
+    image-dependent part (much faster to train than a shared bias); the small random part keeps
+    an untrained model's output dependent on the image and on ``z``.
 
     Shapes:
         x: (B, N, C), edge_index: (2, E) -> (B, N, 2)
@@ -265,8 +269,9 @@ class PositionHead(nn.Module):
 
     def reset_parameters(self) -> None:
         self.conv.reset_parameters()
-        for lin in self.conv.lins:
-            nn.init.zeros_(lin.weight)
+        with torch.no_grad():
+            for lin in self.conv.lins:
+                lin.weight.mul_(HEAD_INIT_SCALE)
         nn.init.constant_(self.offset, self.init)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:

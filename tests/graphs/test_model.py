@@ -30,8 +30,9 @@ def one_thread() -> Iterator[None]:
 
 
 def tiny(template: str = "lungs_heart", seed: int = 0, untrained: bool = False, **kw) -> HybridGNet:
-    """A tiny model; unless ``untrained``, its position heads get small random weights, so that
-    (as after training) the output depends on the image and on z, not only on the offsets."""
+    """A tiny model; unless ``untrained``, its position heads get 10 % of the default random
+    weights (instead of 1 %), so that, as after training, the output visibly depends on the image
+    and on z, not only on the offsets."""
     torch.manual_seed(seed)
     model = HybridGNet(GraphConfig(template=template, **{**TINY, **kw}))
     if not untrained:
@@ -190,17 +191,21 @@ def test_sample_shape_and_spread() -> None:
 
 
 def test_reset_parameters_restores_the_initial_state() -> None:
-    model = tiny()
-    assert not torch.allclose(model.eval()(torch.rand(1, 1, S, S)).landmarks, torch.tensor(0.5))
+    model = tiny().eval()
     x = torch.rand(1, 1, S, S)
-    model.eval()
+
+    def near_offsets() -> bool:  # every position within 0.05 of its initial offset 0.5
+        with torch.no_grad():
+            out = model(x)
+        return all(torch.allclose(p, torch.full_like(p, 0.5), atol=0.05) for p in [out.landmarks, *out.intermediate])
+
+    assert not near_offsets()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1)
-        model.reset_parameters()
-        out = model(x)
-    assert torch.allclose(out.landmarks, torch.full_like(out.landmarks, 0.5))  # the offset init
-    assert all(torch.allclose(p, torch.full_like(p, 0.5)) for p in out.intermediate)
+    model.reset_parameters()
+    assert near_offsets()
+    assert model(x).landmarks.std() > 0  # still image-dependent
 
 
 def test_state_dict_and_config_roundtrip() -> None:
