@@ -39,6 +39,7 @@ class TrainConfig:
         val_every: validate every this many epochs (and at the last one).
         workers: DataLoader worker processes.
         threads: torch intra-op threads (0 = leave torch's default).
+        init_from: a checkpoint whose weights start a new run (fine-tuning); ignored on resume.
     """
 
     epochs: int = 100
@@ -49,6 +50,7 @@ class TrainConfig:
     val_every: int = 5
     workers: int = 0
     threads: int = 0
+    init_from: str = ""
 
 
 class Task(Protocol):
@@ -129,6 +131,8 @@ def fit(task: Task, train_set: Dataset, val_set: Dataset, config: TrainConfig,
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         gen.set_state(state["loader_rng"])
+    elif config.init_from:
+        model.load_state_dict(torch.load(config.init_from, map_location="cpu", weights_only=False)["model"])
     bar = tqdm(range(start, config.epochs), initial=start, total=config.epochs, desc="train",
                unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in bar:

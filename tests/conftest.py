@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# one torch/OpenMP thread per test process (set before torch is imported): oversubscribed
+# threads are 10-50x slower on a loaded machine, and no result depends on it
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 DATA_ROOT = Path(os.environ.get("ANATOMIX_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

@@ -41,6 +41,7 @@ def loop_options(f):
         click.option("--val-every", default=5, show_default=True),
         click.option("--threads", default=0, help="torch threads (0: torch default)."),
         click.option("--workers", default=0, help="DataLoader worker processes."),
+        click.option("--init", "init_from", default="", help="Start from this checkpoint's weights (fine-tune)."),
     ]):
         f = opt(f)
     return f
@@ -56,8 +57,9 @@ def train() -> None:
 @click.option("--template", type=click.Choice(["lungs_heart", "full"]), default="lungs_heart", show_default=True)
 @click.option("--image-size", default=256, show_default=True)
 @click.option("--latent-dim", default=64, show_default=True)
-@click.option("--kl-weight", default=1e-5, show_default=True)
-def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers,
+@click.option("--kl-weight", default=1e-6, show_default=True,
+              help="Weight of the KL term (summed over latent dims, mean over the batch).")
+def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, init_from,
           template, image_size, latent_dim, kl_weight) -> None:
     """Train a HybridGNet landmark model."""
     from anatomix.runtime import quiet_imports
@@ -78,7 +80,7 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
     task = GraphTask(GraphConfig(template=template, image_size=image_size, latent_dim=latent_dim),
                      kl_weight=kl_weight)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
-                      workers=workers, threads=threads)
+                      workers=workers, threads=threads, init_from=init_from)
     best = fit(task, train_set, val_set, cfg, out)
     click.echo(f"best checkpoint: {best}")
 
@@ -95,7 +97,7 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
               help="smp_*: encoder name (always built without pretrained weights).")
 @click.option("--backbone", default="efficientnet-b0", show_default=True,
               help="flexible_unet: backbone (always built without pretrained weights).")
-def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers,
+def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, init_from,
           arch, image_size, channels, res_units, encoder, backbone) -> None:
     """Train a dense (pixel) multi-label segmenter: lungR, lungL, heart (MONAI Dice + BCE)."""
     from anatomix.runtime import quiet_imports
@@ -121,6 +123,6 @@ def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
     val_set = MaskDataset(val_cases, image_size, keep_original=True)
     task = PixelTask(PixelConfig(arch=arch, image_size=image_size, kwargs=kwargs), reference=val_set)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
-                      workers=workers, threads=threads)
+                      workers=workers, threads=threads, init_from=init_from)
     best = fit(task, train_set, val_set, cfg, out)
     click.echo(f"best checkpoint: {best}")

@@ -28,7 +28,7 @@ class GraphSegmenter:
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.config = model.config
+        self.config = model.cfg
         self.template = TEMPLATES[self.config.template]
         self.size = self.config.image_size
 
@@ -59,15 +59,16 @@ class GraphSegmenter:
         return [self._result(r, f, p, with_masks) for r, f, p in zip(radiographs, frames, model_xy)]
 
     @torch.no_grad()
-    def sample(self, radiograph: Radiograph, n: int = 50) -> Tuple[np.ndarray, np.ndarray]:
-        """Node-wise uncertainty from ``n`` latent draws (CheXmask-U style).
+    def sample(self, radiograph: Radiograph, n: int = 50, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+        """Node-wise uncertainty from ``n`` latent draws (CheXmask-U style), reproducible by ``seed``.
 
         Returns:
             (mean (N, 2) landmarks in original pixels, std (N,) in original pixels: the root
             mean square of the x and y standard deviations of each node).
         """
         x, (frame,) = self._inputs([radiograph])
-        draws = self.model.sample(x, n)[:, 0].cpu().numpy().astype(np.float64) * self.size  # (n, N, 2)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        draws = self.model.sample(x, n, generator=gen)[:, 0].cpu().numpy().astype(np.float64) * self.size  # (n, N, 2)
         original = frame.points_to_original(draws)
         return original.mean(axis=0), np.sqrt((original.std(axis=0) ** 2).mean(axis=-1))
 

@@ -22,7 +22,7 @@ class GraphTask:
     """
 
     config: Any
-    kl_weight: float = 1e-5
+    kl_weight: float = 1e-6
     kl_warmup_epochs: int = 20
 
     def build_model(self) -> torch.nn.Module:
