@@ -36,6 +36,12 @@ def info() -> None:
         click.echo(f"  {m.name:<16} {m.kind:<8} {'ok' if m.available else 'missing weights'}  {m.summary}")
 
 
-from anatomix.cli.train import train  # noqa: E402  (click groups are light)
+# the commands themselves import nothing heavy at module level
+from anatomix.cli.anomaly import anomaly  # noqa: E402
+from anatomix.cli.evaluate import evaluate  # noqa: E402
+from anatomix.cli.qc import qc  # noqa: E402
+from anatomix.cli.segment import segment  # noqa: E402
+from anatomix.cli.train import train  # noqa: E402
 
-cli.add_command(train)
+for command in (segment, qc, evaluate, train, anomaly):
+    cli.add_command(command)
