@@ -93,7 +93,7 @@ def run_one(segmenter, px, image_id, samples, refs, k):
     pred.image_id = image_id
     if samples:
         pred.node_std = segmenter.sample(r, samples)[1]
-    return pred, assess(pred, r.pixels, node_std=pred.node_std, references=refs, k=k)
+    return pred, assess(pred, r.pixels, node_std=pred.node_std, references=refs, k=k, segmenter=segmenter)
 
 
 def demo_report(segmenter, out: Path, data: Path, samples: int, refs, k: int) -> None:
@@ -148,7 +148,7 @@ def main(argv=None) -> None:
     from anatomix.graphs.inference import GraphSegmenter
     from anatomix.qc import load_references
     from anatomix.qc.report import ReportWriter
-    from rca_validation import load_case, stats, true_dice
+    from rca_validation import load_case, load_segmenter, stats, true_dice
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -163,7 +163,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     ckpt = args.checkpoint or default_checkpoint()
-    segmenter = GraphSegmenter.from_checkpoint(ckpt)
+    segmenter = load_segmenter(ckpt)
     refs = load_references(None)
     if args.demo_report:
         demo_report(segmenter, Path(args.demo_report), Path(args.data), args.samples, refs, args.k)
@@ -192,7 +192,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cols = ["case", "kind", "true_dice", "Dice RCA (Max)", "Dice RCA (Mean)", "rca_similarity", "shape_mahalanobis",
-            "heart_lung_contrast", "orientation_gain", "node_std_mean", "ctr", "qc_pass", "qc_reasons"]
+            "flip_gain", "heart_lung_contrast", "orientation_gain", "node_std_mean", "ctr", "qc_pass", "qc_reasons"]
     with open(f"{out}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, cols, extrasaction="ignore")
         w.writeheader()

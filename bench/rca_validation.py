@@ -116,6 +116,43 @@ def perturb(kind: str, gt, lm, shape, rng, other=None):
     return landmarks_to_masks(new, shape, LUNGS_HEART), new, float(mag)
 
 
+def load_segmenter(path):
+    """GraphSegmenter of a checkpoint; checkpoints written by an earlier revision of
+    ``anatomix/graphs/model.py`` (e.g. snapshots of a training run started before a model change)
+    are loaded with the model class of the git revision whose ``state_dict`` keys they match."""
+    import importlib.util
+    import subprocess
+
+    import torch
+
+    from anatomix.graphs.inference import GraphSegmenter
+
+    try:
+        return GraphSegmenter.from_checkpoint(path)
+    except RuntimeError:
+        pass
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    revs = subprocess.run(["git", "-C", str(ROOT), "log", "--format=%h", "--", "anatomix/graphs/model.py"],
+                          capture_output=True, text=True).stdout.split()
+    for rev in revs:
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:anatomix/graphs/model.py"],
+                             capture_output=True, text=True).stdout
+        tmp = Path(f"/tmp/anatomix_model_{rev}.py")
+        tmp.write_text(src)
+        spec = importlib.util.spec_from_file_location(f"anatomix_model_{rev}", tmp)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        model = mod.HybridGNet(mod.GraphConfig.from_dict(state["graph_config"]))
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:
+            continue
+        print(f"{Path(path).name}: loaded with anatomix/graphs/model.py of {rev}", file=sys.stderr)
+        return GraphSegmenter(model)
+    raise RuntimeError(f"no revision of the model matches {path}")
+
+
 def degraded_segmenters(checkpoints, noise_levels):
     """[(name, segmenter)]: every checkpoint (named by its file stem), plus weight-noise copies of
     the last one."""
@@ -123,10 +160,10 @@ def degraded_segmenters(checkpoints, noise_levels):
 
     from anatomix.graphs.inference import GraphSegmenter
 
-    out = [(Path(c).stem, GraphSegmenter.from_checkpoint(c)) for c in checkpoints]
+    out = [(Path(c).stem, load_segmenter(c)) for c in checkpoints]
     checkpoint = checkpoints[-1]
     for s in noise_levels:
-        seg = GraphSegmenter.from_checkpoint(checkpoint)
+        seg = load_segmenter(checkpoint)
         g = torch.Generator().manual_seed(int(s * 1000))
         with torch.no_grad():
             for p in seg.model.parameters():

@@ -22,6 +22,9 @@ Columns (``QC_COLUMNS``):
 - ``lr_order_ok``, ``heart_inside_thorax``, ``heart_side_ok``: position checks (bool or empty).
 - ``self_intersecting``: structures whose contour crosses itself, ``|``-joined.
 - ``shape_mahalanobis``: distance to the PCA shape model (about 1 for training shapes).
+- ``flip_gain``: only when a segmenter is passed to :func:`assess`: shape distance of this
+  segmentation minus that of the segmenter's result on the left-right flipped image (> 0: the
+  flipped image gives the more typical anatomy, so the image is probably mirrored).
 - ``heart_lung_contrast``: median intensity in the heart minus in the lungs (image range units).
 - ``orientation_gain``: how much better a 90/180/270-degree rotation of the image matches the
   references than the image itself (> 0: probably rotated).
@@ -42,7 +45,7 @@ QC_COLUMNS = [
     "Dice RCA (Max)", "Dice RCA (Mean)", "rca_similarity", "rca_references",
     "n_components", "n_holes", "area_lungR", "area_lungL", "area_heart", "ctr",
     "lr_order_ok", "heart_inside_thorax", "heart_side_ok", "self_intersecting",
-    "shape_mahalanobis", "heart_lung_contrast", "orientation_gain", "node_std_mean",
+    "shape_mahalanobis", "flip_gain", "heart_lung_contrast", "orientation_gain", "node_std_mean",
     "qc_pass", "qc_reasons",
 ]
 """Ordered QC column names; :func:`assess` returns exactly these keys."""
@@ -64,6 +67,17 @@ def _lungs_heart_landmarks(seg) -> Optional[np.ndarray]:
         return None
 
 
+def _flip_gain(segmenter, pixels: np.ndarray, distance: float, sm) -> float:
+    """``distance`` minus the shape distance of the segmenter's result on the flipped image."""
+    from anatomix.io.record import Radiograph
+
+    flipped = segmenter.predict([Radiograph(np.ascontiguousarray(pixels[:, ::-1]))])[0]
+    lm = _lungs_heart_landmarks(flipped)
+    if lm is None or not np.all(np.isfinite(lm)):
+        return float("nan")
+    return float(distance - sm.distance(lm))
+
+
 def orientation_gain(image: np.ndarray, refs: References) -> float:
     """Best global NCC of a 90/180/270-degree rotation of the registration-frame ``image`` with
     any reference, minus that of the image itself."""
@@ -82,7 +96,7 @@ def orientation_gain(image: np.ndarray, refs: References) -> float:
 def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = None,
            references: Optional[References] = None, *, run_rca: bool = True, k: int = 4,
            thresholds: Thresholds = DEFAULT_THRESHOLDS, shape_model=None,
-           query_embedding: Optional[np.ndarray] = None) -> Dict[str, object]:
+           query_embedding: Optional[np.ndarray] = None, segmenter=None) -> Dict[str, object]:
     """All QC figures and the verdict of one segmentation.
 
     Args:
@@ -98,6 +112,11 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
         thresholds: verdict thresholds.
         shape_model: a :class:`~anatomix.qc.shape_model.ShapeModel` (default: bundled).
         query_embedding: optional vector to pick references with (see :func:`anatomix.qc.rca.rca`).
+        segmenter: the segmenter that made ``seg`` (anything with ``predict([Radiograph])``), for
+            the mirrored-image test (``flip_gain``): it segments the flipped image once more
+            (one extra forward pass). A model that draws the conventional layout on whatever it
+            is given makes plausible but wrongly labelled contours on a mirrored radiograph,
+            which no mask check can see; its result on the re-flipped image looks more typical.
 
     Returns:
         {column: value} for exactly :data:`QC_COLUMNS`; floats are NaN and booleans None when a
@@ -136,6 +155,8 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
     lm = _lungs_heart_landmarks(seg) if masks or seg.landmarks is not None else None
     if sm is not None and lm is not None:
         row["shape_mahalanobis"] = float(sm.distance(lm))
+        if segmenter is not None and pixels is not None:
+            row["flip_gain"] = _flip_gain(segmenter, pixels, row["shape_mahalanobis"], sm)
     row["rca_references"] = ""
     if pixels is not None and masks:
         refs = references if references is not None else load_references(None)

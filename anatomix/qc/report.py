@@ -26,7 +26,7 @@ COLOURS = {"lungR": (255, 70, 70), "lungL": (60, 150, 255), "heart": (255, 200, 
 THUMB_SIDE = 256
 SHOWN = [("Dice RCA (Mean)", "RCA mean"), ("Dice RCA (Max)", "RCA max"), ("rca_similarity", "similarity"),
          ("ctr", "CTR"), ("shape_mahalanobis", "shape d"), ("heart_lung_contrast", "contrast"),
-         ("n_components", "components"), ("n_holes", "holes"), ("orientation_gain", "rot. gain"),
+         ("n_components", "components"), ("n_holes", "holes"), ("orientation_gain", "rot. gain"), ("flip_gain", "flip gain"),
          ("node_std_mean", "node std")]
 
 

@@ -136,3 +136,4 @@ def default_shape_model() -> Optional[ShapeModel]:
         if p.is_file():
             _DEFAULT = ShapeModel.load(p)
     return _DEFAULT
+

@@ -24,6 +24,9 @@ reason code                fails when
 ``self_intersection(k)``   a contour crosses itself (landmark models only)
 ``shape_outlier(d)``       shape-model distance > the model's threshold (1.5 x the largest
                            held-out training distance)
+``mirrored(g)``            ``flip_gain`` > 0: the segmenter's result on the left-right flipped
+                           image fits the shape model better (only when ``assess`` got the
+                           segmenter)
 ``heart_not_brighter``     heart-minus-lung median intensity < 0.05 of the image range
                            (training cases: >= 0.14): the masks lie over the wrong anatomy
 ``uncertain(s)``           mean node standard deviation from latent sampling > 1.5 % of the
@@ -53,6 +56,7 @@ class Thresholds:
         ("lungR", 0.0993, 0.2406), ("lungL", 0.0795, 0.2142), ("heart", 0.0581, 0.1428))
     ctr_range: Tuple[float, float] = (0.25, 0.85)
     shape_max: Optional[float] = None  # None: the shape model's own threshold
+    flip_gain_max: float = 0.0
     contrast_min: float = 0.05
     node_std_max_fraction: float = 0.015
 
@@ -127,6 +131,9 @@ def verdict(fig: Mapping[str, object], plaus: Optional[Mapping[str, object]] = N
     limit = t.shape_max if t.shape_max is not None else shape_threshold
     if v is not None and limit is not None and v > limit:
         reasons.append(f"shape_outlier({v:.1f})")
+    v = _num(fig.get("flip_gain"))
+    if v is not None and v > t.flip_gain_max:
+        reasons.append(f"mirrored({v:.1f})")
     v = _num(fig.get("heart_lung_contrast"))
     if v is not None and v < t.contrast_min:
         reasons.append(f"heart_not_brighter({v:.2f})")

@@ -180,3 +180,30 @@ def test_plausibility_without_image_or_landmarks(good):
     assert p["self_intersecting"] == [] and np.isnan(p["heart_lung_contrast"])
     row = assess(_seg(masks), None)
     assert np.isnan(row["Dice RCA (Mean)"]) and row["qc_pass"] is True and row["rca_references"] == ""
+
+
+class _FakeSegmenter:
+    """Returns fixed landmarks for whatever image: stands in for a model in the flip test."""
+
+    def __init__(self, landmarks):
+        self.landmarks = landmarks
+
+    def predict(self, radiographs):
+        r = radiographs[0]
+        return [Segmentation("f", None, r.shape, LUNGS_HEART, self.landmarks,
+                             landmarks_to_masks(self.landmarks, r.shape))]
+
+
+def test_flip_test_flags_mirrored_images(good):
+    img, masks, lm = good
+    sm = default_shape_model()
+    typical = sm.mean.reshape(-1, 2) * 60 + 128
+    odd = typical.copy()
+    odd[94:120] += [30, -40]  # the heart pushed up and out: a less typical result
+    # the flipped image gives the less typical result: the image is the right way round
+    row = assess(_seg(masks, typical), img, run_rca=False, segmenter=_FakeSegmenter(odd))
+    assert row["flip_gain"] < 0 and "mirrored" not in row["qc_reasons"]
+    # the flipped image gives the more typical result: flagged as mirrored
+    row = assess(_seg(masks, odd), img, run_rca=False, segmenter=_FakeSegmenter(typical))
+    assert row["flip_gain"] > 0 and "mirrored(" in row["qc_reasons"] and row["qc_pass"] is False
+    assert np.isnan(assess(_seg(masks, typical), img, run_rca=False)["flip_gain"])  # no segmenter
