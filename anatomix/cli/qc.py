@@ -15,12 +15,16 @@ import click
 @click.option("-o", "--out", default="qc_out", show_default=True, type=click.Path(file_okay=False),
               help="Output folder: qc.csv and report/index.html.")
 @click.option("-k", "--k", "k", default=4, show_default=True, help="References registered per image (RCA).")
+@click.option("--flip-model", default=None,
+              help="Graph model (registry name such as 'graph', or a checkpoint) for the mirrored-image "
+                   "test: it segments each image flipped left-right; if that result is more typical than "
+                   "the masks checked, the image is flagged 'mirrored'. Off by default.")
 @click.option("--no-rca", is_flag=True, help="Skip RCA (plausibility and shape checks only; fast).")
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report.")
 @click.option("--report-max", type=int, default=1000, show_default=True,
               help="Images shown in the report (the worst ones); the summary counts all.")
 @click.option("--limit", type=int, default=None, help="Check only the first N images.")
-def qc(source, images, reference, out, k, no_rca, no_report, report_max, limit):
+def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_max, limit):
     """Check masks and write a QC table and an HTML report.
 
     SOURCE is a CheXmask CSV (.csv/.csv.gz: RLE mask columns and/or Landmarks) or a folder of
@@ -52,6 +56,15 @@ def qc(source, images, reference, out, k, no_rca, no_report, report_max, limit):
         refs = None if no_rca else load_references(reference)
     except AnatomixError as e:
         raise click.ClickException(str(e))
+    segmenter = None
+    if flip_model:
+        from anatomix.graphs.inference import GraphSegmenter
+        from anatomix.models import resolve
+
+        try:
+            segmenter = GraphSegmenter.from_checkpoint(resolve(flip_model))
+        except AnatomixError as e:
+            raise click.ClickException(str(e))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = None if no_report else ReportWriter(out_dir / "report", f"anatomix QC: {src.name}",
@@ -66,7 +79,8 @@ def qc(source, images, reference, out, k, no_rca, no_report, report_max, limit):
                 row.update(qc_pass=False, qc_reasons=f"unreadable({item.error})", rca_references="")
                 path = ""
             else:
-                row = assess(item.seg, item.pixels, references=refs, run_rca=not no_rca, k=k)
+                row = assess(item.seg, item.pixels, references=refs, run_rca=not no_rca, k=k,
+                             segmenter=segmenter)
                 path = str(item.seg.path or "")
             writer.writerow({"image_id": item.image_id, "path": path, **format_row(row)})
             f.flush()

@@ -98,7 +98,7 @@ def _read_qc(path: Path):
 def test_cli_on_folder_with_report(tmp_path, case):
     img, masks = case
     _write_folder(tmp_path / "f", img, masks, bad=True)
-    res = CliRunner().invoke(qc, [str(tmp_path / "f"), "-o", str(tmp_path / "out"), "--k", "2"])
+    res = CliRunner().invoke(qc, [str(tmp_path / "f"), "-o", str(tmp_path / "out"), "--k", "1"])
     assert res.exit_code == 0, res.output
     rows = _read_qc(tmp_path / "out" / "qc.csv")
     assert list(next(iter(rows.values()))) == ["image_id", "path", *QC_COLUMNS]
