@@ -92,8 +92,8 @@ def load(name: str):
     return load_segmenter(name, "cpu")
 
 
-def predict(model, radiographs) -> List[Dict[str, np.ndarray]]:
-    """Raw {key: mask} per radiograph, for either family."""
+def predict(model, radiographs, landmarks: List | None = None) -> List[Dict[str, np.ndarray]]:
+    """Raw {key: mask} per radiograph, for either family (landmarks appended to ``landmarks``)."""
     out = []
     for i in range(0, len(radiographs), 8):
         chunk = radiographs[i : i + 8]
@@ -103,19 +103,34 @@ def predict(model, radiographs) -> List[Dict[str, np.ndarray]]:
             segs = model.predict(chunk)
         for s in segs:
             out.append({k: s.masks[k] for k in KEYS if k in s.masks})
+            if landmarks is not None:
+                landmarks.append(np.asarray(s.landmarks, dtype=np.float64))
     return out
 
 
-def run_models(models: Dict[str, object], radiographs) -> Dict[str, List[Dict[str, np.ndarray]]]:
+def run_models(models: Dict[str, object], radiographs, landmarks: Dict[str, List] | None = None
+               ) -> Dict[str, List[Dict[str, np.ndarray]]]:
     """variant name -> masks per radiograph (each model run once; post-processing on top)."""
     from anatomix.pixel.postprocess import postprocess_masks
 
     variants = {}
     for name, model in models.items():
-        raw = predict(model, radiographs)
+        lm = landmarks.setdefault(name, []) if landmarks is not None else None
+        raw = predict(model, radiographs, lm)
         variants[f"{name} raw"] = raw
         variants[f"{name} post"] = [postprocess_masks(m) for m in raw]
     return variants
+
+
+def landmark_error(pred: List[np.ndarray], true: List[np.ndarray]) -> Dict[str, float]:
+    """Mean node distance (px, original frame) per structure of the lungs+heart template."""
+    from anatomix.anatomy import LUNGS_HEART
+
+    out = {}
+    for k, sl in LUNGS_HEART.slices().items():
+        d = [np.linalg.norm(p[sl] - t[sl], axis=1).mean() for p, t in zip(pred, true)]
+        out[k] = float(np.nanmean(d))
+    return out
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -192,15 +207,19 @@ def main(argv=None) -> int:
     print(f"{len(val)} validation cases; models: {sources}", file=sys.stderr)
 
     results: Dict[str, Dict[str, Dict[str, float]]] = {}  # corruption -> variant -> metrics
+    landmarks: Dict[str, List[np.ndarray]] = {}  # model -> clean landmarks per case
+    true_landmarks = [np.load(c.landmarks)[:120].astype(np.float64) for c in val]
     for ci, (cname, fn) in enumerate(CORRUPTIONS.items()):
         rng = np.random.default_rng(args.seed + 1000 * ci)
         images = [type(r)(pixels=fn(r.pixels, rng), path=r.path, spacing=r.spacing, meta=r.meta)
                   for r in radiographs]
-        variants = run_models(models, images)
-        if cname == "clean" and "pixel" in models:
+        clean = cname == "clean"
+        variants = run_models(models, images, landmarks if clean else None)
+        if clean and "pixel" in models:
             segs = []
             for i in range(0, len(images), 8):
                 segs += models["pixel"].predict(images[i : i + 8])
+            landmarks["pixel traced"] = [s.landmarks for s in segs]
             variants["pixel traced"] = [landmarks_to_masks(s.landmarks, s.shape) if np.isfinite(s.landmarks).all()
                                         else {k: np.zeros(s.shape, bool) for k in KEYS} for s in segs]
         results[cname] = {v: score(m, truths, spacings) for v, m in variants.items()}
@@ -225,11 +244,17 @@ def main(argv=None) -> int:
     results["shenzhen"] = {v: score(m, sz_truth, [None] * len(sz)) for v, m in run_models(models, sz_images).items()}
     print(f"all done ({time.time() - t0:.0f} s)", file=sys.stderr)
 
-    write_report(args, results, sources, len(val), len(ped), len(sz), time.time() - t0, argv)
+    # the graph's own contours, and the pixel model's traced post-processed masks (its CheXmask landmarks)
+    from anatomix.pixel.inference import masks_to_template_landmarks
+
+    landmarks["SCR masks traced (tracing floor)"] = [masks_to_template_landmarks(t) for t in truths]
+    lm_err = {name: landmark_error(v, true_landmarks) for name, v in landmarks.items()
+              if name in ("graph", "pixel traced", "SCR masks traced (tracing floor)")}
+    write_report(args, results, sources, len(val), len(ped), len(sz), time.time() - t0, argv, lm_err)
     return 0
 
 
-def write_report(args, results, sources, n_val, n_ped, n_sz, seconds, argv) -> None:
+def write_report(args, results, sources, n_val, n_ped, n_sz, seconds, argv, lm_err=None) -> None:
     cmd = "python bench/plausibility.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     lines = [
         "# Plausibility study: graph vs pixel segmenters",
@@ -273,6 +298,16 @@ def write_report(args, results, sources, n_val, n_ped, n_sz, seconds, argv) -> N
             lines.append(f"| {v} | {fmt(m['dice_lungR'], '.4f')} | {fmt(m['dice_lungL'], '.4f')} | "
                          f"{fmt(m['dice_heart'], '.4f')} | {fmt(m['hd95_lungs_mm'], '.2f')} | "
                          f"{fmt(m['hd95_heart_mm'], '.2f')} |")
+    if lm_err:
+        lines += ["", "## Landmarks (clean validation cases)", "",
+                  "Mean distance (px, 512 frame) from the reference landmarks of the pack (HybridGNet/CheXmask"
+                  " node order). `graph`: the decoder's nodes; `pixel traced`: the post-processed pixel masks"
+                  " traced with `anatomix.anatomy.mask_to_contour` (the landmarks the pixel model writes). Tracing"
+                  " spaces nodes equally by arc length, so its node-wise error includes sliding along the"
+                  " contour: the reference SCR masks traced the same way give the floor of that method.", "",
+                  "| landmarks | lungR | lungL | heart |", "|---|---|---|---|"]
+        for name, e in lm_err.items():
+            lines.append(f"| {name} | {e['lungR']:.2f} | {e['lungL']:.2f} | {e['heart']:.2f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
