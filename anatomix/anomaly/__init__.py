@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__all__ = ["Detector", "ScoringConfig", "AnomalyResult", "fit_detector", "create_model", "METHODS"]
+__all__ = ["METHODS", "AnomalyResult", "Detector", "ScoringConfig", "create_model", "fit_detector"]
 
 METHODS = ("ae", "memae", "mae", "squid")
 

@@ -9,7 +9,7 @@ Abnormal data is never used: there is no argument that could take it.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ def quantile_threshold(normal_scores: Sequence[float], target_fpr: float = 0.05)
     return float(np.quantile(s, 1.0 - target_fpr, method="higher"))
 
 
-def fit_region(raw_normal_scores: Sequence[float], target_fpr: float = 0.05) -> Dict[str, object]:
+def fit_region(raw_normal_scores: Sequence[float], target_fpr: float = 0.05) -> dict[str, object]:
     """Calibration of one region from held-out normal raw scores.
 
     Returns:
@@ -50,11 +50,11 @@ def fit_region(raw_normal_scores: Sequence[float], target_fpr: float = 0.05) -> 
             "target_fpr": float(target_fpr), "n": int(raw.size), "raw": [float(v) for v in raw]}
 
 
-def normalise(raw: float, cal: Dict[str, object]) -> float:
+def normalise(raw: float, cal: dict[str, object]) -> float:
     """Raw region score -> normalised score with a region calibration."""
     return (float(raw) - float(cal["center"])) / float(cal["scale"])
 
 
-def retarget(cal: Dict[str, object], target_fpr: float) -> Dict[str, object]:
+def retarget(cal: dict[str, object], target_fpr: float) -> dict[str, object]:
     """The same calibration with its threshold moved to another target FPR."""
     return fit_region(cal["raw"], target_fpr)

@@ -13,14 +13,21 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
 from anatomix.anomaly import calibration as cal
-from anatomix.anomaly.scoring import REDUCTIONS, RESIDUALS, masks_to_model, region_masks, region_scores, smooth
+from anatomix.anomaly.scoring import (
+    REDUCTIONS,
+    RESIDUALS,
+    masks_to_model,
+    region_scores,
+    smooth,
+)
 
 FORMAT = "anatomix-anomaly-detector"
 FORMAT_VERSION = 1
@@ -53,6 +60,10 @@ class ScoringConfig:
         primary: region whose score is *the* score when masks are given and that region is
             calibrated (``lungs``, ``anatomy``, ...); otherwise ``image`` is used.
         target_fpr: the false-positive rate the thresholds aim at.
+        pixel_norm: turn maps into per-pixel z-scores against normal maps (``pixel_stats``:
+            mean and standard deviation of every model-frame pixel's residual over normal
+            images), so places that every normal reconstructs badly (diaphragm, heart border,
+            trachea) stop dominating the map.
     """
 
     residual: str = "auto"
@@ -61,6 +72,7 @@ class ScoringConfig:
     smooth_sigma: float = 1.0
     primary: str = "lungs"
     target_fpr: float = 0.05
+    pixel_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.residual not in RESIDUALS:
@@ -88,15 +100,15 @@ class AnomalyResult:
     """
 
     image_id: str
-    path: Optional[str]
+    path: str | None
     score: float
     anomalous: bool
     score_region: str
     threshold: float
-    regions: Dict[str, float] = field(default_factory=dict)
-    raw: Dict[str, float] = field(default_factory=dict)
-    heatmap: Optional[np.ndarray] = None
-    model_map: Optional[np.ndarray] = None
+    regions: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, float] = field(default_factory=dict)
+    heatmap: np.ndarray | None = None
+    model_map: np.ndarray | None = None
     mask_source: str = "none"
 
 
@@ -114,16 +126,18 @@ class Detector:
             when given, take precedence.
     """
 
-    def __init__(self, model, scoring: Optional[ScoringConfig] = None,
-                 calibration: Optional[Dict[str, Dict[str, Any]]] = None,
-                 meta: Optional[Dict[str, Any]] = None,
-                 prior_masks: Optional[Mapping[str, np.ndarray]] = None) -> None:
+    def __init__(self, model, scoring: ScoringConfig | None = None,
+                 calibration: dict[str, dict[str, Any]] | None = None,
+                 meta: dict[str, Any] | None = None,
+                 prior_masks: Mapping[str, np.ndarray] | None = None) -> None:
         self.model = model.eval()
         self.scoring = scoring or ScoringConfig()
-        self.calibration: Dict[str, Dict[str, Any]] = dict(calibration or {})
-        self.meta: Dict[str, Any] = dict(meta or {})
+        self.calibration: dict[str, dict[str, Any]] = dict(calibration or {})
+        self.meta: dict[str, Any] = dict(meta or {})
         self.prior_masks = None if prior_masks is None else {k: np.asarray(v, dtype=bool)
                                                               for k, v in prior_masks.items()}
+        #: (mean, std) of normal residual maps per model-frame pixel, for ``scoring.pixel_norm``
+        self.pixel_stats: Optional[tuple] = None
 
     # -- basics -----------------------------------------------------------------------------
     @property
@@ -142,8 +156,9 @@ class Detector:
         """Original-frame pixels ``(H, W)`` in [0, 1] -> (model-frame image ``(S, S)``, frame)."""
         return preprocess(pixels, self.image_size)
 
-    def model_maps(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Residual maps ``(B, S, S)`` of model-frame images ``(B, S, S)`` (smoothed)."""
+    def model_maps(self, images: np.ndarray, batch_size: int = 64, normalise: bool = True) -> np.ndarray:
+        """Residual maps ``(B, S, S)`` of model-frame images ``(B, S, S)`` (smoothed, and
+        per-pixel normalised when ``scoring.pixel_norm`` and ``normalise``)."""
         import torch
 
         images = np.asarray(images, dtype=np.float32)
@@ -155,15 +170,32 @@ class Detector:
                 x = torch.from_numpy(images[i:i + batch_size])[:, None].to(dev)
                 out.append(self.model.anomaly_map(x, self.scoring.residual)[:, 0].float().cpu().numpy())
         maps = np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size), np.float32)
-        return smooth(maps, self.scoring.smooth_sigma)
+        maps = smooth(maps, self.scoring.smooth_sigma)
+        if normalise and self.scoring.pixel_norm:
+            if self.pixel_stats is None:
+                raise RuntimeError("scoring.pixel_norm is on but pixel_stats are missing; call set_pixel_stats()")
+            mean, std = self.pixel_stats
+            maps = ((maps - mean) / std).astype(np.float32)
+        return maps
 
-    def raw_scores(self, m: np.ndarray, masks_model: Optional[Mapping[str, np.ndarray]]) -> Dict[str, float]:
+    def set_pixel_stats(self, images: np.ndarray) -> None:
+        """Per-pixel mean and standard deviation of the residual maps of NORMAL images.
+
+        The standard deviation is floored at 10 % of its median so near-constant pixels do
+        not blow up.
+        """
+        maps = self.model_maps(images, normalise=False)
+        mean, std = maps.mean(0), maps.std(0)
+        std = np.maximum(std, 0.1 * float(np.median(std)) + 1e-12)
+        self.pixel_stats = (mean.astype(np.float32), std.astype(np.float32))
+
+    def raw_scores(self, m: np.ndarray, masks_model: Mapping[str, np.ndarray] | None) -> dict[str, float]:
         """Raw region scores of one model-frame map."""
         return region_scores(m, masks_model, self.scoring.reduce, self.scoring.topk)
 
     # -- calibration ----------------------------------------------------------------------
-    def calibrate(self, images: np.ndarray, masks_model: Optional[Sequence[Optional[Mapping[str, np.ndarray]]]] = None,
-                  target_fpr: Optional[float] = None) -> Dict[str, Dict[str, Any]]:
+    def calibrate(self, images: np.ndarray, masks_model: Sequence[Mapping[str, np.ndarray] | None] | None = None,
+                  target_fpr: float | None = None) -> dict[str, dict[str, Any]]:
         """Fit every available region's normalisation and threshold on held-out NORMAL images.
 
         Args:
@@ -175,10 +207,12 @@ class Detector:
         """
         if target_fpr is not None:
             self.scoring.target_fpr = float(target_fpr)
+        if self.scoring.pixel_norm and self.pixel_stats is None:
+            self.set_pixel_stats(images)
         maps = self.model_maps(images)
         masks_model = list(masks_model) if masks_model is not None else [None] * len(maps)
         masks_model = [m if m is not None else self.prior_masks for m in masks_model]
-        per_region: Dict[str, List[float]] = {}
+        per_region: dict[str, list[float]] = {}
         for m, mk in zip(maps, masks_model):
             for k, v in self.raw_scores(m, mk).items():
                 per_region.setdefault(k, []).append(v)
@@ -213,8 +247,8 @@ class Detector:
                              regions=z, raw=raw, heatmap=heat, model_map=m if keep_maps else None,
                              mask_source=source)
 
-    def score(self, radiographs: Sequence, masks: Optional[Sequence[Optional[Mapping[str, np.ndarray]]]] = None,
-              keep_maps: bool = False, batch_size: int = 64) -> List[AnomalyResult]:
+    def score(self, radiographs: Sequence, masks: Sequence[Mapping[str, np.ndarray] | None] | None = None,
+              keep_maps: bool = False, batch_size: int = 64) -> list[AnomalyResult]:
         """Score radiographs (any sizes).
 
         Args:
@@ -234,7 +268,7 @@ class Detector:
         return out
 
     # -- persistence ----------------------------------------------------------------------
-    def state(self) -> Dict[str, Any]:
+    def state(self) -> dict[str, Any]:
         import torch
 
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "method": self.method,
@@ -243,6 +277,7 @@ class Detector:
                 "scoring": asdict(self.scoring), "calibration": self.calibration, "meta": self.meta,
                 "prior_masks": None if self.prior_masks is None else
                 {k: torch.from_numpy(v.astype(np.uint8)) for k, v in self.prior_masks.items()},
+                "pixel_stats": None if self.pixel_stats is None else [torch.from_numpy(v) for v in self.pixel_stats],
                 "preprocess": {"frame": "pad-to-square + resize (anatomix.io.geometry.SquareFrame)",
                                "image_size": self.image_size, "intensity": "[0, 1] as read, clipped"}}
 
@@ -258,7 +293,7 @@ class Detector:
         return path
 
     @classmethod
-    def load(cls, path, device: str = "cpu") -> "Detector":
+    def load(cls, path, device: str = "cpu") -> Detector:
         """Read a detector file written by :meth:`save` (clear error for anything else)."""
         import torch
 
@@ -277,4 +312,6 @@ class Detector:
         prior = state.get("prior_masks")
         prior = None if prior is None else {k: v.numpy().astype(bool) for k, v in prior.items()}
         det = cls(model.to(device), ScoringConfig(**state["scoring"]), state["calibration"], state.get("meta"), prior)
+        if state.get("pixel_stats") is not None:
+            det.pixel_stats = tuple(v.numpy() for v in state["pixel_stats"])
         return det

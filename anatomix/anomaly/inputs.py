@@ -7,8 +7,8 @@ Every failure of a single input becomes an :class:`~anatomix.batch.InputError` (
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,7 +32,7 @@ def read_images(paths: Sequence[Path], ids: Sequence[str]):
     return ok, errors
 
 
-def masks_from_dir(mask_dir: Path, image_id: str, shape: Tuple[int, int]) -> Optional[Dict[str, np.ndarray]]:
+def masks_from_dir(mask_dir: Path, image_id: str, shape: tuple[int, int]) -> dict[str, np.ndarray] | None:
     """``<mask_dir>/<image_id>_<structure>.png`` (0/1 or 0/255) -> bool masks, or None if absent.
 
     Raises:
@@ -40,7 +40,7 @@ def masks_from_dir(mask_dir: Path, image_id: str, shape: Tuple[int, int]) -> Opt
     """
     from PIL import Image
 
-    out: Dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {}
     for s in STRUCTURES:
         p = Path(mask_dir) / f"{image_id}_{s}.png"
         if not p.is_file():
@@ -56,7 +56,7 @@ def masks_from_dir(mask_dir: Path, image_id: str, shape: Tuple[int, int]) -> Opt
     return out or None
 
 
-def segment_masks(radiographs: Sequence) -> List[Dict[str, np.ndarray]]:
+def segment_masks(radiographs: Sequence) -> list[dict[str, np.ndarray]]:
     """Masks from the bundled graph segmenter (lazy import; clear error when it is absent).
 
     Uses ``anatomix.graphs.inference.segment_masks`` when it exists, else the bundled
@@ -79,7 +79,7 @@ _POS = {"1", "abnormal", "anomalous", "anomaly", "true", "yes", "pneumonia", "po
 _NEG = {"0", "normal", "false", "no", "negative"}
 
 
-def read_labels(path: Path) -> Dict[str, int]:
+def read_labels(path: Path) -> dict[str, int]:
     """Labels from a manifest or a CSV: image id -> 1 (abnormal) / 0 (normal).
 
     The id column is the first of ``image_id``, ``id``, ``path`` (file stem) found; the label
@@ -100,7 +100,7 @@ def read_labels(path: Path) -> Dict[str, int]:
     if idc is None or lc is None:
         raise ReadError(path, f"needs an id column (image_id/id/path) and a label column "
                               f"(label/abnormal/anomalous/y/target); has {list(cols)}")
-    out: Dict[str, int] = {}
+    out: dict[str, int] = {}
     for r in rows:
         key = r[idc] if idc != "path" else Path(r[idc]).stem
         v = str(r[lc]).strip().lower()
@@ -117,9 +117,8 @@ def write_errors(path: Path, errors: Sequence) -> None:
     """``errors.csv`` with ``path, reason`` (atomic)."""
     from anatomix.io.atomic import atomic_write
 
-    with atomic_write(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "reason"])
-            for e in errors:
-                w.writerow([e.path, e.reason])
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "reason"])
+        for e in errors:
+            w.writerow([e.path, e.reason])

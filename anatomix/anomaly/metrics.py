@@ -6,13 +6,13 @@ Labels: 1 = abnormal (positive), 0 = normal. Scores: higher = more anomalous.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
 
-def _check(y, s) -> Tuple[np.ndarray, np.ndarray]:
+def _check(y, s) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y).astype(int).ravel()
     s = np.asarray(s, dtype=np.float64).ravel()
     if y.shape != s.shape:
@@ -24,7 +24,7 @@ def _check(y, s) -> Tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
-def roc_curve(y, s) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(y, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds), from (0, 0) up to (1, 1); ties grouped."""
     y, s = _check(y, s)
     order = np.argsort(-s, kind="mergesort")
@@ -61,7 +61,7 @@ def tpr_at_fpr(y, s, fpr: float) -> float:
     return float(t[f <= fpr + 1e-12].max())
 
 
-def summary(y, s) -> Dict[str, float]:
+def summary(y, s) -> dict[str, float]:
     """AUROC, AP, TPR at 5 % and 10 % FPR, counts."""
     y, s = _check(y, s)
     return {"auroc": auroc(y, s), "ap": average_precision(y, s),
@@ -69,7 +69,7 @@ def summary(y, s) -> Dict[str, float]:
             "n_normal": int((y == 0).sum()), "n_abnormal": int((y == 1).sum())}
 
 
-def plot_roc(curves: Dict[str, Tuple[Sequence[int], Sequence[float]]], path, title: str = "ROC") -> Path:
+def plot_roc(curves: dict[str, tuple[Sequence[int], Sequence[float]]], path, title: str = "ROC") -> Path:
     """Write a ROC plot PNG: ``curves`` maps a legend name to ``(labels, scores)``.
 
     Uses matplotlib when installed, else draws with Pillow.

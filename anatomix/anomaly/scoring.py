@@ -8,11 +8,11 @@ model frame with the same :class:`~anatomix.io.geometry.SquareFrame` as the imag
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from collections.abc import Mapping
 
 import numpy as np
 
-RESIDUALS = ("auto", "l2", "l1", "ssim", "l2+ssim")
+RESIDUALS = ("auto", "l2", "l1", "ssim", "l2+ssim", "feature")
 REDUCTIONS = ("mean", "max", "topk")
 REGIONS = ("image", "lungs", "lungR", "lungL", "heart", "anatomy")
 STRUCTURES = ("lungR", "lungL", "heart")
@@ -68,7 +68,7 @@ def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
     return np.stack([ndimage.gaussian_filter(m, sigma, mode="nearest") for m in maps])
 
 
-def region_masks(masks: Optional[Mapping[str, np.ndarray]], shape) -> Dict[str, np.ndarray]:
+def region_masks(masks: Mapping[str, np.ndarray] | None, shape) -> dict[str, np.ndarray]:
     """Expand structure masks into all regions (``image`` always present).
 
     Args:
@@ -90,7 +90,7 @@ def region_masks(masks: Optional[Mapping[str, np.ndarray]], shape) -> Dict[str, 
     return out
 
 
-def masks_to_model(masks: Optional[Mapping[str, np.ndarray]], frame) -> Optional[Dict[str, np.ndarray]]:
+def masks_to_model(masks: Mapping[str, np.ndarray] | None, frame) -> dict[str, np.ndarray] | None:
     """Original-frame structure masks -> model-frame bool masks via ``frame.image_to_model``."""
     if not masks:
         return None
@@ -114,19 +114,19 @@ def aggregate(m: np.ndarray, mask: np.ndarray, reduce: str = "mean", topk: float
     if reduce == "max":
         return float(v.max())
     if reduce == "topk":
-        k = max(1, int(round(v.size * topk / 100.0)))
+        k = max(1, round(v.size * topk / 100.0))
         return float(np.partition(v, v.size - k)[v.size - k:].mean())
     raise ValueError(f"unknown reduction {reduce!r}; choose one of {REDUCTIONS}")
 
 
-def region_scores(m: np.ndarray, masks: Optional[Mapping[str, np.ndarray]] = None,
-                  reduce: str = "mean", topk: float = 5.0) -> Dict[str, float]:
+def region_scores(m: np.ndarray, masks: Mapping[str, np.ndarray] | None = None,
+                  reduce: str = "mean", topk: float = 5.0) -> dict[str, float]:
     """Raw scores of one map for every available region (model frame masks)."""
     return {name: aggregate(m, r, reduce, topk) for name, r in region_masks(masks, m.shape).items()}
 
 
-def overlay(pixels: np.ndarray, heat: np.ndarray, masks: Optional[Mapping[str, np.ndarray]] = None,
-            vmax: Optional[float] = None, alpha: float = 0.5) -> np.ndarray:
+def overlay(pixels: np.ndarray, heat: np.ndarray, masks: Mapping[str, np.ndarray] | None = None,
+            vmax: float | None = None, alpha: float = 0.5) -> np.ndarray:
     """RGB uint8 overlay of a heat map on the radiograph (both original frame).
 
     The heat map is scaled to [0, vmax] (default: its 99.5th percentile), coloured with a

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -23,9 +23,9 @@ def _set_seed(seed: int) -> None:
 
 
 def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32, lr: float = 1e-3,
-              weight_decay: float = 1e-5, seed: int = 0, checkpoint: Optional[Path] = None,
-              progress: bool = True, log: Optional[Callable[[str], None]] = None,
-              device: str = "cpu") -> List[Dict[str, float]]:
+              weight_decay: float = 1e-5, seed: int = 0, checkpoint: Path | None = None,
+              progress: bool = True, log: Callable[[str], None] | None = None,
+              device: str = "cpu") -> list[dict[str, float]]:
     """Train ``model`` on normal images.
 
     Args:
@@ -57,7 +57,7 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
     settings = {"method": model.method, "config": model.config, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "seed": seed, "n": n}
-    history: List[Dict[str, float]] = []
+    history: list[dict[str, float]] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -81,7 +81,7 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
         g = torch.Generator().manual_seed(seed * 100003 + epoch)
         _set_seed(seed * 100003 + epoch)
         perm = torch.randperm(n, generator=g)
-        sums: Dict[str, float] = {}
+        sums: dict[str, float] = {}
         for i in range(0, n, batch_size):
             x = x_all[perm[i:i + batch_size]].to(device)
             loss, logs = model.training_loss(x)
@@ -115,16 +115,16 @@ def split_calibration(n: int, calib_fraction: float = 0.1, seed: int = 0, min_ca
         raise ValueError(f"need at least {min_calib + 1} normal images (fit + calibration), got {n}")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    k = min(n - 1, max(min_calib, int(round(n * calib_fraction))))
+    k = min(n - 1, max(min_calib, round(n * calib_fraction)))
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
-def fit_detector(images: np.ndarray, method: str = "ae", image_size: Optional[int] = None,
+def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None = None,
                  epochs: int = 50, batch_size: int = 32, lr: float = 1e-3, calib_fraction: float = 0.1,
-                 calib_masks=None, scoring=None, seed: int = 0, checkpoint: Optional[Path] = None,
-                 progress: bool = True, log: Optional[Callable[[str], None]] = None,
-                 model_config: Optional[Dict] = None, device: str = "cpu", meta: Optional[Dict] = None,
-                 prior_masks: Optional[Dict] = None):
+                 calib_masks=None, scoring=None, seed: int = 0, checkpoint: Path | None = None,
+                 progress: bool = True, log: Callable[[str], None] | None = None,
+                 model_config: dict | None = None, device: str = "cpu", meta: dict | None = None,
+                 prior_masks: dict | None = None):
     """Fit a detector on NORMAL model-frame images: train on one part, calibrate on the rest.
 
     Args:
@@ -161,7 +161,7 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: Optional[in
     det = Detector(model.cpu(), scoring or ScoringConfig(), prior_masks=prior_masks)
     cm = None if calib_masks is None else [calib_masks[i] for i in cal_idx]
     det.calibrate(images[cal_idx], cm)
-    det.meta.update({"n_fit": int(len(fit_idx)), "n_calibration": int(len(cal_idx)), "epochs": int(epochs),
+    det.meta.update({"n_fit": len(fit_idx), "n_calibration": len(cal_idx), "epochs": int(epochs),
                      "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed),
                      "fit_seconds": float(fit_s), "final_loss": float(history[-1]["loss"]) if history else None,
                      **(meta or {})})

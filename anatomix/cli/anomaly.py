@@ -14,14 +14,13 @@ import csv
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import click
 
 METHODS = ("ae", "memae", "mae", "squid")
 
 
-def _setup(threads: Optional[int]) -> None:
+def _setup(threads: int | None) -> None:
     from anatomix.runtime import quiet_imports
 
     quiet_imports()
@@ -43,7 +42,7 @@ def _expand(inputs):
     return paths, assign_image_ids(paths), list(errors)
 
 
-def _masks_for(items, mask_dir: Optional[Path], segment: bool, errors: list):
+def _masks_for(items, mask_dir: Path | None, segment: bool, errors: list):
     """Per (image_id, Radiograph): original-frame masks or None; failures -> errors (masks None)."""
     from anatomix.anomaly.inputs import masks_from_dir, segment_masks
     from anatomix.batch import InputError
@@ -82,8 +81,9 @@ def anomaly() -> None:
               help="Share of the normals held out for normalisation and threshold.")
 @click.option("--target-fpr", type=click.FloatRange(0.001, 0.5), default=0.05, show_default=True,
               help="False-positive rate the threshold aims at on new normals.")
-@click.option("--residual", type=click.Choice(("auto", "l2", "l1", "ssim", "l2+ssim")), default="auto",
-              show_default=True, help="Residual map (auto = the method's own map).")
+@click.option("--residual", type=click.Choice(("auto", "l2", "l1", "ssim", "l2+ssim", "feature")), default="auto",
+              show_default=True, help="Residual map (auto = the method's own map; feature = encoder-feature "
+                                      "distance, not for mae).")
 @click.option("--reduce", type=click.Choice(("mean", "max", "topk")), default="mean", show_default=True)
 @click.option("--topk", type=click.FloatRange(0.01, 100), default=5.0, show_default=True,
               help="Percent of highest values averaged by --reduce topk.")
@@ -155,14 +155,14 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
         sys.exit(1)
 
 
-def score_columns() -> List[str]:
+def score_columns() -> list[str]:
     from anatomix.anomaly.scoring import REGIONS
 
     return (["image_id", "path", "score", "anomalous", "threshold", "score_region", "mask_source"]
             + [f"score_{r}" for r in REGIONS] + [f"raw_{r}" for r in REGIONS])
 
 
-def _row(res) -> List[str]:
+def _row(res) -> list[str]:
     from anatomix.anomaly.scoring import REGIONS
 
     def f(v):
@@ -212,7 +212,7 @@ def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_
     if no_mask:
         mask_dir, segment = None, False
     paths, ids, errors = _expand(inputs)
-    rows: List[List[str]] = []
+    rows: list[list[str]] = []
     n_flag = 0
     for start in tqdm(range(0, len(paths), batch_size), desc="score", unit="batch", leave=False,
                       disable=len(paths) <= batch_size):
@@ -231,11 +231,10 @@ def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_
             n_flag += res.anomalous
             if maps_dir is not None:
                 _write_map(maps_dir / f"{iid}_anomaly.png", r.pixels, res.heatmap, m, det)
-    with atomic_write(output) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(score_columns())
-            w.writerows(rows)
+    with atomic_write(output) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(score_columns())
+        w.writerows(rows)
     click.echo(f"{len(rows)} scored ({n_flag} flagged anomalous at {100 * det.scoring.target_fpr:.0f}% FPR), "
                f"{len(errors)} failed in {time.time() - t0:.1f}s -> {output}")
     if errors:

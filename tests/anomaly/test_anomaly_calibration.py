@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from anomaly_synth import normal_images
 
 from anatomix.anomaly import calibration as cal
-from anomaly_synth import normal_images
 
 
 def test_quantile_threshold_holds_fpr_on_fresh_normals():

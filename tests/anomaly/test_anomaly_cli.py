@@ -4,11 +4,11 @@ import csv
 import json
 
 import numpy as np
+from anomaly_synth import normal_images, with_blob
 from click.testing import CliRunner
 from PIL import Image
 
 from anatomix.cli.anomaly import anomaly
-from anomaly_synth import normal_images, with_blob
 
 
 def _write(folder, imgs, prefix, shape=(60, 50)):
@@ -21,8 +21,13 @@ def _write(folder, imgs, prefix, shape=(60, 50)):
     return paths
 
 
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
 def test_fit_score_evaluate(tmp_path):
-    normals = _write(tmp_path / "normals", normal_images(24, 48, seed=1), "n")
+    _write(tmp_path / "normals", normal_images(24, 48, seed=1), "n")
     (tmp_path / "normals" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     det = tmp_path / "det.pt"
     r = CliRunner().invoke(anomaly, ["fit", str(tmp_path / "normals"), "-o", str(det), "--method", "ae",
@@ -30,7 +35,7 @@ def test_fit_score_evaluate(tmp_path):
                                      "--threads", "1"])
     assert r.exit_code == 1, r.output  # one unreadable file -> reported, status 1, detector written
     assert det.is_file() and not det.with_name("det.pt.ckpt").exists()
-    errs = list(csv.DictReader(open(tmp_path / "errors.csv")))
+    errs = _rows(tmp_path / "errors.csv")
     assert [e["path"].endswith("broken.png") for e in errs] == [True]
 
     test_imgs = normal_images(6, 48, seed=7)
@@ -47,14 +52,14 @@ def test_fit_score_evaluate(tmp_path):
                                      "--detector", str(det), "-o", str(out), "--maps", str(tmp_path / "maps"),
                                      "--masks", str(mdir)])
     assert r.exit_code == 1, r.output
-    rows = list(csv.DictReader(open(out)))
+    rows = _rows(out)
     assert [x["image_id"] for x in rows] == [p.stem for p in tests]
     assert {"image_id", "path", "score", "anomalous", "score_lungs", "score_lungR", "score_heart"} <= set(rows[0])
     assert all(x["anomalous"] in ("0", "1") for x in rows)
     # fit had no masks: masked regions are not calibrated, the score falls back to the whole image
     assert {x["score_region"] for x in rows} == {"image"} and rows[0]["raw_lungs"] != "" and rows[3]["raw_lungs"] == ""
     assert Image.open(tmp_path / "maps" / f"{tests[0].stem}_anomaly.png").size == (40, 64)
-    assert "missing.png" in open(out.parent / "errors.csv").read()
+    assert "missing.png" in (out.parent / "errors.csv").read_text()
 
     labels = tmp_path / "labels.csv"
     labels.write_text("id,label\n" + "".join(f"{p.stem},{'normal' if i < 3 else 'abnormal'}\n"
@@ -70,7 +75,7 @@ def test_fit_score_evaluate(tmp_path):
     r = CliRunner().invoke(anomaly, ["score", *map(str, tests), "--detector", str(det), "-o", str(out2),
                                      "--masks", str(mdir), "--no-mask"])
     assert r.exit_code == 0, r.output
-    rows2 = list(csv.DictReader(open(out2)))
+    rows2 = _rows(out2)
     assert [a["score"] for a in rows2] == [b["score"] for b in rows] and rows2[0]["raw_lungs"] == ""
 
 

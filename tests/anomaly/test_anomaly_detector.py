@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from anomaly_synth import normal_images, with_blob
 
 from anatomix.anomaly.detector import Detector, ScoringConfig
 from anatomix.anomaly.train import fit_detector, split_calibration
 from anatomix.errors import AnatomixError
 from anatomix.io.record import Radiograph
-from anomaly_synth import normal_images, with_blob
 
 TINY = {"ae": {"channels": [8, 16], "latent": 8}, "mae": {"patch": 8, "dim": 32, "depth": 1, "dec_depth": 1,
                                                            "heads": 2, "mem_slots": 4}}
@@ -108,3 +108,15 @@ def test_prior_masks_used_without_masks_and_saved(tmp_path):
     det2 = Detector.load(det.save(tmp_path / "p.pt"))
     assert all(np.array_equal(det2.prior_masks[k], prior[k]) for k in prior)
     assert [r.score for r in det2.score(rads)] == [r.score for r in a]
+
+
+def test_pixel_norm_maps_are_saved_and_reproduced(tmp_path):
+    imgs = normal_images(30, 32, seed=9)
+    det = fit_detector(imgs, "ae", 32, epochs=1, batch_size=16, progress=False, calib_fraction=0.3,
+                       model_config=TINY["ae"], scoring=ScoringConfig(pixel_norm=True))
+    assert det.pixel_stats is not None and det.pixel_stats[0].shape == (32, 32)
+    z = det.model_maps(imgs[:8])
+    assert abs(float(z.mean())) < 1.0  # z-scored against normals
+    det2 = Detector.load(det.save(tmp_path / "z.pt"))
+    assert np.array_equal(det2.model_maps(imgs[:8]), z)
+    assert [r.score for r in det2.score(_rads(2, (32, 32)))] == [r.score for r in det.score(_rads(2, (32, 32)))]

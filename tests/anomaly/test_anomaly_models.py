@@ -1,11 +1,10 @@
 """Every method: right shapes, a deterministic map, and it overfits a tiny set."""
 
-import numpy as np
 import pytest
 import torch
+from anomaly_synth import normal_images, with_blob
 
 from anatomix.anomaly.models import MODELS, create_model
-from anomaly_synth import normal_images, with_blob
 
 TINY = {
     "ae": {"channels": [8, 16], "latent": 8},

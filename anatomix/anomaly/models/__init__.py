@@ -7,10 +7,10 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict
+from typing import Any
 
 #: method name -> "module:Class"
-MODELS: Dict[str, str] = {
+MODELS: dict[str, str] = {
     "ae": "anatomix.anomaly.models.ae:ConvAE",
     "memae": "anatomix.anomaly.models.memae:MemAE",
     "mae": "anatomix.anomaly.models.mae:MemMCMAE",
@@ -34,4 +34,4 @@ def create_model(method: str, **config: Any):
     return model_class(method)(**config)
 
 
-__all__ = ["MODELS", "DEFAULT_IMAGE_SIZE", "model_class", "create_model"]
+__all__ = ["DEFAULT_IMAGE_SIZE", "MODELS", "create_model", "model_class"]

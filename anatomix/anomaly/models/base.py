@@ -11,7 +11,7 @@ arguments), so a detector file stores ``(method, config, state_dict)`` and nothi
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,10 +30,10 @@ class AnomalyModel(nn.Module):
     def __init__(self, image_size: int) -> None:
         super().__init__()
         self.image_size = int(image_size)
-        self.config: Dict[str, Any] = {"image_size": self.image_size}
+        self.config: dict[str, Any] = {"image_size": self.image_size}
 
     # -- to implement ---------------------------------------------------------------------
-    def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, Dict[str, float]]:
+    def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss on a batch of normal images ``(B, 1, S, S)``; returns ``(loss, logs)``."""
         raise NotImplementedError
 
@@ -59,7 +59,35 @@ class AnomalyModel(nn.Module):
 
         if residual == "auto":
             return self.native_map(x)
+        if residual == "feature":
+            return self.feature_residual(x, self.reconstruct(x))
         return residual_map(x, self.reconstruct(x), residual)
+
+    def feature_residual(self, x: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
+        """Feature-level error: ``1 - cos`` between the model's own conv-encoder features of the
+        image and of its reconstruction, at every encoder stage, upsampled and averaged.
+
+        Needs a convolutional ``self.encoder`` (``ae``, ``memae``, ``squid``); ``mae`` has none.
+        """
+        import torch.nn.functional as F
+
+        enc = getattr(self, "encoder", None)
+        if enc is None:
+            raise ValueError(f"{self.method}: no convolutional encoder for the 'feature' residual")
+        stages = list(enc.children())
+        if stages and isinstance(stages[0], nn.Sequential) and len(stages) <= 2 and not isinstance(stages[0][0], nn.Conv2d):
+            stages = list(stages[0].children())  # memae: (encoder, 1x1 projection)
+        out = torch.zeros_like(x)
+        a, b = x, rec
+        n = 0
+        for st in stages:
+            a, b = st(a), st(b)
+            if a.dim() != 4 or a.shape[-1] < 2:
+                continue
+            d = 1 - F.cosine_similarity(a, b, dim=1, eps=1e-6)[:, None]
+            out = out + F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            n += 1
+        return out / max(n, 1)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config.items())

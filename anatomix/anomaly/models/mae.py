@@ -19,8 +19,6 @@ multi-level cross-attention masked autoencoder" (MLMI 2023):
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -155,7 +153,7 @@ class MemMCMAE(AnomalyModel):
         self.patch, self.grid = patch, image_size // patch
         self.n = self.grid ** 2
         self.mask_ratio = mask_ratio
-        self.n_masks = int(round(1.0 / (1.0 - mask_ratio)))
+        self.n_masks = round(1.0 / (1.0 - mask_ratio))
         self.embed = nn.Linear(patch * patch, dim)
         self.register_buffer("pos", _sincos_2d(self.grid, dim)[None], persistent=False)
         self.enc = nn.ModuleList([MemoryBlock(dim, heads, mem_slots) for _ in range(depth)])
@@ -195,7 +193,7 @@ class MemMCMAE(AnomalyModel):
 
     def training_loss(self, x):
         b = x.shape[0]
-        n_keep = self.n - int(round(self.n * self.mask_ratio))
+        n_keep = self.n - round(self.n * self.mask_ratio)
         order = torch.rand(b, self.n, device=x.device).argsort(1)
         keep = order[:, :n_keep]
         pred = self._predict(x, keep)

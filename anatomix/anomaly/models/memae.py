@@ -14,7 +14,7 @@ with the entropy of :math:`\\hat w` added to the loss (weight ``entropy_weight``
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

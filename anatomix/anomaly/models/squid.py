@@ -21,7 +21,7 @@ normal neighbours and normal memory, so both terms rise there.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
