@@ -22,9 +22,10 @@ Columns (``QC_COLUMNS``):
 - ``lr_order_ok``, ``heart_inside_thorax``, ``heart_side_ok``: position checks (bool or empty).
 - ``self_intersecting``: structures whose contour crosses itself, ``|``-joined.
 - ``shape_mahalanobis``: distance to the PCA shape model (about 1 for training shapes).
-- ``flip_gain``: only when a segmenter is passed to :func:`assess`: shape distance of this
-  segmentation minus that of the segmenter's result on the left-right flipped image (> 0: the
-  flipped image gives the more typical anatomy, so the image is probably mirrored).
+- ``flip_gain``: only when a segmenter is passed to :func:`assess`: evidence that the image is
+  mirrored left-right, comparing this segmentation with the segmenter's result on the flipped
+  image (shape-model distance and heart offset, see :func:`_flip_gain`); > 0: the flipped image
+  gives the more typical anatomy, so the image is probably mirrored.
 - ``heart_lung_contrast``: median intensity in the heart minus in the lungs (image range units).
 - ``orientation_gain``: how much better a 90/180/270-degree rotation of the image matches the
   references than the image itself (> 0: probably rotated).
@@ -67,15 +68,38 @@ def _lungs_heart_landmarks(seg) -> Optional[np.ndarray]:
         return None
 
 
-def _flip_gain(segmenter, pixels: np.ndarray, distance: float, sm) -> float:
-    """``distance`` minus the shape distance of the segmenter's result on the flipped image."""
+FLIP_SCALES = (3.3, 0.069)
+"""Typical sizes of the two terms of ``flip_gain`` (shape-distance difference, heart-offset
+difference): their median absolute values over the 157 training images (graph model of 02:18 UTC,
+``bench/qc_verdict.py``), so that each term counts about as much as the other."""
+
+
+def heart_offset(landmarks: np.ndarray) -> float:
+    """Horizontal offset of the heart's centre from the mid-point of the two lungs' centres, in
+    units of the thoracic width, from (120, 2) lungs+heart landmarks; positive towards the image's
+    right (the patient's left), where the heart normally lies (at least 0.006 on the training masks)."""
+    r, l, h = landmarks[:44], landmarks[44:94], landmarks[94:120]
+    mid = 0.5 * (r[:, 0].mean() + l[:, 0].mean())
+    width = max(r[:, 0].max(), l[:, 0].max()) - min(r[:, 0].min(), l[:, 0].min())
+    return float((h[:, 0].mean() - mid) / max(width, 1e-9))
+
+
+def _flip_gain(segmenter, pixels: np.ndarray, landmarks: np.ndarray, sm) -> float:
+    """Evidence that the image is mirrored, from the segmenter's result on the flipped image.
+
+    ``(d(seg) - d(flipped)) / 3.3 - (heart_offset(seg) - heart_offset(flipped)) / 0.069``: positive
+    when the flipped image gives the more typical shape and the heart further to the patient's
+    left. It is antisymmetric: flipping the image flips its sign.
+    """
     from anatomix.io.record import Radiograph
 
     flipped = segmenter.predict([Radiograph(np.ascontiguousarray(pixels[:, ::-1]))])[0]
-    lm = _lungs_heart_landmarks(flipped)
-    if lm is None or not np.all(np.isfinite(lm)):
+    lm_f = _lungs_heart_landmarks(flipped)
+    if lm_f is None or not np.all(np.isfinite(lm_f)) or not np.all(np.isfinite(landmarks)):
         return float("nan")
-    return float(distance - sm.distance(lm))
+    g_shape = sm.distance(landmarks) - sm.distance(lm_f)
+    g_heart = heart_offset(landmarks) - heart_offset(lm_f)
+    return float(g_shape / FLIP_SCALES[0] - g_heart / FLIP_SCALES[1])
 
 
 def orientation_gain(image: np.ndarray, refs: References) -> float:
@@ -156,7 +180,7 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
     if sm is not None and lm is not None:
         row["shape_mahalanobis"] = float(sm.distance(lm))
         if segmenter is not None and pixels is not None:
-            row["flip_gain"] = _flip_gain(segmenter, pixels, row["shape_mahalanobis"], sm)
+            row["flip_gain"] = _flip_gain(segmenter, pixels, lm, sm)
     row["rca_references"] = ""
     if pixels is not None and masks:
         refs = references if references is not None else load_references(None)

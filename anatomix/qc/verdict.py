@@ -25,8 +25,9 @@ reason code                fails when
 ``shape_outlier(d)``       shape-model distance > the model's threshold (1.5 x the largest
                            held-out training distance)
 ``mirrored(g)``            ``flip_gain`` > 0: the segmenter's result on the left-right flipped
-                           image fits the shape model better (only when ``assess`` got the
-                           segmenter)
+                           image is the more typical one (shape-model distance and heart
+                           offset; only when ``assess`` got the segmenter; 3 of 157 training
+                           images exceed 0)
 ``heart_not_brighter``     heart-minus-lung median intensity < 0.05 of the image range
                            (training cases: >= 0.14): the masks lie over the wrong anatomy
 ``uncertain(s)``           mean node standard deviation from latent sampling > 1.5 % of the

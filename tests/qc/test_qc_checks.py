@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from anatomix.anatomy import LUNGS_HEART, landmarks_to_masks
-from anatomix.qc import QC_COLUMNS, assess
+from anatomix.qc import QC_COLUMNS, assess, heart_offset
 from anatomix.qc.plausibility import (cardiothoracic_ratio, count_components, count_holes,
                                       intensity_contrast, plausibility, position_checks)
 from anatomix.qc.rca import load_references
@@ -199,7 +199,7 @@ def test_flip_test_flags_mirrored_images(good):
     sm = default_shape_model()
     typical = sm.mean.reshape(-1, 2) * 60 + 128
     odd = typical.copy()
-    odd[94:120] += [30, -40]  # the heart pushed up and out: a less typical result
+    odd[94:120] += [-30, -40]  # the heart pushed up and to the image's left: a less typical result
     # the flipped image gives the less typical result: the image is the right way round
     row = assess(_seg(masks, typical), img, run_rca=False, segmenter=_FakeSegmenter(odd))
     assert row["flip_gain"] < 0 and "mirrored" not in row["qc_reasons"]
@@ -207,3 +207,11 @@ def test_flip_test_flags_mirrored_images(good):
     row = assess(_seg(masks, odd), img, run_rca=False, segmenter=_FakeSegmenter(typical))
     assert row["flip_gain"] > 0 and "mirrored(" in row["qc_reasons"] and row["qc_pass"] is False
     assert np.isnan(assess(_seg(masks, typical), img, run_rca=False)["flip_gain"])  # no segmenter
+
+
+def test_heart_offset_sign(good):
+    _, _, lm = good
+    assert 0.0 < heart_offset(lm) < 0.2
+    mirrored = lm.copy()
+    mirrored[:, 0] = 256 - mirrored[:, 0]
+    assert heart_offset(mirrored) < 0
