@@ -421,8 +421,6 @@ def load_segmenter(name_or_path: str = "graph", device: Any = "cpu"):
             model.load_state_dict(state["model"])
         except Exception as e:  # noqa: BLE001
             raise AnatomixError(f"{path}: bad graph checkpoint ({type(e).__name__}: {e})") from e
-        if not hasattr(model, "config"):  # GraphSegmenter reads .config; the model names it .cfg
-            model.config = model.cfg
         return GraphSegmenter(model, device)
     if family == "pixel":
         try:
@@ -881,7 +879,7 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
             on_image(item)
 
     try:
-        _pipeline(todo, segmenter, batch_size, workers, writer, rows, errors, summary, bar, written)
+        _pipeline(items, todo, segmenter, batch_size, workers, writer, rows, errors, summary, bar, written)
     finally:
         rows.close()
         if bar is not None:
@@ -911,23 +909,37 @@ def _progress_bar(total: int, skipped: int, progress: Optional[bool]):
     return bar
 
 
-def _pipeline(todo: List[BatchItem], segmenter, batch_size: int, workers: int, writer: _ImageWriter,
-              rows: _RowWriter, errors: List[InputError], summary: BatchSummary, bar, on_image) -> None:
-    """Decode ahead (bounded), predict in batches, write behind (bounded), append rows in order."""
+def _pipeline(items: List[BatchItem], todo: List[BatchItem], segmenter, batch_size: int, workers: int,
+              writer: _ImageWriter, rows: _RowWriter, errors: List[InputError], summary: BatchSummary, bar,
+              on_image) -> None:
+    """Decode ahead (bounded), predict in batches, write behind (bounded), append rows in order.
+
+    Batches are fixed chunks of ``batch_size`` consecutive images of the whole sorted input list
+    (``items``), finished or not: a chunk with any image to do is decoded and predicted whole,
+    and only its unfinished images are written. So every image meets the model in the same
+    batch as in an uninterrupted run, and a resumed run gives bit-identical results even where
+    a model's arithmetic depends slightly on the batch it is in (CPU kernels often do).
+    """
     readers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-read") if workers else _Inline()
     writers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-write") if workers else _Inline()
     window = max(2 * batch_size, workers) if workers else 0
+    wanted = set(map(id, todo))
+    work = []  # (chunk start, item, to do?) for every chunk with something to do
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        if any(id(i) in wanted for i in chunk):
+            work += [(start, i, id(i) in wanted) for i in chunk]
     reads: deque = deque()
     writes: deque = deque()
-    pending = iter(todo)
+    pending = iter(work)
     timings = summary.timings
 
     def fill() -> None:
         while len(reads) < max(window, 1):
-            item = next(pending, None)
-            if item is None:
+            entry = next(pending, None)
+            if entry is None:
                 return
-            reads.append((item, readers.submit(_read, item.path)))
+            reads.append((*entry, readers.submit(_read, entry[1].path)))
             if not workers:
                 return
 
@@ -962,28 +974,32 @@ def _pipeline(todo: List[BatchItem], segmenter, batch_size: int, workers: int, w
     try:
         while True:
             fill()
+            if not reads:
+                break
+            chunk = reads[0][0]
             batch = []
-            while len(batch) < batch_size and reads:
-                item, fut = reads.popleft()
+            while reads and reads[0][0] == chunk:
+                _, item, to_do, fut = reads.popleft()
                 t = time.perf_counter()
                 try:
                     radiograph = fut.result()
                 except Exception as e:  # noqa: BLE001 - every reader failure is this file's error
                     timings["read_wait"] += time.perf_counter() - t
-                    fail(item, _reason(e))
+                    if to_do:
+                        fail(item, _reason(e))
                     fill()
                     continue
                 timings["read_wait"] += time.perf_counter() - t
-                batch.append((item, radiograph))
+                batch.append((item, radiograph, to_do))
                 fill()
             if not batch:
-                if not reads:
-                    break
                 continue
             t = time.perf_counter()
-            results = _predict(segmenter, [r for _, r in batch])
+            results = _predict(segmenter, [r for _, r, _ in batch])
             timings["predict"] += time.perf_counter() - t
-            for (item, radiograph), result in zip(batch, results):
+            for (item, radiograph, to_do), result in zip(batch, results):
+                if not to_do:  # finished earlier: only here to keep the batch as it was
+                    continue
                 if isinstance(result, BaseException):
                     fail(item, f"segmentation failed: {_reason(result)}")
                 else:

@@ -93,8 +93,6 @@ def load_model(name: str, device: str = "cpu"):
 
         torch.manual_seed(0)
         model = HybridGNet(GraphConfig())
-        if not hasattr(model, "config"):
-            model.config = model.cfg
         return GraphSegmenter(model, device), f"untrained default HybridGNet (bundled weights missing: {e})"
 
 

@@ -35,15 +35,16 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batch_speed import make_corpus, untrained_checkpoint  # noqa: E402
 
 
-def command() -> list[str]:
+def command(env: dict, cwd: Path) -> list[str]:
     """The ``anatomix segment`` command line: the console script once the command is registered."""
     exe = Path(sys.executable).with_name("anatomix")
     if exe.is_file():
-        probe = subprocess.run([str(exe), "segment", "--help"], capture_output=True, text=True)
+        probe = subprocess.run([str(exe), "segment", "--help"], capture_output=True, text=True, env=env, cwd=cwd)
         if probe.returncode == 0:
             return [str(exe), "segment"]
     return [sys.executable, "-m", "anatomix.cli.segment"]
@@ -96,24 +97,34 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="anatomix-kill-resume-"))
     try:
+        # run a frozen copy of the package: the shared checkout may change under a long benchmark
+        snapshot = tmp / "src"
+        shutil.copytree(REPO / "anatomix", snapshot / "anatomix", ignore=shutil.ignore_patterns("__pycache__"))
+        sys.path.insert(0, str(snapshot))
+        env = {**os.environ, "PYTHONPATH": str(snapshot)}
         make_corpus(tmp / "in", args.n)
         (tmp / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ncut short")
         (tmp / "in" / "empty.dcm").write_bytes(b"")
         model = args.model
-        if model == "graph":
+        if Path(model).is_file():  # a checkpoint that training may replace meanwhile: freeze it too
+            model = str(shutil.copy(model, tmp / "model.pt"))
+        elif model == "graph":
             from anatomix.models import REGISTRY
 
             if not REGISTRY["graph"].available:
                 model = str(untrained_checkpoint(tmp / "untrained.pt"))
                 print("bundled graph weights missing: using an untrained default HybridGNet")
-        cmd = command() + [str(tmp / "in"), "--model", model, "--device", "cpu", "--workers", str(args.workers),
+        used = subprocess.run([sys.executable, "-c", "import anatomix; print(anatomix.__file__)"],
+                              capture_output=True, text=True, cwd=tmp, env=env).stdout.strip()
+        assert used.startswith(str(snapshot)), f"subprocesses import {used}, not the snapshot"
+        cmd = command(env, tmp) + [str(tmp / "in"), "--model", model, "--device", "cpu", "--workers", str(args.workers),
                            "--batch-size", str(args.batch_size), "--overlays", "--format", "png",
                            "--format", "nifti", "--no-progress"] + (["--no-qc"] if args.no_qc else [])
         print("command:", " ".join(cmd[:2] if cmd[0].endswith("anatomix") else cmd[:3]), "INPUT -o OUT",
               " ".join(cmd[cmd.index("--model"):]).replace(str(tmp), "$TMP"))
 
         t = time.perf_counter()
-        ref = subprocess.run(cmd + ["-o", str(tmp / "ref")], capture_output=True, text=True)
+        ref = subprocess.run(cmd + ["-o", str(tmp / "ref")], capture_output=True, text=True, cwd=tmp, env=env)
         ref_seconds = time.perf_counter() - t
         print(f"uninterrupted: exit {ref.returncode} in {ref_seconds:.1f}s: {ref.stdout.strip()}")
         if ref.returncode not in (0, 1):
@@ -134,7 +145,8 @@ def main() -> int:
             target = rng.randint(before + 1, max(before + 1, args.n - 1))
             jitter = rng.uniform(0.0, per_image)
             t = time.perf_counter()
-            proc = subprocess.Popen(cmd + ["-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(cmd + ["-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    cwd=tmp, env=env)
             while proc.poll() is None and rows_written(out) < target:
                 time.sleep(0.05)
             time.sleep(jitter)
@@ -147,7 +159,7 @@ def main() -> int:
             print(f"| {k + 1} | {delay:.1f} | {target} + {jitter:.2f}s | {rows_written(out)} | {partial} | "
                   f"{len(temps)} | {code} |")
         t = time.perf_counter()
-        final = subprocess.run(cmd + ["-o", str(out)], capture_output=True, text=True)
+        final = subprocess.run(cmd + ["-o", str(out)], capture_output=True, text=True, cwd=tmp, env=env)
         print(f"\nresumed: exit {final.returncode} in {time.perf_counter() - t:.1f}s: {final.stdout.strip()}")
         if final.returncode not in (0, 1):
             print(final.stderr[-3000:])
@@ -170,6 +182,15 @@ def main() -> int:
             "errors.csv identical": a.get("errors.csv") == b.get("errors.csv"),
             "no temporary files left": not temps,
         }
+        if ref_rows and out_rows and sorted(ref_rows[1:]) != sorted(out_rows[1:]):
+            header, ra, rb = ref_rows[0], {r[0]: r for r in ref_rows[1:]}, {r[0]: r for r in out_rows[1:]}
+            diff: dict[str, list[str]] = {}
+            for image_id in sorted(set(ra) & set(rb)):
+                for c, x, y in zip(header, ra[image_id], rb[image_id]):
+                    if x != y:
+                        diff.setdefault(c, []).append(f"{image_id}: {x[:60]!r} vs {y[:60]!r}")
+            for c, examples in diff.items():
+                print(f"  column {c!r} differs in {len(examples)} rows, e.g. {examples[0]}")
         print()
         for name, ok in checks.items():
             print(f"- {'PASS' if ok else 'FAIL'}: {name}")

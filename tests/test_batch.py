@@ -37,18 +37,21 @@ class FakeSegmenter:
 
     template = LUNGS_HEART
 
-    def __init__(self, die_after: int | None = None, fail_shape=None):
+    def __init__(self, die_after: int | None = None, fail_shape=None, batch_sensitive: bool = False):
         self.die_after, self.fail_shape, self.seen = die_after, fail_shape, 0
+        self.batch_sensitive = batch_sensitive
 
     def predict(self, radiographs):
         out = []
+        # like CPU kernels whose rounding depends on the batch: a shift that depends on the batch
+        shift = sum(float(r.pixels.mean()) for r in radiographs) if self.batch_sensitive else 0.0
         for r in radiographs:
             if self.die_after is not None and self.seen >= self.die_after:
                 raise Killed()
             if self.fail_shape is not None and r.shape == self.fail_shape:
                 raise RuntimeError("model blew up on this shape")
             self.seen += 1
-            xy = ellipses(r.shape, float(r.pixels.mean()))
+            xy = ellipses(r.shape, float(r.pixels.mean())) + shift
             out.append(Segmentation(r.image_id, r.path, r.shape, LUNGS_HEART, xy,
                                     landmarks_to_masks(xy, r.shape)))
         return out
@@ -284,17 +287,28 @@ def test_assign_image_ids_unique_deterministic_case_insensitive():
 def test_killed_runs_resume_to_identical_outputs(tmp_path, workers):
     root = simple_corpus(tmp_path / "in")
     reference = tmp_path / "reference"
-    full = segment_batch([root], reference, FakeSegmenter(), batch_size=3, workers=workers, qc=False)
+    full = segment_batch([root], reference, FakeSegmenter(batch_sensitive=True), batch_size=3, workers=workers,
+                         qc=False)
     assert full.exit_code == 1 and full.segmented == 15
     out = tmp_path / "out"
-    for die_after in (2, 7):
+    for die_after in (2, 7):  # killed in predict: each run's count starts again over what is left
         with pytest.raises(Killed):
-            segment_batch([root], out, FakeSegmenter(die_after=die_after), batch_size=3, workers=workers, qc=False)
+            segment_batch([root], out, FakeSegmenter(die_after=die_after, batch_sensitive=True), batch_size=3,
+                          workers=workers, qc=False)
+
+    def die_after_row(item):  # killed between rows: the next run starts inside a batch
+        raise Killed()
+
+    with pytest.raises(Killed):
+        segment_batch([root], out, FakeSegmenter(batch_sensitive=True), batch_size=3, workers=workers, qc=False,
+                      on_image=die_after_row)
+    assert workers or len(read_rows(out)) % 3 != 0
     # what a SIGKILL may also leave: half a CSV line and a temporary file of a dead process
     with open(out / CSV_NAME, "ab") as f:
         f.write(b"img10,/some/where/img10.png,50,48,[[1,2")
     (out / "masks" / ".img10_lungR.png.tmp-999999999-abcd1234").write_bytes(b"partial")
-    resumed = segment_batch([root], out, FakeSegmenter(), batch_size=3, workers=workers, qc=False)
+    resumed = segment_batch([root], out, FakeSegmenter(batch_sensitive=True), batch_size=3, workers=workers,
+                            qc=False)
     assert resumed.skipped > 0 and resumed.skipped + resumed.segmented == 15
     assert snapshot(out) == snapshot(reference)
     ids = [r["image_id"] for r in read_rows(out)]
