@@ -439,6 +439,9 @@ def default_qc() -> Optional[QCHook]:
     """(QC_COLUMNS, assess) from :mod:`anatomix.qc`, or None while it does not provide them.
 
     Cells are formatted by ``anatomix.qc.format_row`` when it exists (else :func:`_qc_cell`).
+    When ``assess`` takes a ``segmenter`` (the mirrored-image test, one extra forward pass of a
+    single image), the batch's segmenter is passed, behind the lock that the batch's own model
+    calls take.
     """
     try:
         import anatomix.qc as qc
@@ -448,12 +451,14 @@ def default_qc() -> Optional[QCHook]:
     if not columns or not callable(assess):
         return None
     format_row = getattr(qc, "format_row", None)
-    if not callable(format_row):
-        return tuple(columns), assess
+    takes_segmenter = _accepts(assess, "segmenter")
 
-    def assess_formatted(seg, pixels, node_std=None):
-        return format_row(assess(seg, pixels, node_std=node_std))  # the QC module's own cell text
+    def assess_formatted(seg, pixels, node_std=None, segmenter=None):
+        extra = {"segmenter": segmenter} if takes_segmenter and segmenter is not None else {}
+        values = assess(seg, pixels, node_std=node_std, **extra)
+        return format_row(values) if callable(format_row) else values  # the QC module's cell text
 
+    assess_formatted.takes_segmenter = takes_segmenter  # type: ignore[attr-defined]
     return tuple(columns), assess_formatted
 
 
@@ -687,13 +692,30 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+class _LockedSegmenter:
+    """A segmenter whose ``predict`` holds a lock: QC's extra model calls from writer threads
+    never run the model at the same time as the batch's own calls."""
+
+    def __init__(self, segmenter, lock: threading.Lock):
+        self._segmenter, self._lock = segmenter, lock
+
+    def predict(self, radiographs, *args, **kwargs):
+        with self._lock:
+            return self._segmenter.predict(radiographs, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._segmenter, name)
+
+
 class _ImageWriter:
     """Writes one image's files and builds its CSV row (runs in the writer pool)."""
 
-    def __init__(self, header: Sequence[str], outputs: _Outputs, qc: Optional[QCHook]):
+    def __init__(self, header: Sequence[str], outputs: _Outputs, qc: Optional[QCHook], segmenter=None):
         self.header, self.outputs, self.qc = list(header), outputs, qc
         self.qc_failures = 0
         self._lock = threading.Lock()
+        takes = qc is not None and (getattr(qc[1], "takes_segmenter", False) or _accepts(qc[1], "segmenter"))
+        self.qc_kwargs = {"segmenter": segmenter} if takes and segmenter is not None else {}
 
     def __call__(self, item: BatchItem, radiograph, seg) -> List[str]:
         from anatomix.anatomy import STRUCTURE_BY_KEY
@@ -736,7 +758,7 @@ class _ImageWriter:
         if self.qc is not None:
             columns, assess = self.qc
             try:
-                values = assess(seg, radiograph.pixels, node_std=seg.node_std)
+                values = assess(seg, radiograph.pixels, node_std=seg.node_std, **self.qc_kwargs)
                 cells.update({c: _qc_cell(values.get(c)) for c in columns})
             except Exception:  # noqa: BLE001 - QC never costs the user a segmentation
                 with self._lock:
@@ -868,7 +890,9 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
     summary.skipped = len(items) - len(todo)
 
     errors: List[InputError] = list(input_errors)
-    writer = _ImageWriter(header, outputs, qc_hook)
+    model_lock = threading.Lock()
+    locked = _LockedSegmenter(segmenter, model_lock)
+    writer = _ImageWriter(header, outputs, qc_hook, locked)
     rows = _RowWriter(csv_path)
     bar = _progress_bar(len(todo), summary.skipped, progress)
     succeeded: Set[str] = set()
@@ -879,7 +903,7 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
             on_image(item)
 
     try:
-        _pipeline(items, todo, segmenter, batch_size, workers, writer, rows, errors, summary, bar, written)
+        _pipeline(items, todo, locked, batch_size, workers, writer, rows, errors, summary, bar, written)
     finally:
         rows.close()
         if bar is not None:
@@ -1022,14 +1046,19 @@ def _pipeline(items: List[BatchItem], todo: List[BatchItem], segmenter, batch_si
         writers.shutdown(wait=True, cancel_futures=True)
 
 
-def _accepts_with_masks(segmenter) -> bool:
-    """Does ``segmenter.predict`` take ``with_masks`` (then masks are rasterised by the writers)?"""
+def _accepts(fn, name: str) -> bool:
+    """Does callable ``fn`` take a parameter ``name``?"""
     import inspect
 
     try:
-        return "with_masks" in inspect.signature(segmenter.predict).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _accepts_with_masks(segmenter) -> bool:
+    """Does ``segmenter.predict`` take ``with_masks`` (then masks are rasterised by the writers)?"""
+    return _accepts(getattr(segmenter, "_segmenter", segmenter).predict, "with_masks")
 
 
 def _predict(segmenter, radiographs: list) -> list:

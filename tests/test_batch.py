@@ -438,3 +438,19 @@ def test_out_dir_inside_an_input_folder_is_not_segmented_on_rerun(tmp_path):
     first = segment_batch([root], root / "out", FakeSegmenter(), qc=False, overlays=True)
     second = segment_batch([root], root / "out", FakeSegmenter(), qc=False, overlays=True)
     assert second.total == first.total and (second.segmented, second.skipped) == (0, first.segmented)
+
+
+def test_qc_that_takes_the_segmenter_gets_it(tmp_path):
+    calls = []
+
+    def assess(seg, pixels, node_std=None, segmenter=None):
+        from anatomix.io.record import Radiograph
+
+        flipped = segmenter.predict([Radiograph(np.ascontiguousarray(pixels[:, ::-1]))])[0]
+        calls.append(flipped.shape)
+        return {"flip": 1.0}
+
+    srcs = [png(tmp_path / f"{i}.png", xray()) for i in range(3)]
+    s = segment_batch(srcs, tmp_path / "out", LandmarksOnlySegmenter(), workers=2, qc=(["flip"], assess))
+    assert s.qc_failures == 0 and calls == [(64, 64)] * 3
+    assert [r["flip"] for r in read_rows(tmp_path / "out")] == ["1"] * 3
