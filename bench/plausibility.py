@@ -254,6 +254,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def _sha(path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def _show(path: str) -> str:
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return p.name
+
+
 def write_report(args, results, sources, n_val, n_ped, n_sz, seconds, argv, lm_err=None) -> None:
     cmd = "python bench/plausibility.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     lines = [
@@ -265,7 +279,7 @@ def write_report(args, results, sources, n_val, n_ped, n_sz, seconds, argv, lm_e
         cmd,
         "```",
         "",
-        "Models: " + ", ".join(f"{k} = `{Path(v).name}`" for k, v in sources.items()) + ".",
+        "Models: " + ", ".join(f"{k} = `{_show(v)}` (sha256 {_sha(v)})" for k, v in sources.items()) + ".",
         f"Cases: {n_val} validation cases of the grouped split `split_cases(pack_cases(data), 0.2, seed 0)`"
         f" (JSRT, 512x512, SCR reference masks); pediatric: {n_ped} ZhangLab normals (test split, no"
         f" reference masks: topology only); shenzhen: {n_sz} Shenzhen cases (lungs only). Runtime {seconds:.0f} s.",
