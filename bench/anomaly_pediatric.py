@@ -85,7 +85,8 @@ def load_val_abnormal(size: int, work: Path, n: int = 300) -> np.ndarray:
 
 
 def select(a) -> None:
-    """Choose residual x aggregation x region on a VALIDATION set, then report it on test.
+    """Choose residual x aggregation x region x per-pixel normalisation on a VALIDATION set,
+    then report it on test.
 
     Validation = the detector's own held-out calibration normals (train split) + 300 train-split
     pneumonia images. The choice is the highest validation AUROC; the test split only reports.
@@ -107,32 +108,35 @@ def select(a) -> None:
     val_x = np.concatenate([train[cal_idx], load_val_abnormal(a.image_size, work)])
     val_y = np.r_[np.zeros(len(cal_idx), int), np.ones(len(val_x) - len(cal_idx), int)]
     prior = field_prior(a.image_size)
+    fit_idx = np.setdiff1d(np.arange(len(train)), cal_idx)
+    stats_idx = np.random.default_rng(0).choice(fit_idx, 300, replace=False)
     val_auc = {}
-    residuals = ("auto", "l2", "ssim") + (("feature",) if a.select != "mae" else ())
+    stats_by_res = {}
+    residuals = ("auto", "l2", "ssim") + (("feature",) if r["method"] != "mae" else ())
+    det.scoring.pixel_norm = False
     for res in residuals:
         det.scoring.residual = res
-        maps = det.model_maps(val_x)
-        for red in ("mean", "topk"):
-            det.scoring.reduce = red
-            raw = [det.raw_scores(m, prior) for m in maps]
-            for reg in ("image", "lungs", "anatomy"):
-                val_auc[f"{res}/{red}/{reg}"] = metrics.auroc(val_y, [x[reg] for x in raw])
-    best = max(val_auc, key=val_auc.get)
-    res, red, reg = best.split("/")
-    det.scoring.residual, det.scoring.reduce, det.scoring.primary = res, red, reg
-    det.prior_masks = prior if reg != "image" else None
-    det.calibrate(train[cal_idx])
-    if res == "feature" or "feature/mean/image" not in r["variants"]:  # test AUROC of the feature rows too
-        saved = (det.scoring.residual, det.scoring.reduce)
-        det.scoring.residual = "feature"
-        if a.select != "mae":
-            fm = det.model_maps(test)
+        det.set_pixel_stats(train[stats_idx])  # normal maps of fit-split images (never test, never validation)
+        stats_by_res[res] = det.pixel_stats
+        mean, std = det.pixel_stats
+        vmaps, tmaps = det.model_maps(val_x), det.model_maps(test)
+        for pn in (False, True):
+            vm, tm = ((vmaps - mean) / std, (tmaps - mean) / std) if pn else (vmaps, tmaps)
             for red in ("mean", "topk"):
                 det.scoring.reduce = red
-                raw = [det.raw_scores(m, prior) for m in fm]
+                vraw = [det.raw_scores(m, prior) for m in vm]
+                traw = [det.raw_scores(m, prior) for m in tm]
                 for reg in ("image", "lungs", "anatomy"):
-                    r["variants"][f"feature/{red}/{reg}"] = metrics.summary(y, [x[reg] for x in raw])
-        det.scoring.residual, det.scoring.reduce = saved
+                    key = f"{res}/{red}/{reg}" + ("/pixnorm" if pn else "")
+                    val_auc[key] = metrics.auroc(val_y, [x[reg] for x in vraw])
+                    r["variants"][key] = metrics.summary(y, [x[reg] for x in traw])
+    best = max(val_auc, key=val_auc.get)
+    res, red, reg = best.split("/")[:3]
+    det.scoring.residual, det.scoring.reduce, det.scoring.primary = res, red, reg
+    det.scoring.pixel_norm = best.endswith("/pixnorm")
+    det.pixel_stats = stats_by_res[res] if det.scoring.pixel_norm else None
+    det.prior_masks = prior if reg != "image" else None
+    det.calibrate(train[cal_idx])
     out_res = [det.result(str(i), None, m) for i, m in enumerate(det.model_maps(test))]
     s = np.array([x.score for x in out_res])
     flag = np.array([x.anomalous for x in out_res])
@@ -175,14 +179,16 @@ def run_method(a) -> None:
     work.mkdir(parents=True, exist_ok=True)
     train, test, y, paths = load_pack(a.image_size, work)
     prior = field_prior(a.image_size)
-    det_path = work / f"{a.method}.pt"
+    tag = a.tag or a.method
+    det_path = work / f"{tag}.pt"
     if det_path.is_file():
         det = Detector.load(det_path)
     else:
         det = fit_detector(train, a.method, a.image_size, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                           model_config=json.loads(a.model_config),
                            calib_masks=[prior] * len(train), scoring=ScoringConfig(), seed=0,
-                           checkpoint=work / f"{a.method}.ckpt", progress=False,
-                           log=lambda s: print(a.method, s, flush=True),
+                           checkpoint=work / f"{tag}.ckpt", progress=False,
+                           log=lambda s: print(tag, s, flush=True),
                            meta={"data": "ZhangLab pediatric CXR (Kermany et al., CC BY 4.0), data-pack "
                                          "split_upstream=train label=normal, 128 px PNG",
                                  "command": " ".join(sys.argv)})
@@ -193,7 +199,7 @@ def run_method(a) -> None:
     for i in range(0, len(rads), 64):
         det.score(rads[i:i + 64])
     speed = len(rads) / (time.perf_counter() - t0)
-    out = {"method": a.method, "image_size": a.image_size, "epochs": det.meta["epochs"],
+    out = {"method": a.method, "tag": tag, "model_config": det.model.config, "image_size": a.image_size, "epochs": det.meta["epochs"],
            "fit_seconds": det.meta["fit_seconds"], "score_img_per_s": speed, "n_fit": det.meta["n_fit"],
            "n_calibration": det.meta["n_calibration"], "params": sum(p.numel() for p in det.model.parameters()),
            "file_mib": det_path.stat().st_size / 2 ** 20, "variants": {}}
@@ -216,16 +222,19 @@ def run_method(a) -> None:
         out[f"threshold_{region}"] = {"fpr": float(flag[y == 0].mean()), "tpr": float(flag[y == 1].mean()),
                                       "region": res[0].score_region}
     out["main"] = out["variants"]["auto/mean/image"]
-    (work / f"{a.method}.json").write_text(json.dumps(out, indent=2))
+    (work / f"{tag}.json").write_text(json.dumps(out, indent=2))
     m = out["main"]
-    print(f"{a.method}: AUROC {m['auroc']:.3f} AP {m['ap']:.3f} TPR@5 {m['tpr@5%fpr']:.3f} "
+    print(f"{tag}: AUROC {m['auroc']:.3f} AP {m['ap']:.3f} TPR@5 {m['tpr@5%fpr']:.3f} "
           f"fit {out['fit_seconds']:.0f}s score {speed:.0f} img/s", flush=True)
 
 
 def report(a) -> None:
     work = Path(a.work)
-    res = [json.loads((work / f"{m}.json").read_text()) for m in ("ae", "memae", "mae", "squid")
-           if (work / f"{m}.json").is_file()]
+    order = {"ae": 0, "memae": 1, "mae": 2, "squid": 3}
+    res = [json.loads(f.read_text()) for f in work.glob("*.json")]
+    res = sorted((r for r in res if "method" in r), key=lambda r: (order[r["method"]], r.get("tag", r["method"])))
+    for r in res:
+        r.setdefault("tag", r["method"])
     L = ["# Anomaly detection: pediatric normal-only protocol", "",
          "Fit on the ZhangLab `split_upstream=train` normal images of the data pack (1068: 961 fit, 107 held out "
          "for calibration), evaluated on its `split_upstream=test` images (187 normal, 301 pneumonia). All at 64 px "
@@ -247,7 +256,7 @@ def report(a) -> None:
         if "selected" not in r:
             continue
         sel, m, t = r["selected"], r["selected"]["test"], r["selected"]["threshold_test"]
-        L.append(f"| {r['method']} | {sel['setup']} | {sel['val_auroc']:.3f} | **{m['auroc']:.3f}** | {m['ap']:.3f} "
+        L.append(f"| {r['tag']} | {sel['setup']} | {sel['val_auroc']:.3f} | **{m['auroc']:.3f}** | {m['ap']:.3f} "
                  f"| {m['tpr@5%fpr']:.3f} | {m['tpr@10%fpr']:.3f} | {t['fpr']:.3f} / {t['tpr']:.3f} | {r['epochs']} "
                  f"| {r['fit_seconds']:.0f} | {r['score_img_per_s']:.0f} | {r['params'] / 1e6:.2f} M | {r['file_mib']:.1f} |")
     L += ["", "Scoring speed = read PNG + preprocess + model + region scores, batches of 64, one thread, whole image.", "",
@@ -256,7 +265,7 @@ def report(a) -> None:
     for r in res:
         v = r["variants"]
         for k in ("auto/mean", "auto/topk", "ssim/mean", "ssim/topk", "l2/mean"):
-            L.append(f"| {r['method']} | {k} | {v[k + '/image']['auroc']:.3f} | {v[k + '/lungs']['auroc']:.3f} "
+            L.append(f"| {r['tag']} | {k} | {v[k + '/image']['auroc']:.3f} | {v[k + '/lungs']['auroc']:.3f} "
                      f"| {v[k + '/anatomy']['auroc']:.3f} |")
     L += ["", "## Validation vs test AUROC of every setup", "",
           "The ZhangLab test split is harder than a validation drawn from the train split (upstream "
@@ -267,7 +276,7 @@ def report(a) -> None:
             continue
         g = r["selected"]["val_grid"]
         top = sorted(g, key=g.get, reverse=True)[:5]
-        L.append(f"- {r['method']}: " + "; ".join(f"{k} val {g[k]:.3f} / test {r['variants'][k]['auroc']:.3f}" for k in top))
+        L.append(f"- {r['tag']}: " + "; ".join(f"{k} val {g[k]:.3f} / test {r['variants'][k]['auroc']:.3f}" for k in top))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "anomaly_pediatric.md").write_text("\n".join(L) + "\n")
     slim = [{k: v for k, v in r.items()} for r in res]
@@ -319,14 +328,14 @@ used for fitting or for the threshold. The pack's images were already squashed t
 **Recipe (exact command).**
 
 ```
-nice -n 10 python bench/anomaly_pediatric.py --method {a.bundle} --epochs {det.meta['epochs']} --work {a.work}
+nice -n 10 python bench/anomaly_pediatric.py --method {det.method} --epochs {det.meta['epochs']} --tag {a.bundle} --model-config '{json.dumps(det.model.config)}' --work {a.work}
 nice -n 10 python bench/anomaly_pediatric.py --select {a.bundle} --work {a.work}
 python bench/anomaly_pediatric.py --bundle {a.bundle} --work {a.work}
 ```
 
 {det.meta['epochs']} epochs, batch {det.meta['batch_size']}, AdamW lr {det.meta['lr']} with warm-up and cosine decay, one CPU thread,
 {det.meta['fit_seconds']:.0f} s of training on a shared 2-core CPU. The CLI equivalent is
-`anatomix anomaly fit <the same normals> -o anomaly_pediatric.pt --method {a.bundle} --epochs {det.meta['epochs']} --residual {det.scoring.residual} --reduce {det.scoring.reduce}`{' (the CLI has no option for the field prior)' if det.prior_masks else ''}.
+`anatomix anomaly fit <the same normals> -o anomaly_pediatric.pt --method {det.method} --epochs {det.meta['epochs']} --image-size {det.image_size} --model-config '{json.dumps({k: v for k, v in det.model.config.items() if k != "image_size"})}' --residual {det.scoring.residual} --reduce {det.scoring.reduce}`{' (the CLI has no option for the field prior)' if det.prior_masks else ''}.
 
 **Metrics on the pack protocol** (test split: {m['n_normal']} normal, {m['n_abnormal']} pneumonia; images scored without masks):
 
@@ -355,11 +364,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tag", default=None, help="name of the run's files (default: the method)")
+    p.add_argument("--model-config", default="{}", help="JSON model arguments")
     p.add_argument("--work", default="/tmp/anatomix-bench-anomaly")
     p.add_argument("--report", action="store_true")
-    p.add_argument("--select", choices=("ae", "memae", "mae", "squid"),
+    p.add_argument("--select", metavar="TAG",
                    help="choose the scoring setup on the validation set and report it on test")
-    p.add_argument("--bundle", choices=("ae", "memae", "mae", "squid"), help="write anatomix/weights/anomaly_pediatric.*")
+    p.add_argument("--bundle", metavar="TAG", help="write anatomix/weights/anomaly_pediatric.*")
     p.add_argument("--cmdline", default="see bench/anomaly_pediatric.py docstring")
     a = p.parse_args()
     if a.report:

@@ -94,12 +94,14 @@ def anomaly() -> None:
 @click.option("--segment", is_flag=True, help="Calibrate masked regions with the bundled graph segmenter.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Resumable training checkpoint (default: OUTPUT.ckpt; rerun to resume).")
+@click.option("--model-config", default="{}", show_default=True,
+              help='Model arguments as JSON, e.g. \'{"latent": 8}\' (see anatomix.anomaly.models).')
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to list unreadable inputs (default: errors.csv next to OUTPUT).")
 def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fraction, target_fpr, residual,
-        reduce, topk, smooth, mask_dir, segment, checkpoint, seed, threads, errors_path) -> None:
+        reduce, topk, smooth, mask_dir, segment, model_config, seed, checkpoint, threads, errors_path) -> None:
     """Fit a detector on NORMAL images only (files, folders, globs or .txt/.csv lists).
 
     A random --calib-fraction of them is held out: the detector's score normalisation and
@@ -115,6 +117,13 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
     from anatomix.anomaly.train import fit_detector
     from anatomix.errors import AnatomixError
 
+    import json
+
+    try:
+        model_config = json.loads(model_config)
+        assert isinstance(model_config, dict)
+    except (ValueError, AssertionError):
+        _fail(f"--model-config must be a JSON object, got {model_config!r}")
     t0 = time.time()
     size = image_size or DEFAULT_IMAGE_SIZE[method]
     paths, ids, errors = _expand(inputs)
@@ -138,8 +147,9 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
                            scoring=ScoringConfig(residual=residual, reduce=reduce, topk=topk, smooth_sigma=smooth,
                                                  target_fpr=target_fpr),
                            seed=seed, checkpoint=checkpoint or output.with_name(output.name + ".ckpt"),
+                           model_config=model_config,
                            meta={"inputs": [str(p) for p in inputs], "command": " ".join(sys.argv)})
-    except (ValueError, AnatomixError) as e:
+    except (ValueError, TypeError, AnatomixError) as e:
         _fail(str(e))
     det.save(output)
     ck = checkpoint or output.with_name(output.name + ".ckpt")

@@ -26,6 +26,8 @@ class ConvAE(AnomalyModel):
         latent: bottleneck width (MedIAnomaly: 4-16 works best).
         channels: encoder widths, one stride-2 stage each.
         uncertainty: also predict log-variance (AE-U) and use it in loss and map.
+        ssim_weight: add ``ssim_weight * (1 - SSIM)`` (7x7 Gaussian window) to the loss, a
+            structural term that MedIAnomaly finds helpful for reconstruction AEs.
 
     Shapes:
         input ``(B, 1, S, S)`` in [0, 1]; :meth:`reconstruct` ``(B, 1, S, S)``.
@@ -34,10 +36,14 @@ class ConvAE(AnomalyModel):
     method = "ae"
 
     def __init__(self, image_size: int = 64, latent: int = 16,
-                 channels: Sequence[int] = (32, 64, 128, 128), uncertainty: bool = True) -> None:
+                 channels: Sequence[int] = (32, 64, 128, 128), uncertainty: bool = True,
+                 ssim_weight: float = 0.0) -> None:
         super().__init__(image_size)
         channels = [int(c) for c in channels]
         self.config.update(latent=int(latent), channels=channels, uncertainty=bool(uncertainty))
+        if ssim_weight:
+            self.config["ssim_weight"] = float(ssim_weight)
+        self.ssim_weight = float(ssim_weight)
         self.uncertainty = bool(uncertainty)
         self.side = image_size // 2 ** len(channels)
         if self.side * 2 ** len(channels) != image_size:
@@ -67,6 +73,10 @@ class ConvAE(AnomalyModel):
             loss = err.mean()
         else:
             loss = (err * torch.exp(-logvar) + logvar).mean()
+        if self.ssim_weight:
+            from anatomix.anomaly.scoring import ssim_map
+
+            loss = loss + self.ssim_weight * (1 - ssim_map(x, rec)).mean()
         return loss, {"mse": float(err.detach().mean())}
 
     def native_map(self, x):
