@@ -137,7 +137,7 @@ class Detector:
         self.prior_masks = None if prior_masks is None else {k: np.asarray(v, dtype=bool)
                                                               for k, v in prior_masks.items()}
         #: (mean, std) of normal residual maps per model-frame pixel, for ``scoring.pixel_norm``
-        self.pixel_stats: Optional[tuple] = None
+        self.pixel_stats: tuple | None = None
 
     # -- basics -----------------------------------------------------------------------------
     @property

@@ -108,6 +108,8 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
     threshold come from those normals only and are saved in the detector file.
     """
     _setup(threads)
+    import json
+
     import numpy as np
 
     from anatomix.anomaly.detector import ScoringConfig, preprocess
@@ -116,8 +118,6 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
     from anatomix.anomaly.scoring import masks_to_model
     from anatomix.anomaly.train import fit_detector
     from anatomix.errors import AnatomixError
-
-    import json
 
     try:
         model_config = json.loads(model_config)

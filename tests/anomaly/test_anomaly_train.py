@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from anomaly_synth import normal_images
 
 from anatomix.anomaly.models import create_model
 from anatomix.anomaly.train import fit_model
-from anomaly_synth import normal_images
 
 
 class Stop(Exception):
