@@ -52,6 +52,10 @@ def preprocess(pixels: np.ndarray, image_size: int):
 class ScoringConfig:
     """How a residual map becomes a score.
 
+    The defaults (``ssim`` residual, mean of the top 5 %) are what the pediatric validation set
+    (held-out train normals + train-split pneumonia, never the test split) chose for ``ae``;
+    see ``bench/results/anomaly_pediatric.md``.
+
     Attributes:
         residual: ``auto`` (the model's own map) | ``l2`` | ``l1`` | ``ssim`` | ``l2+ssim``.
         reduce: ``mean`` | ``max`` | ``topk`` aggregation inside a region.
@@ -66,8 +70,8 @@ class ScoringConfig:
             trachea) stop dominating the map.
     """
 
-    residual: str = "auto"
-    reduce: str = "mean"
+    residual: str = "ssim"
+    reduce: str = "topk"
     topk: float = 5.0
     smooth_sigma: float = 1.0
     primary: str = "lungs"

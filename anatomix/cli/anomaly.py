@@ -81,10 +81,11 @@ def anomaly() -> None:
               help="Share of the normals held out for normalisation and threshold.")
 @click.option("--target-fpr", type=click.FloatRange(0.001, 0.5), default=0.05, show_default=True,
               help="False-positive rate the threshold aims at on new normals.")
-@click.option("--residual", type=click.Choice(("auto", "l2", "l1", "ssim", "l2+ssim", "feature")), default="auto",
+@click.option("--residual", type=click.Choice(("auto", "l2", "l1", "ssim", "l2+ssim", "feature")), default="ssim",
               show_default=True, help="Residual map (auto = the method's own map; feature = encoder-feature "
                                       "distance, not for mae).")
-@click.option("--reduce", type=click.Choice(("mean", "max", "topk")), default="mean", show_default=True)
+@click.option("--reduce", type=click.Choice(("mean", "max", "topk")), default="topk", show_default=True,
+              help="Aggregation inside a region (topk = mean of the highest --topk percent).")
 @click.option("--topk", type=click.FloatRange(0.01, 100), default=5.0, show_default=True,
               help="Percent of highest values averaged by --reduce topk.")
 @click.option("--smooth", type=click.FloatRange(0), default=1.0, show_default=True,
