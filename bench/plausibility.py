@@ -149,8 +149,12 @@ def score(masks: List[Dict[str, np.ndarray]], truths, spacings) -> Dict[str, flo
                 per[k]["dice"].append(m["dice"])
                 per[k]["hd95_mm"].append(m["hd95_mm"])
                 per[k]["hd95_px"].append(m["hd95_px"])
-    mean = lambda v: float(np.nanmean(v)) if len(v) and not np.all(np.isnan(v)) else float("nan")  # noqa: E731
-    lungs = lambda f: mean([mean(per["lungR"][f]), mean(per["lungL"][f])])  # noqa: E731
+    def mean(v) -> float:
+        return float(np.nanmean(v)) if len(v) and not np.all(np.isnan(v)) else float("nan")
+
+    def lungs(f: str) -> float:
+        return mean([mean(per["lungR"][f]), mean(per["lungL"][f])])
+
     topo_all = [t for k in KEYS for t in per[k]["topo"]]
     return {
         "dice_lungR": mean(per["lungR"]["dice"]), "dice_lungL": mean(per["lungL"]["dice"]),
@@ -280,16 +284,17 @@ def write_report(args, results, sources, n_val, n_ped, n_sz, seconds, argv, lm_e
         "```",
         "",
         "Models: " + ", ".join(f"{k} = `{_show(v)}` (sha256 {_sha(v)})" for k, v in sources.items()) + ".",
-        f"Cases: {n_val} validation cases of the grouped split `split_cases(pack_cases(data), 0.2, seed 0)`"
-        f" (JSRT, 512x512, SCR reference masks); pediatric: {n_ped} ZhangLab normals (test split, no"
-        f" reference masks: topology only); shenzhen: {n_sz} Shenzhen cases (lungs only). Runtime {seconds:.0f} s.",
+        (f"Cases: {n_val} validation cases of the grouped split `split_cases(pack_cases(data), 0.2, seed 0)`"
+         f" (JSRT, 512x512, SCR reference masks); pediatric: {n_ped} ZhangLab normals (test split, no"
+         f" reference masks: topology only); shenzhen: {n_sz} Shenzhen cases (lungs only)."
+         f" Runtime {seconds:.0f} s."),
         "",
-        "Dice and HD95 per structure in the original frame (MONAI); HD95 in mm with the JSRT pitch"
-        " (0.7 mm per pixel at 512; px for Shenzhen). Lungs = mean of right and left lung. Topological"
-        " error = share of predicted masks (lungR, lungL, heart: 3 per image, every source) with more"
-        " than one component or a hole, or empty. `raw`: the model's masks"
-        " (graph: rasterised contours); `post`: largest component per structure + hole filling;"
-        " `pixel traced`: the pixel masks traced to template landmark contours and rasterised again.",
+        ("Dice and HD95 per structure in the original frame (MONAI); HD95 in mm with the JSRT pitch"
+         " (0.7 mm per pixel at 512; px for Shenzhen). Lungs = mean of right and left lung. Topological"
+         " error = share of predicted masks (lungR, lungL, heart: 3 per image, every source) with more"
+         " than one component or a hole, or empty. `raw`: the model's masks"
+         " (graph: rasterised contours); `post`: largest component per structure + hole filling;"
+         " `pixel traced`: the pixel masks traced to template landmark contours and rasterised again."),
         "",
         "| corruption | model | Dice lungs | Dice heart | HD95 lungs | HD95 heart | topo error |",
         "|---|---|---|---|---|---|---|",
@@ -314,11 +319,11 @@ def write_report(args, results, sources, n_val, n_ped, n_sz, seconds, argv, lm_e
                          f"{fmt(m['hd95_heart_mm'], '.2f')} |")
     if lm_err:
         lines += ["", "## Landmarks (clean validation cases)", "",
-                  "Mean distance (px, 512 frame) from the reference landmarks of the pack (HybridGNet/CheXmask"
-                  " node order). `graph`: the decoder's nodes; `pixel traced`: the post-processed pixel masks"
-                  " traced with `anatomix.anatomy.mask_to_contour` (the landmarks the pixel model writes). Tracing"
-                  " spaces nodes equally by arc length, so its node-wise error includes sliding along the"
-                  " contour: the reference SCR masks traced the same way give the floor of that method.", "",
+                  ("Mean distance (px, 512 frame) from the reference landmarks of the pack (HybridGNet/CheXmask"
+                   " node order). `graph`: the decoder's nodes; `pixel traced`: the post-processed pixel masks"
+                   " traced with `anatomix.anatomy.mask_to_contour` (the landmarks the pixel model writes). Tracing"
+                   " spaces nodes equally by arc length, so its node-wise error includes sliding along the"
+                   " contour: the reference SCR masks traced the same way give the floor of that method."), "",
                   "| landmarks | lungR | lungL | heart |", "|---|---|---|---|"]
         for name, e in lm_err.items():
             lines.append(f"| {name} | {e['lungR']:.2f} | {e['lungL']:.2f} | {e['heart']:.2f} |")

@@ -49,7 +49,7 @@ def topology(mask: np.ndarray) -> Dict[str, int]:
     background regions not touching the border)."""
     m = np.asarray(mask, bool)
     n_comp = ndimage.label(m, structure=np.ones((3, 3), bool))[1]
-    bg, n_bg = ndimage.label(np.pad(~m, 1, constant_values=True))
+    n_bg = ndimage.label(np.pad(~m, 1, constant_values=True))[1]
     return {"components": int(n_comp), "holes": int(max(0, n_bg - 1))}
 
 

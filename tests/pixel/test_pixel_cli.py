@@ -38,7 +38,8 @@ def test_train_pixel_runs_and_resumes(tmp_path):
     args[args.index("--epochs") + 1] = "3"
     r = CliRunner().invoke(train, args)
     assert r.exit_code == 0, r.output
-    rows = list(csv.DictReader(open(out / "log.csv")))
+    with open(out / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert [int(x["epoch"]) for x in rows] == [1, 2, 3]
     assert "val_dice_heart" in rows[0]
 

@@ -2,8 +2,14 @@
 
 import numpy as np
 
-from anatomix.pixel.postprocess import (clean_mask, fill_holes, largest_component, postprocess_masks,
-                                        topological_error, topology)
+from anatomix.pixel.postprocess import (
+    clean_mask,
+    fill_holes,
+    largest_component,
+    postprocess_masks,
+    topological_error,
+    topology,
+)
 
 
 def _blob():
@@ -50,7 +56,7 @@ def test_postprocess_leaves_input_untouched_per_structure():
     raw["lungR"][33:36, 33:36] = True
     before = {k: v.copy() for k, v in raw.items()}
     out = postprocess_masks(raw)
-    for k in raw:
-        assert np.array_equal(raw[k], before[k])
+    for k, v in raw.items():
+        assert np.array_equal(v, before[k])
     assert topology(out["lungR"])["components"] == 1
     assert np.array_equal(out["heart"], before["heart"])
