@@ -84,3 +84,16 @@ def test_missing_reference_set_is_a_clear_error(tmp_path):
 
     with pytest.raises(AnatomixError, match="no labelled reference"):
         load_references(tmp_path)
+
+
+def test_latent_embeddings_select_references(refs):
+    pytest.importorskip("torch_geometric")
+    from anatomix.graphs.inference import GraphSegmenter
+    from anatomix.graphs.model import GraphConfig, HybridGNet
+    from anatomix.qc.rca import latent_embeddings
+
+    seg = GraphSegmenter(HybridGNet(GraphConfig(image_size=64)))
+    emb = latent_embeddings(seg, list(refs.images[:3]))
+    assert emb.shape == (3, seg.config.latent_dim) and np.isfinite(emb).all()
+    r3 = References(refs.images[:3], refs.masks[:3], refs.ids[:3], refs.keys, embeddings=emb)
+    assert select_references(refs.images[0], r3, 1, query_embedding=emb[2])[0] == 2
