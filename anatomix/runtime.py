@@ -7,12 +7,16 @@ import warnings
 
 
 def quiet_imports() -> None:
-    """Filter the two known noisy messages, nothing broader.
+    """Filter the known noisy messages of our dependencies, nothing broader.
 
     - torch_geometric warns that ``torch.jit.script`` is deprecated;
-    - MONAI's ``LoadImage`` logs nvImageCodec warnings when pydicom is present.
+    - MONAI's ``LoadImage`` logs nvImageCodec warnings when pydicom is present;
+    - MONAI's ``BendingEnergyLoss`` triggers torch's list-indexing deprecation warning.
     """
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated.*")
+    # MONAI's BendingEnergyLoss (used by QC registration) indexes with a list: torch warns once
+    warnings.filterwarnings("ignore", message=r"Using a non-tuple sequence for multidimensional indexing",
+                            module=r"monai\.losses\.deform")
     logging.getLogger("monai").addFilter(lambda r: "nvImageCodec" not in r.getMessage())
 
 
