@@ -15,7 +15,8 @@ Outputs in OUT:
   overlays/<id>.png              with --overlays
   errors.csv                     path, reason for every input that failed
 \b
-Rerun the same command to resume: finished images are kept, the rest is done.
+Rerun the same command to resume: finished images are kept, the rest is done
+(keep --batch-size as it was: results are then bit-identical to an uninterrupted run).
 Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
 """
 
@@ -29,7 +30,7 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
               help="Bundled model name (graph, pixel) or a checkpoint path.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Images per model call.")
+              help="Images per model call (keep it when resuming).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
               help="Threads decoding ahead of and writing behind the model (0: all in one thread).")
 @click.option("--format", "formats", type=click.Choice(["png", "nifti"]), multiple=True,
