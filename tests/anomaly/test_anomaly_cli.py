@@ -85,3 +85,20 @@ def test_bad_detector_is_a_usage_error(tmp_path):
     img = _write(tmp_path / "i", normal_images(1, 48), "x")[0]
     r = CliRunner().invoke(anomaly, ["score", str(img), "--detector", str(bad), "-o", str(tmp_path / "s.csv")])
     assert r.exit_code == 2 and "bad.pt" in r.output
+
+
+def test_bundled_detector_scores_out_of_the_box(tmp_path):
+    import pytest
+
+    from anatomix.cli.anomaly import BUNDLED
+    from anatomix.models import WEIGHTS_DIR
+
+    if not (WEIGHTS_DIR / BUNDLED).is_file():
+        pytest.skip(f"bundled detector {BUNDLED} not in {WEIGHTS_DIR}")
+    img = _write(tmp_path / "i", normal_images(2, 48), "x", (300, 240))
+    out = tmp_path / "s.csv"
+    r = CliRunner().invoke(anomaly, ["score", *map(str, img), "-o", str(out), "--maps", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    rows = _rows(out)
+    assert len(rows) == 2 and rows[0]["score_region"] == "image" and rows[0]["anomalous"] in ("0", "1")
+    assert Image.open(tmp_path / "m" / "x00_anomaly.png").size == (240, 300)
