@@ -181,6 +181,30 @@ def segmenter_masks(size: int, work: Path):
     return out["train"], out["test"]
 
 
+def val_abnormal_segmasks(size: int, work: Path):
+    """Segmenter masks (model frame) of the validation pneumonia images of :func:`load_val_abnormal`."""
+    cache = work / f"pediatric_val_abnormal_segmasks_{size}.npz"
+    keys = ("lungR", "lungL", "heart")
+    if cache.is_file():
+        d = np.load(cache)
+        return [{k: d[k][i] for k in keys} for i in range(len(d["lungR"]))]
+    from anatomix.anomaly.detector import preprocess
+    from anatomix.anomaly.inputs import segment_masks
+    from anatomix.anomaly.scoring import masks_to_model
+    from anatomix.io import read_radiograph
+
+    rows = list(csv.DictReader(open(DATA / "cxr-anomaly" / "manifest.csv")))
+    ab = [r for r in rows if r["source"] == "zhanglab" and r["split_upstream"] == "train" and r["label"] == "abnormal"]
+    pick = sorted(np.random.default_rng(0).choice(len(ab), 300, replace=False))
+    ms = []
+    for i in range(0, len(pick), 64):
+        rads = [read_radiograph(DATA / "cxr-anomaly" / "zhanglab" / f"{ab[j]['id']}.png") for j in pick[i:i + 64]]
+        for g, m in zip(rads, segment_masks(rads)):
+            ms.append(masks_to_model(m, preprocess(g.pixels, size)[1]))
+    np.savez_compressed(cache, **{k: np.stack([m[k] for m in ms]) for k in keys})
+    return ms
+
+
 def with_segmenter(a) -> None:
     """Masked vs whole-image scoring with per-image masks of the bundled graph segmenter.
 
@@ -212,6 +236,13 @@ def with_segmenter(a) -> None:
         out[region] = {**metrics.summary(y, s), "fpr_at_threshold": float(flag[y == 0].mean()),
                        "tpr_at_threshold": float(flag[y == 1].mean()),
                        "used_region": sorted({x.score_region for x in res})}
+    # validation AUROC of each region with segmenter masks (held-out train normals + train pneumonia)
+    val_x = np.concatenate([train[cal_idx], load_val_abnormal(a.image_size, work)])
+    val_y = np.r_[np.zeros(len(cal_idx), int), np.ones(len(val_x) - len(cal_idx), int)]
+    val_m = [seg_train[i] for i in cal_idx] + val_abnormal_segmasks(a.image_size, work)
+    vraw = [det.raw_scores(m, mk) for m, mk in zip(det.model_maps(val_x), val_m)]
+    for region in ("image", "lungs", "anatomy"):
+        out[region]["val_auroc"] = metrics.auroc(val_y, [x[region] for x in vraw])
     r["segmenter"] = out
     (work / f"{a.segment}.json").write_text(json.dumps(r, indent=2))
     print(a.segment, json.dumps({k: (v if isinstance(v, str) else round(v["auroc"], 3)) for k, v in out.items()}))
@@ -340,13 +371,14 @@ def report(a) -> None:
               "Same detectors and setups as selected above; each region calibrated on the same held-out normals "
               "with their own segmenter masks (HybridGNet lungs+heart, trained on adult JSRT/SCR: its masks on "
               "children are unverified).", "",
-              "| method | setup | whole image AUROC | lungs AUROC | lungs+heart AUROC | FPR / TPR at threshold (image, lungs, lungs+heart) |",
-              "|---|---|---|---|---|---|"]
+              "| method | setup | whole image AUROC | lungs AUROC | lungs+heart AUROC | FPR / TPR at threshold (image, lungs, lungs+heart) | validation AUROC (image, lungs, lungs+heart) |",
+              "|---|---|---|---|---|---|---|"]
         for r in seg:
             g = r["segmenter"]
             L.append(f"| {r['tag']} | {g['setup']} | {g['image']['auroc']:.3f} | {g['lungs']['auroc']:.3f} "
                      f"| {g['anatomy']['auroc']:.3f} | " + ", ".join(
                          f"{g[k]['fpr_at_threshold']:.2f}/{g[k]['tpr_at_threshold']:.2f}" for k in ("image", "lungs", "anatomy"))
+                     + " | " + ", ".join(f"{g[k].get('val_auroc', float('nan')):.3f}" for k in ("image", "lungs", "anatomy"))
                      + " |")
     L += ["", "## Validation vs test AUROC of every setup", "",
           "The ZhangLab test split is harder than a validation drawn from the train split (upstream "
@@ -375,15 +407,31 @@ def bundle(a) -> None:
     from anatomix.anomaly.detector import Detector
 
     work = Path(a.work)
+    from anatomix.anomaly.train import split_calibration
+
     det = Detector.load(work / f"{a.bundle}_selected.pt")
-    _, test, y, _ = load_pack(a.image_size, work)
+    train, test, y, _ = load_pack(a.image_size, work)
+    rj = json.loads((work / f"{a.bundle}.json").read_text())
+    seg_note = ""
+    if "segmenter" in rj and det.prior_masks is None:
+        # calibrate every region with the bundled segmenter's masks of the held-out normals, so that
+        # `score --segment` gets calibrated region scores; the primary region by validation AUROC
+        seg_train, _ = segmenter_masks(a.image_size, work)
+        _, cal_idx = split_calibration(len(train), 0.1, int(det.meta["seed"]))
+        g = rj["segmenter"]
+        det.scoring.primary = max(("lungs", "anatomy"), key=lambda k: g[k]["val_auroc"])
+        det.calibrate(train[cal_idx], [seg_train[i] for i in cal_idx])
+        seg_note = (f"With `--segment` (or `--masks`) the score is the `{det.scoring.primary}` region's: validation "
+                    f"AUROC {g[det.scoring.primary]['val_auroc']:.3f} vs {g['image']['val_auroc']:.3f} for the whole image; "
+                    f"test AUROC {g[det.scoring.primary]['auroc']:.3f} (threshold FPR/TPR "
+                    f"{g[det.scoring.primary]['fpr_at_threshold']:.3f} / {g[det.scoring.primary]['tpr_at_threshold']:.3f}). ")
     det.meta["bundled"] = "see anomaly_pediatric.md"
     dest = ROOT / "anatomix" / "weights" / "anomaly_pediatric.pt"
     det.save(dest)
     from anatomix.anomaly import metrics
 
     maps = det.model_maps(test)
-    res = [det.result(str(i), None, m) for i, m in enumerate(maps)]
+    res = [det.result(str(i), None, m) for i, m in enumerate(maps)]  # no masks: whole image
     s = np.array([x.score for x in res])
     flag = np.array([x.anomalous for x in res])
     m = metrics.summary(y, s)
@@ -426,8 +474,7 @@ python bench/anomaly_pediatric.py --bundle {a.bundle} --work {a.work}
 
 All methods and the masked-vs-whole comparison: `bench/results/anomaly_pediatric.md`.
 
-**Masks.** {'The detector carries a fixed lung/heart field prior (`prior_masks`: mean of the JSRT SCR masks of the data pack, thresholded at 0.5; SCR/JSRT are research-use data) used for images scored without masks, at calibration and scoring alike. ' if det.prior_masks else 'No field prior: images without masks are scored over the whole image. '}{'The masked-region calibrations come from that prior; per-image masks from `--masks`/`--segment` change the regions, so' if det.prior_masks else 'Only the whole image is calibrated: with `--masks`/`--segment` the per-region raw scores are reported and `score` stays the whole-image one;'}
-for calibrated per-patient lung scores fit your own detector with `anatomix anomaly fit NORMALS --masks DIR`.
+**Masks.** {seg_note}{'The detector carries a fixed lung/heart field prior (`prior_masks`: mean of the JSRT SCR masks of the data pack, thresholded at 0.5; SCR/JSRT are research-use data) used for images scored without masks, at calibration and scoring alike. ' if det.prior_masks else 'No field prior: images without masks are scored over the whole image. '}{'The masked-region calibrations come from that prior; per-image masks from `--masks`/`--segment` change the regions, so for calibrated per-patient lung scores fit your own detector with `anatomix anomaly fit NORMALS --masks DIR`.' if det.prior_masks else ('The regions lungs, lungR, lungL, heart and lungs+heart were calibrated on the held-out normals with masks of the bundled graph segmenter (HybridGNet, trained on adult JSRT/SCR; plausible on these children by eye, not measured). Masks from another source (`--masks DIR`) shift those regions a little; fit your own detector with `--masks` for exact calibration.' if seg_note else 'Only the whole image is calibrated: with `--masks`/`--segment` the per-region raw scores are reported and `score` stays the whole-image one.')}
 
 **Limits.** Pediatric AP films like the training set only; adult CXRs, other hospitals and other preprocessing
 shift the residuals and the threshold's FPR (recalibrate on local normals). It flags "unlike these normals", not a
