@@ -426,6 +426,8 @@ def bundle(a) -> None:
                     f"test AUROC {g[det.scoring.primary]['auroc']:.3f} (threshold FPR/TPR "
                     f"{g[det.scoring.primary]['fpr_at_threshold']:.3f} / {g[det.scoring.primary]['tpr_at_threshold']:.3f}). ")
     det.meta["bundled"] = "see anomaly_pediatric.md"
+    if seg_note:
+        seg_note += "\n"
     dest = ROOT / "anatomix" / "weights" / "anomaly_pediatric.pt"
     det.save(dest)
     from anatomix.anomaly import metrics
@@ -442,7 +444,7 @@ def bundle(a) -> None:
 {sum(p.numel() for p in det.model.parameters()) / 1e6:.2f} M parameters; {dest.stat().st_size / 2 ** 20:.1f} MiB)
 with its preprocessing (pad to square, resize to {det.image_size} px, intensities in [0, 1] as read),
 scoring (residual `{det.scoring.residual}`, Gaussian smoothing sigma {det.scoring.smooth_sigma} px, `{det.scoring.reduce}`
-aggregation{'' if det.scoring.reduce != 'topk' else f' of the top {det.scoring.topk:g} %'}, score region `{det.scoring.primary if det.prior_masks else 'image'}`) and calibration (normalisation and threshold at
+aggregation{'' if det.scoring.reduce != 'topk' else f' of the top {det.scoring.topk:g} %'}, score region `{det.scoring.primary}` when masks are given{' or from the field prior' if det.prior_masks else ', else the whole image'}) and calibration (normalisation and threshold at
 {100 * det.scoring.target_fpr:.0f} % target FPR from {det.meta['n_calibration']} held-out normals, for the regions {', '.join(sorted(det.calibration))}).
 The setup (residual, aggregation, region) was chosen by AUROC on a validation set of held-out train-split normals and
 300 train-split pneumonia images, never on the test split. `anatomix anomaly score IMAGES... -o scores.csv` uses it by default.
@@ -457,14 +459,14 @@ used for fitting or for the threshold. The pack's images were already squashed t
 **Recipe (exact command).**
 
 ```
-nice -n 10 python bench/anomaly_pediatric.py --method {det.method} --epochs {det.meta['epochs']} --tag {a.bundle} --model-config '{json.dumps(det.model.config)}' --work {a.work}
+nice -n 10 python bench/anomaly_pediatric.py --method {det.method} --epochs {det.meta['epochs']} --tag {a.bundle} --model-config '{json.dumps({k: v for k, v in det.model.config.items() if k != "image_size"})}' --work {a.work}
 nice -n 10 python bench/anomaly_pediatric.py --select {a.bundle} --work {a.work}
 python bench/anomaly_pediatric.py --bundle {a.bundle} --work {a.work}
 ```
 
 {det.meta['epochs']} epochs, batch {det.meta['batch_size']}, AdamW lr {det.meta['lr']} with warm-up and cosine decay, one CPU thread,
-{det.meta['fit_seconds']:.0f} s of training on a shared 2-core CPU. The CLI equivalent is
-`anatomix anomaly fit <the same normals> -o anomaly_pediatric.pt --method {det.method} --epochs {det.meta['epochs']} --image-size {det.image_size} --model-config '{json.dumps({k: v for k, v in det.model.config.items() if k != "image_size"})}' --residual {det.scoring.residual} --reduce {det.scoring.reduce}`{' (the CLI has no option for the field prior)' if det.prior_masks else ''}.
+{det.meta['fit_seconds']:.0f} s of training on a shared 2-core CPU. The CLI
+`anatomix anomaly fit <the same normals> -o anomaly_pediatric.pt --method {det.method} --epochs {det.meta['epochs']} --image-size {det.image_size} --model-config '{json.dumps({k: v for k, v in det.model.config.items() if k != "image_size"})}' --residual {det.scoring.residual} --reduce {det.scoring.reduce}{' --segment' if seg_note else ''}`{' (the CLI has no option for the field prior)' if det.prior_masks else ''} is the same recipe, but it sorts its inputs, so its random 10 % hold-out (and hence the weights) differ from the bench's.
 
 **Metrics on the pack protocol** (test split: {m['n_normal']} normal, {m['n_abnormal']} pneumonia; images scored without masks):
 
