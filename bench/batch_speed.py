@@ -18,7 +18,7 @@ cost, measured by the QC benchmarks.
 
 Usage::
 
-    nice -n 10 .venv/bin/python bench/batch_speed.py [--n 500] [--repeats 3] [--model graph]
+    nice -n 10 .venv/bin/python bench/batch_speed.py [--n 500] [--repeats 3] [--model graph] [--threads 1]
 """
 
 from __future__ import annotations
@@ -147,6 +147,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--model", default="graph")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (0: torch's default). On a shared, loaded machine use 1: "
+                         "OpenMP threads spin-wait for preempted siblings and the timings explode")
     args = ap.parse_args()
 
     from anatomix.runtime import quiet_imports
@@ -154,6 +157,8 @@ def main() -> None:
     quiet_imports()
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from anatomix.batch import segment_batch
     from anatomix.io.read import read_radiograph
 

@@ -35,13 +35,15 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
               help="Threads decoding ahead of and writing behind the model (0: all in one thread).")
 @click.option("--format", "formats", type=click.Choice(["png", "nifti"]), multiple=True,
               default=("png",), show_default=True, help="Mask format; repeat for both.")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
+              help="torch threads for the model (0: torch's default, all cores).")
 @click.option("--overlays", is_flag=True, help="Also write overlays/<id>.png.")
 @click.option("--overwrite", is_flag=True, help="Redo images that an earlier run finished.")
 @click.option("--no-qc", is_flag=True, help="Skip the mask QC columns.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 def segment(inputs: Tuple[str, ...], out: Path, model: str, device: str, batch_size: int, workers: int,
-            formats: Tuple[str, ...], overlays: bool, overwrite: bool, no_qc: bool,
+            threads: int, formats: Tuple[str, ...], overlays: bool, overwrite: bool, no_qc: bool,
             progress: Optional[bool]) -> None:
     """Segment lungs and heart in every radiograph of INPUTS.
 
@@ -60,6 +62,10 @@ def segment(inputs: Tuple[str, ...], out: Path, model: str, device: str, batch_s
     paths, bad = expand_inputs(inputs)
     if not paths and not bad:
         raise click.UsageError(f"no radiographs found in {', '.join(inputs)}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         dev = resolve_device(device)
     except (RuntimeError, ValueError) as e:

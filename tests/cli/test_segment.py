@@ -72,7 +72,15 @@ def test_all_good_exit_0_and_outputs(tmp_path, tiny_model):
 def test_some_failed_exit_1(tmp_path, tiny_model):
     src, out = images(tmp_path / "in", 2), tmp_path / "out"
     (src / "bad.png").write_bytes(b"not a png")
-    r = run(src, tmp_path / "nothing-*.png", "-o", out, "--model", tiny_model, "--workers", 0, "--no-qc")
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        r = run(src, tmp_path / "nothing-*.png", "-o", out, "--model", tiny_model, "--workers", 0, "--no-qc",
+                "--threads", 1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert r.exit_code == 1, r.output
     assert "2 segmented" in r.output and "2 failed" in r.output
     with open(out / "errors.csv", newline="") as f:
