@@ -18,8 +18,6 @@ from pathlib import Path
 import click
 
 METHODS = ("ae", "memae", "mae", "squid")
-BUNDLED = "anomaly_pediatric.pt"
-"""File of the bundled detector in ``anatomix/weights`` (registry name ``anomaly``)."""
 
 
 def _setup(threads: int | None) -> None:
@@ -215,17 +213,11 @@ def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_
     from anatomix.anomaly.inputs import read_images, write_errors
     from anatomix.errors import AnatomixError
     from anatomix.io.atomic import atomic_write
-    from anatomix.models import REGISTRY, WEIGHTS_DIR, resolve
+    from anatomix.models import resolve
 
     t0 = time.time()
     try:
-        if detector == "anomaly" and "anomaly" not in REGISTRY:  # the bundled file, registered or not
-            path = WEIGHTS_DIR / BUNDLED
-            if not path.is_file():
-                raise AnatomixError(f"no bundled anomaly detector at {path}; pass --detector FILE")
-        else:
-            path = resolve(detector)
-        det = Detector.load(path)
+        det = Detector.load(resolve(detector))
     except AnatomixError as e:
         _fail(str(e))
     if no_mask:

@@ -41,6 +41,8 @@ def loop_options(f):
         click.option("--val-every", default=5, show_default=True),
         click.option("--threads", default=0, help="torch threads (0: torch default)."),
         click.option("--workers", default=0, help="DataLoader worker processes."),
+        click.option("--aug-strength", default=1.0, show_default=True,
+                     help="Multiplies the spatial augmentation ranges (rotation 10 deg, zoom 10 %, shift 6 %)."),
         click.option("--init", "init_from", default="", help="Start from this checkpoint's weights (fine-tune)."),
     ]):
         f = opt(f)
@@ -59,14 +61,14 @@ def train() -> None:
 @click.option("--latent-dim", default=64, show_default=True)
 @click.option("--kl-weight", default=1e-6, show_default=True,
               help="Weight of the KL term (summed over latent dims, mean over the batch).")
-def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, init_from,
+def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
           template, image_size, latent_dim, kl_weight) -> None:
     """Train a HybridGNet landmark model."""
     from anatomix.runtime import quiet_imports
 
     quiet_imports()
     from anatomix.anatomy import TEMPLATES
-    from anatomix.data.augment import LandmarkAugment
+    from anatomix.data.augment import AugmentConfig, LandmarkAugment
     from anatomix.data.datasets import LandmarkDataset
     from anatomix.graphs.model import GraphConfig
     from anatomix.graphs.train import GraphTask
@@ -75,7 +77,8 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
     train_cases, val_cases = load_split(data, val_fraction, seed, out)
     tmpl = TEMPLATES[template]
     click.echo(f"{len(train_cases)} training / {len(val_cases)} validation cases; preloading...")
-    train_set = LandmarkDataset(train_cases, tmpl, image_size, LandmarkAugment(seed=seed))
+    augment = LandmarkAugment(AugmentConfig().scaled(aug_strength), seed=seed)
+    train_set = LandmarkDataset(train_cases, tmpl, image_size, augment)
     val_set = LandmarkDataset(val_cases, tmpl, image_size)
     task = GraphTask(GraphConfig(template=template, image_size=image_size, latent_dim=latent_dim),
                      kl_weight=kl_weight)
@@ -97,13 +100,13 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
               help="smp_*: encoder name (always built without pretrained weights).")
 @click.option("--backbone", default="efficientnet-b0", show_default=True,
               help="flexible_unet: backbone (always built without pretrained weights).")
-def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, init_from,
+def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
           arch, image_size, channels, res_units, encoder, backbone) -> None:
     """Train a dense (pixel) multi-label segmenter: lungR, lungL, heart (MONAI Dice + BCE)."""
     from anatomix.runtime import quiet_imports
 
     quiet_imports()
-    from anatomix.data.augment import MaskAugment
+    from anatomix.data.augment import AugmentConfig, MaskAugment
     from anatomix.data.mask_dataset import MaskDataset
     from anatomix.pixel.models import PixelConfig, pixel_model_names
     from anatomix.pixel.train import PixelTask
@@ -119,7 +122,7 @@ def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
         kwargs = {"encoder_name": encoder}
     train_cases, val_cases = load_split(data, val_fraction, seed, out)
     click.echo(f"{len(train_cases)} training / {len(val_cases)} validation cases; preloading...")
-    train_set = MaskDataset(train_cases, image_size, MaskAugment(seed=seed))
+    train_set = MaskDataset(train_cases, image_size, MaskAugment(AugmentConfig().scaled(aug_strength), seed=seed))
     val_set = MaskDataset(val_cases, image_size, keep_original=True)
     task = PixelTask(PixelConfig(arch=arch, image_size=image_size, kwargs=kwargs), reference=val_set)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,

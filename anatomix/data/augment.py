@@ -8,7 +8,7 @@ The intensity part is MONAI's random gamma/contrast, intensity scale/shift and G
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Tuple
 
 import numpy as np
@@ -33,6 +33,12 @@ class AugmentConfig:
     gamma: Tuple[float, float] = (0.6, 1.6)
     noise_std: float = 0.03
     p_intensity: float = 0.5
+
+    def scaled(self, strength: float) -> "AugmentConfig":
+        """The same recipe with the spatial ranges multiplied by ``strength`` (0 = no spatial
+        change); a light final phase of training uses e.g. 0.5."""
+        return replace(self, rotate_deg=self.rotate_deg * strength, scale=self.scale * strength,
+                       translate=self.translate * strength)
 
 
 class LandmarkAugment:
