@@ -727,10 +727,21 @@ def landmarks_to_masks_fast(landmarks: np.ndarray, shape: Tuple[int, int], templ
     return {k: rasterize_fast(c, shape) for k, c in template.split(np.asarray(landmarks, dtype=np.float64)).items()}
 
 
-def _read(path: Path):
+def _read(path: Path, prepare: Optional[Callable] = None):
+    """Decode one file; with ``prepare``, also bring it to the model's input (reader threads).
+
+    Returns:
+        (radiograph, prepared input or None).
+    """
     from anatomix.io.read import read_radiograph
 
-    return read_radiograph(path)
+    radiograph = read_radiograph(path)
+    if prepare is None:
+        return radiograph, None
+    try:
+        return radiograph, prepare(radiograph)
+    except Exception as e:  # noqa: BLE001 - reported as a segmentation failure
+        return radiograph, e
 
 
 def _reason(e: BaseException) -> str:
@@ -994,6 +1005,7 @@ def _pipeline(items: List[BatchItem], todo: List[BatchItem], segmenter, batch_si
     writers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-write") if workers else _Inline()
     window = max(2 * batch_size, workers) if workers else 0
     wanted = set(map(id, todo))
+    prepare = _prepare_method(segmenter) if workers else None  # only worth it with reader threads
     work = []  # (chunk start, item, to do?) for every chunk with something to do
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
@@ -1009,7 +1021,7 @@ def _pipeline(items: List[BatchItem], todo: List[BatchItem], segmenter, batch_si
             entry = next(pending, None)
             if entry is None:
                 return
-            reads.append((*entry, readers.submit(_read, entry[1].path)))
+            reads.append((*entry, readers.submit(_read, entry[1].path, prepare)))
             if not workers:
                 return
 
@@ -1052,7 +1064,7 @@ def _pipeline(items: List[BatchItem], todo: List[BatchItem], segmenter, batch_si
                 _, item, to_do, fut = reads.popleft()
                 t = time.perf_counter()
                 try:
-                    radiograph = fut.result()
+                    radiograph, prepared = fut.result()
                 except Exception as e:  # noqa: BLE001 - every reader failure is this file's error
                     timings["read_wait"] += time.perf_counter() - t
                     if to_do:
@@ -1060,14 +1072,14 @@ def _pipeline(items: List[BatchItem], todo: List[BatchItem], segmenter, batch_si
                     fill()
                     continue
                 timings["read_wait"] += time.perf_counter() - t
-                batch.append((item, radiograph, to_do))
+                batch.append((item, radiograph, to_do, prepared))
                 fill()
             if not batch:
                 continue
             t = time.perf_counter()
-            results = _predict(segmenter, [r for _, r, _ in batch])
+            results = _predict(segmenter, [b[1] for b in batch], [b[3] for b in batch] if prepare else None)
             timings["predict"] += time.perf_counter() - t
-            for (item, radiograph, to_do), result in zip(batch, results):
+            for (item, radiograph, to_do, _), result in zip(batch, results):
                 if not to_do:  # finished earlier: only here to keep the batch as it was
                     continue
                 if isinstance(result, BaseException):
@@ -1107,13 +1119,29 @@ def _accepts_with_masks(segmenter) -> bool:
     return _accepts(getattr(segmenter, "_segmenter", segmenter).predict, "with_masks")
 
 
-def _predict(segmenter, radiographs: list) -> list:
+def _prepare_method(segmenter) -> Optional[Callable]:
+    """``segmenter.prepare`` when the segmenter splits its work (``predict(..., prepared=...)``)."""
+    inner = getattr(segmenter, "_segmenter", segmenter)
+    prepare = getattr(inner, "prepare", None)
+    return prepare if callable(prepare) and _accepts(inner.predict, "prepared") else None
+
+
+def _predict(segmenter, radiographs: list, prepared: Optional[list] = None) -> list:
     """Segment a batch; when the batch fails, retry image by image so only the culprit fails.
 
     Segmenters whose ``predict`` takes ``with_masks`` (the graph family) are asked for landmarks
-    only; the writer threads rasterise the masks, off the model's thread.
+    only; the writer threads rasterise the masks, off the model's thread. Segmenters that offer
+    ``prepare(radiograph)`` and ``predict(radiographs, prepared=[...])`` get their per-image
+    preprocessing (resizing, normalisation) done by the reader threads (``prepared``), so that
+    the model's thread only runs the model.
     """
     kwargs = {"with_masks": False} if _accepts_with_masks(segmenter) else {}
+    if prepared is not None:
+        failed = [p for p in prepared if isinstance(p, BaseException)]
+        if failed:  # preprocessing failed for some: every image on its own
+            return [p if isinstance(p, BaseException) else _predict(segmenter, [r], [p])[0]
+                    for r, p in zip(radiographs, prepared)]
+        kwargs["prepared"] = prepared
     try:
         out = segmenter.predict(radiographs, **kwargs)
         if len(out) != len(radiographs):
@@ -1123,7 +1151,9 @@ def _predict(segmenter, radiographs: list) -> list:
         if len(radiographs) == 1:
             return [batch_error]
     results: list = []
-    for r in radiographs:
+    for i, r in enumerate(radiographs):
+        if prepared is not None:
+            kwargs["prepared"] = [prepared[i]]
         try:
             results.append(segmenter.predict([r], **kwargs)[0])
         except Exception as e:  # noqa: BLE001

@@ -480,3 +480,38 @@ def test_rasterize_fast_equals_anatomy_rasterize():
         assert np.array_equal(rasterize_fast(pts, (h, w)), expected), (trial, pts.tolist(), (h, w))
     assert not rasterize_fast(np.array([[0.0, 0.0], [np.nan, 1.0], [2.0, 2.0]]), (8, 8)).any()
     assert not rasterize_fast(np.array([[0.0, -9.0], [5.0, -9.0], [2.0, -4.0]]), (8, 8)).any()
+
+
+class PreparingSegmenter(FakeSegmenter):
+    """Splits its work: ``prepare`` (per image, in the reader threads) and ``predict(prepared=)``."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.prepare_threads, self.got_prepared = set(), 0
+
+    def prepare(self, radiograph):
+        import threading
+
+        self.prepare_threads.add(threading.current_thread().name)
+        if radiograph.shape == (72, 64):
+            raise ValueError("cannot prepare this one")
+        return float(radiograph.pixels.mean())
+
+    def predict(self, radiographs, prepared=None):
+        if prepared is not None:
+            assert prepared == [float(r.pixels.mean()) for r in radiographs]
+            self.got_prepared += len(radiographs)
+        return super().predict(radiographs)
+
+
+def test_prepare_runs_in_reader_threads_and_changes_nothing(tmp_path):
+    srcs = [png(tmp_path / "in" / f"i{i}.png", xray(64 + (i == 2) * 8, 64)) for i in range(7)]
+    plain = segment_batch(srcs, tmp_path / "a", FakeSegmenter(), batch_size=3, workers=2, qc=False)
+    seg = PreparingSegmenter()
+    split = segment_batch(srcs, tmp_path / "b", seg, batch_size=3, workers=2, qc=False)
+    assert seg.got_prepared == 6 and seg.prepare_threads and all("read" in t for t in seg.prepare_threads)
+    assert (plain.segmented, split.segmented) == (7, 6)
+    assert read_errors(tmp_path / "b") == {"i2.png": "segmentation failed: ValueError: cannot prepare this one"}
+    a, b = snapshot(tmp_path / "a"), snapshot(tmp_path / "b")
+    assert {k: v for k, v in a.items() if "i2" not in k and not k.endswith(".csv")} == \
+        {k: v for k, v in b.items() if not k.endswith(".csv")}
