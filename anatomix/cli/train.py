@@ -59,10 +59,14 @@ def train() -> None:
 @click.option("--template", type=click.Choice(["lungs_heart", "full"]), default="lungs_heart", show_default=True)
 @click.option("--image-size", default=256, show_default=True)
 @click.option("--latent-dim", default=64, show_default=True)
+@click.option("--encoder-channels", default="8,16,32,64,128", show_default=True,
+              help="Widths of the encoder's stride-2 stages, comma-separated.")
+@click.option("--graph-channels", default="64,64,32,32", show_default=True,
+              help="Node feature widths per graph level, coarse to fine, comma-separated.")
 @click.option("--kl-weight", default=1e-6, show_default=True,
               help="Weight of the KL term (summed over latent dims, mean over the batch).")
 def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
-          template, image_size, latent_dim, kl_weight) -> None:
+          template, image_size, latent_dim, encoder_channels, graph_channels, kl_weight) -> None:
     """Train a HybridGNet landmark model."""
     from anatomix.runtime import quiet_imports
 
@@ -80,7 +84,9 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
     augment = LandmarkAugment(AugmentConfig().scaled(aug_strength), seed=seed)
     train_set = LandmarkDataset(train_cases, tmpl, image_size, augment)
     val_set = LandmarkDataset(val_cases, tmpl, image_size)
-    task = GraphTask(GraphConfig(template=template, image_size=image_size, latent_dim=latent_dim),
+    widths = {"encoder_channels": tuple(int(c) for c in encoder_channels.split(",")),
+              "graph_channels": tuple(int(c) for c in graph_channels.split(","))}
+    task = GraphTask(GraphConfig(template=template, image_size=image_size, latent_dim=latent_dim, **widths),
                      kl_weight=kl_weight)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
                       workers=workers, threads=threads, init_from=init_from)

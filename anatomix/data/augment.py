@@ -73,21 +73,27 @@ class LandmarkAugment:
         Returns:
             (image (S, S) float32 clipped to [0, 1], landmarks (N, 2) float32).
         """
+        out, matrix = self.random_affine(image.shape[0])(image[None].astype(np.float32))
+        moved = move_points(landmarks, np.asarray(matrix, dtype=np.float64))
+        return self.intensity_of(out), moved.astype(np.float32)
+
+    def random_affine(self, size: int):
+        """A MONAI ``Affine`` with a fresh random rotation, zoom and shift for (size, size) images;
+        called with ``image_only=False`` it also returns its resampling matrix."""
         from monai.transforms import Affine
 
-        c, size = self.config, image.shape[0]
-        rng = self.rng
+        c, rng = self.config, self.rng
         zoom = 1.0 + rng.uniform(-c.scale, c.scale)
-        affine = Affine(
+        return Affine(
             rotate_params=float(np.deg2rad(rng.uniform(-c.rotate_deg, c.rotate_deg))),
             scale_params=(zoom, zoom),
             translate_params=tuple(rng.uniform(-c.translate, c.translate, 2) * size),
             padding_mode="zeros", mode="bilinear", image_only=False,
         )
-        out, matrix = affine(image[None].astype(np.float32))
-        moved = move_points(landmarks, np.asarray(matrix, dtype=np.float64))
-        out = self.intensity(out)
-        return np.clip(np.asarray(out, dtype=np.float32)[0], 0.0, 1.0), moved.astype(np.float32)
+
+    def intensity_of(self, image) -> np.ndarray:
+        """Random intensity transforms of a (1, S, S) image -> (S, S) float32 in [0, 1]."""
+        return np.clip(np.asarray(self.intensity(image), dtype=np.float32)[0], 0.0, 1.0)
 
 
 def move_points(xy: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -124,18 +130,6 @@ class MaskAugment(LandmarkAugment):
         Returns:
             (image (S, S) float32 clipped to [0, 1], masks (C, S, S) float32 0/1).
         """
-        from monai.transforms import Affine
-
-        c, size = self.config, image.shape[0]
-        rng = self.rng
-        zoom = 1.0 + rng.uniform(-c.scale, c.scale)
-        affine = Affine(
-            rotate_params=float(np.deg2rad(rng.uniform(-c.rotate_deg, c.rotate_deg))),
-            scale_params=(zoom, zoom),
-            translate_params=tuple(rng.uniform(-c.translate, c.translate, 2) * size),
-            padding_mode="zeros", mode="bilinear", image_only=True,
-        )
         stack = np.concatenate([image[None], np.asarray(masks, np.float32)], axis=0).astype(np.float32)
-        out = np.asarray(affine(stack), dtype=np.float32)
-        img = np.asarray(self.intensity(out[:1]), dtype=np.float32)[0]
-        return np.clip(img, 0.0, 1.0), (out[1:] >= 0.5).astype(np.float32)
+        out = np.asarray(self.random_affine(image.shape[0])(stack)[0], dtype=np.float32)
+        return self.intensity_of(out[:1]), (out[1:] >= 0.5).astype(np.float32)
