@@ -106,7 +106,8 @@ class BatchSummary:
         errors: every input that failed in this run (also in ``errors.csv``).
         seconds: wall time of the run.
         timings: seconds spent by the main thread waiting for decoding (``read_wait``), in the
-            segmenter (``predict``) and waiting for writers (``write_wait``).
+            segmenter (``predict``) and waiting for writers (``write_wait``); with ``workers=0``
+            the decoding and writing themselves.
         qc_columns: the QC columns written (empty when QC was off or unavailable).
         qc_failures: images whose QC raised (their QC cells are empty).
     """
@@ -1021,8 +1022,10 @@ def _pipeline(items: List[BatchItem], todo: List[BatchItem], segmenter, batch_si
             entry = next(pending, None)
             if entry is None:
                 return
+            t = time.perf_counter()
             reads.append((*entry, readers.submit(_read, entry[1].path, prepare)))
-            if not workers:
+            if not workers:  # decoded right here: count it as waiting for the reader
+                timings["read_wait"] += time.perf_counter() - t
                 return
 
     def fail(item: BatchItem, reason: str) -> None:
@@ -1085,7 +1088,10 @@ def _pipeline(items: List[BatchItem], todo: List[BatchItem], segmenter, batch_si
                 if isinstance(result, BaseException):
                     fail(item, f"segmentation failed: {_reason(result)}")
                 else:
+                    t = time.perf_counter()
                     writes.append((item, writers.submit(writer, item, radiograph, result)))
+                    if not workers:  # written right here
+                        timings["write_wait"] += time.perf_counter() - t
             del batch, results
             drain(keep=max(2 * batch_size, workers) if workers else 0)
         drain(keep=0)
