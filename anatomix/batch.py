@@ -38,12 +38,15 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
-                    Set, Tuple, Union)
+from typing import (
+    Any,
+    Union,
+)
 
 import numpy as np
 
@@ -56,7 +59,7 @@ ERRORS_NAME = "errors.csv"
 MASKS_DIR = "masks"
 OVERLAYS_DIR = "overlays"
 LOCK_NAME = ".anatomix-segment.lock"
-FORMATS: Dict[str, str] = {"png": ".png", "nifti": ".nii.gz"}
+FORMATS: dict[str, str] = {"png": ".png", "nifti": ".nii.gz"}
 """Mask formats and the suffix of their files."""
 LIST_SUFFIXES = (".txt", ".csv")
 """Input files with these suffixes are lists of paths, not images."""
@@ -116,11 +119,11 @@ class BatchSummary:
     total: int = 0
     segmented: int = 0
     skipped: int = 0
-    errors: List[InputError] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
     seconds: float = 0.0
-    timings: Dict[str, float] = field(default_factory=lambda: {"read_wait": 0.0, "predict": 0.0,
+    timings: dict[str, float] = field(default_factory=lambda: {"read_wait": 0.0, "predict": 0.0,
                                                                 "write_wait": 0.0})
-    qc_columns: Tuple[str, ...] = ()
+    qc_columns: tuple[str, ...] = ()
     qc_failures: int = 0
 
     @property
@@ -155,7 +158,7 @@ class BatchSummary:
 
 
 def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{seconds:.1f}s")
 
@@ -179,7 +182,7 @@ def _suffix(name: str) -> str:
     return ".nii.gz" if lower.endswith(".nii.gz") else os.path.splitext(lower)[1]
 
 
-def _image_suffixes() -> Tuple[str, ...]:
+def _image_suffixes() -> tuple[str, ...]:
     from anatomix.io.read import SUPPORTED_SUFFIXES
 
     return tuple(SUPPORTED_SUFFIXES)
@@ -194,7 +197,7 @@ def _has_dicom_marker(path: str) -> bool:
         return False
 
 
-def _is_candidate(path: str, name: str, suffixes: Tuple[str, ...]) -> bool:
+def _is_candidate(path: str, name: str, suffixes: tuple[str, ...]) -> bool:
     """Does a file met while walking a directory look like a radiograph?"""
     suffix = _suffix(name)
     if suffix in suffixes:
@@ -204,9 +207,9 @@ def _is_candidate(path: str, name: str, suffixes: Tuple[str, ...]) -> bool:
     return _has_dicom_marker(path)  # DICOM files often have no or numeric suffixes
 
 
-def _walk(root: str, found: List[str], errors: List[InputError], suffixes: Tuple[str, ...]) -> None:
+def _walk(root: str, found: list[str], errors: list[InputError], suffixes: tuple[str, ...]) -> None:
     """Collect the image files under ``root`` (following directory links, without cycles)."""
-    seen: Set[Tuple[int, int]] = set()
+    seen: set[tuple[int, int]] = set()
 
     def onerror(e: OSError) -> None:
         errors.append(InputError(os.path.abspath(e.filename or root),
@@ -232,7 +235,7 @@ def _walk(root: str, found: List[str], errors: List[InputError], suffixes: Tuple
                 found.append(os.path.abspath(full))
 
 
-def _read_list(path: str) -> Tuple[List[str], Optional[str]]:
+def _read_list(path: str) -> tuple[list[str], str | None]:
     """Entries of a ``.txt`` (one per line, ``#`` comments) or ``.csv`` list; (entries, error)."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -264,8 +267,8 @@ def _looks_like_path(entry: str, base: str) -> bool:
         c in entry for c in _GLOB_CHARS) or _suffix(entry) in _image_suffixes()
 
 
-def _expand_entry(entry: str, found: List[str], errors: List[InputError], suffixes: Tuple[str, ...],
-                  lists: bool, base: Optional[str] = None) -> None:
+def _expand_entry(entry: str, found: list[str], errors: list[InputError], suffixes: tuple[str, ...],
+                  lists: bool, base: str | None = None) -> None:
     raw = os.path.expanduser(entry)
     if base is not None and not os.path.isabs(raw):
         here = os.path.join(base, raw)  # relative to the list file, else to the working dir
@@ -300,7 +303,7 @@ def _expand_entry(entry: str, found: List[str], errors: List[InputError], suffix
         errors.append(InputError(os.path.abspath(raw) if base else entry, "no such file or directory"))
 
 
-def expand_inputs(inputs: Iterable[PathLike]) -> Tuple[List[Path], List[InputError]]:
+def expand_inputs(inputs: Iterable[PathLike]) -> tuple[list[Path], list[InputError]]:
     """Expand command-line inputs into image files; never raises on a bad entry.
 
     Each entry is, in this order of precedence:
@@ -326,20 +329,20 @@ def expand_inputs(inputs: Iterable[PathLike]) -> Tuple[List[Path], List[InputErr
         (image paths: absolute, unique by resolved path, sorted; errors: one per bad entry).
     """
     suffixes = _image_suffixes()
-    found: List[str] = []
-    errors: List[InputError] = []
+    found: list[str] = []
+    errors: list[InputError] = []
     for entry in inputs:
         _expand_entry(os.fspath(entry), found, errors, suffixes, lists=True)
-    unique: Dict[str, str] = {}
+    unique: dict[str, str] = {}
     for p in sorted(found):
         unique.setdefault(_key(p), p)
-    dedup_errors: Dict[str, InputError] = {}
+    dedup_errors: dict[str, InputError] = {}
     for e in errors:
         dedup_errors.setdefault(e.path, e)
     return sorted((Path(p) for p in unique.values()), key=str), list(dedup_errors.values())
 
 
-def assign_image_ids(paths: Sequence[PathLike], taken: Iterable[str] = ()) -> List[str]:
+def assign_image_ids(paths: Sequence[PathLike], taken: Iterable[str] = ()) -> list[str]:
     """Unique, deterministic image ids: the file stem, ``<stem>_<n>`` when stems collide.
 
     Ids are compared case-insensitively (outputs may land on a case-insensitive file system).
@@ -356,13 +359,13 @@ def assign_image_ids(paths: Sequence[PathLike], taken: Iterable[str] = ()) -> Li
     """
     order = sorted(range(len(paths)), key=lambda i: os.fspath(paths[i]))
     stems = [image_stem(p) for p in paths]
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
     for s in stems:
         counts[s.casefold()] = counts.get(s.casefold(), 0) + 1
     used = {t.casefold() for t in taken}
     # stems that occur once are reserved first, so that a suffixed id never steals one
     reserved = {s.casefold() for s in stems if counts[s.casefold()] == 1 and s.casefold() not in used}
-    ids: List[Optional[str]] = [None] * len(paths)
+    ids: list[str | None] = [None] * len(paths)
     for i in order:
         s = stems[i]
         if s.casefold() in reserved:
@@ -408,7 +411,7 @@ def load_segmenter(name_or_path: str = "graph", device: Any = "cpu"):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - objects beyond tensors and plain containers
             state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise AnatomixError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict):
         raise AnatomixError(f"{path}: not an anatomix checkpoint (a {type(state).__name__}, not a dict)")
@@ -420,7 +423,7 @@ def load_segmenter(name_or_path: str = "graph", device: Any = "cpu"):
         try:
             model = HybridGNet(GraphConfig.from_dict(state["graph_config"]))
             model.load_state_dict(state["model"])
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise AnatomixError(f"{path}: bad graph checkpoint ({type(e).__name__}: {e})") from e
         return GraphSegmenter(model, device)
     if family == "pixel":
@@ -433,10 +436,10 @@ def load_segmenter(name_or_path: str = "graph", device: Any = "cpu"):
 
 
 # -- QC hook -----------------------------------------------------------------------------------
-QCHook = Tuple[Sequence[str], Callable[..., Mapping[str, Any]]]
+QCHook = tuple[Sequence[str], Callable[..., Mapping[str, Any]]]
 
 
-def default_qc() -> Optional[QCHook]:
+def default_qc() -> QCHook | None:
     """(QC_COLUMNS, assess) from :mod:`anatomix.qc`, or None while it does not provide them.
 
     Cells are formatted by ``anatomix.qc.format_row`` when it exists (else :func:`_qc_cell`).
@@ -445,7 +448,7 @@ def default_qc() -> Optional[QCHook]:
     calls take.
     """
     try:
-        import anatomix.qc as qc
+        from anatomix import qc
     except ImportError:
         return None
     columns, assess = getattr(qc, "QC_COLUMNS", None), getattr(qc, "assess", None)
@@ -486,7 +489,7 @@ def _lock(out_dir: Path) -> Iterator[None]:
     except ImportError:  # Windows: no lock
         yield
         return
-    f = open(out_dir / LOCK_NAME, "a")
+    f = open(out_dir / LOCK_NAME, "a")  # noqa: SIM115 - held for the whole run
     try:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -521,7 +524,7 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
-def _read_csv_table(path: Path) -> Tuple[List[str], List[List[str]], bool]:
+def _read_csv_table(path: Path) -> tuple[list[str], list[list[str]], bool]:
     """Header and rows of a CSV written by this module; drops a partial last row (from a kill).
 
     Returns:
@@ -545,13 +548,12 @@ def _read_csv_table(path: Path) -> Tuple[List[str], List[List[str]], bool]:
 def _write_csv_table(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     from anatomix.io.atomic import atomic_write
 
-    with atomic_write(path) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(header)
-            w.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -579,7 +581,7 @@ class _Outputs:
     def overlay(self, image_id: str) -> Path:
         return self.out_dir / OVERLAYS_DIR / f"{image_id}.png"
 
-    def files(self, image_id: str) -> List[Path]:
+    def files(self, image_id: str) -> list[Path]:
         out = [self.mask(image_id, s, f) for f in self.formats for s in self.structures]
         return out + ([self.overlay(image_id)] if self.overlays else [])
 
@@ -597,7 +599,7 @@ class _RowWriter:
     """Appends CSV rows to ``segmentations.csv``; flush + fsync on :meth:`sync`."""
 
     def __init__(self, path: Path):
-        self._f = open(path, "a", encoding="utf-8", newline="")
+        self._f = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
         self._w = csv.writer(self._f, lineterminator="\n")
 
     def write(self, cells: Sequence[str]) -> None:
@@ -613,8 +615,8 @@ class _RowWriter:
             self._f.close()
 
 
-def _prepare_csv(path: Path, header: List[str], items: Sequence[Path], outputs: _Outputs,
-                 overwrite: bool) -> Tuple[List[str], Dict[str, str], Set[str]]:
+def _prepare_csv(path: Path, header: list[str], items: Sequence[Path], outputs: _Outputs,
+                 overwrite: bool) -> tuple[list[str], dict[str, str], set[str]]:
     """Bring an existing ``segmentations.csv`` into shape for this run.
 
     Keeps rows of images outside this run, and rows of this run's images that are finished
@@ -638,10 +640,10 @@ def _prepare_csv(path: Path, header: List[str], items: Sequence[Path], outputs: 
     if full != old_header:
         changed = True
     i_id, i_path = old_header.index("image_id"), old_header.index("path")
-    done: Dict[str, str] = {}
-    foreign: Set[str] = set()
-    kept: List[List[str]] = []
-    seen_ids: Set[str] = set()
+    done: dict[str, str] = {}
+    foreign: set[str] = set()
+    kept: list[list[str]] = []
+    seen_ids: set[str] = set()
     for r in rows:
         image_id, key = r[i_id], _key(r[i_path]) if r[i_path] else ""
         if not image_id or image_id.casefold() in seen_ids:  # duplicate or malformed
@@ -662,7 +664,7 @@ def _prepare_csv(path: Path, header: List[str], items: Sequence[Path], outputs: 
     return full, done, foreign
 
 
-def _read_old_errors(path: Path) -> List[InputError]:
+def _read_old_errors(path: Path) -> list[InputError]:
     if not path.is_file():
         return []
     try:
@@ -679,7 +681,7 @@ def _write_errors(path: Path, errors: Iterable[InputError]) -> None:
 
 
 # -- one image's outputs -----------------------------------------------------------------------
-def rasterize_fast(contour: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
+def rasterize_fast(contour: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """:func:`anatomix.anatomy.rasterize` without its per-row Python loop; the same mask, bit for bit.
 
     Even-odd rule at pixel centres: the crossings of every row's centre line with the polygon's
@@ -723,12 +725,12 @@ def rasterize_fast(contour: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def landmarks_to_masks_fast(landmarks: np.ndarray, shape: Tuple[int, int], template) -> Dict[str, np.ndarray]:
+def landmarks_to_masks_fast(landmarks: np.ndarray, shape: tuple[int, int], template) -> dict[str, np.ndarray]:
     """:func:`anatomix.anatomy.landmarks_to_masks` through :func:`rasterize_fast`."""
     return {k: rasterize_fast(c, shape) for k, c in template.split(np.asarray(landmarks, dtype=np.float64)).items()}
 
 
-def _read(path: Path, prepare: Optional[Callable] = None):
+def _read(path: Path, prepare: Callable | None = None):
     """Decode one file; with ``prepare``, also bring it to the model's input (reader threads).
 
     Returns:
@@ -771,14 +773,14 @@ class _LockedSegmenter:
 class _ImageWriter:
     """Writes one image's files and builds its CSV row (runs in the writer pool)."""
 
-    def __init__(self, header: Sequence[str], outputs: _Outputs, qc: Optional[QCHook], segmenter=None):
+    def __init__(self, header: Sequence[str], outputs: _Outputs, qc: QCHook | None, segmenter=None):
         self.header, self.outputs, self.qc = list(header), outputs, qc
         self.qc_failures = 0
         self._lock = threading.Lock()
         takes = qc is not None and (getattr(qc[1], "takes_segmenter", False) or _accepts(qc[1], "segmenter"))
         self.qc_kwargs = {"segmenter": segmenter} if takes and segmenter is not None else {}
 
-    def __call__(self, item: BatchItem, radiograph, seg) -> List[str]:
+    def __call__(self, item: BatchItem, radiograph, seg) -> list[str]:
         from anatomix.anatomy import STRUCTURE_BY_KEY
         from anatomix.io.chexmask import format_landmarks, rle_encode
         from anatomix.io.write import write_mask_nifti, write_mask_png, write_overlay
@@ -807,7 +809,7 @@ class _ImageWriter:
             contours = seg.template.split(landmarks) if has_landmarks and seg.template is not None else None
             write_overlay(self.outputs.overlay(item.image_id), radiograph.pixels, contours=contours,
                           masks=None if contours else masks)
-        cells: Dict[str, str] = {
+        cells: dict[str, str] = {
             "image_id": item.image_id, "path": str(item.path), "Height": str(shape[0]), "Width": str(shape[1]),
             "Landmarks": format_landmarks(landmarks.reshape(-1, 2)) if has_landmarks else "",
         }
@@ -832,7 +834,7 @@ class _Inline:
         f: Future = Future()
         try:
             f.set_result(fn(*args))
-        except BaseException as e:  # noqa: BLE001 - delivered through the future, like a pool
+        except BaseException as e:
             if not isinstance(e, Exception):
                 raise
             f.set_exception(e)
@@ -842,7 +844,7 @@ class _Inline:
         pass
 
 
-def _structures(segmenter) -> Tuple[str, ...]:
+def _structures(segmenter) -> tuple[str, ...]:
     """Structure keys the segmenter produces: its ``structures`` or ``keys`` (pixel family), else
     its template's."""
     from anatomix.anatomy import LUNGS_HEART
@@ -853,10 +855,10 @@ def _structures(segmenter) -> Tuple[str, ...]:
 
 def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter, *, batch_size: int = 8,
                   workers: int = 2, formats: Sequence[str] = ("png",), overlays: bool = False,
-                  overwrite: bool = False, qc: Union[bool, QCHook, None] = True,
-                  progress: Optional[bool] = False,
-                  on_image: Optional[Callable[[BatchItem], None]] = None,
-                  expanded: Optional[Tuple[List[Path], List[InputError]]] = None) -> BatchSummary:
+                  overwrite: bool = False, qc: bool | QCHook | None = True,
+                  progress: bool | None = False,
+                  on_image: Callable[[BatchItem], None] | None = None,
+                  expanded: tuple[list[Path], list[InputError]] | None = None) -> BatchSummary:
     """Segment every input radiograph and write masks, overlays and the CheXmask CSV.
 
     See the module docstring for the output layout and the resume rules.
@@ -914,7 +916,7 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
                     overwrite: bool, qc, progress, on_image, expanded) -> BatchSummary:
     from anatomix.io.chexmask import DEFAULT_STRUCTURES, chexmask_header
 
-    qc_hook: Optional[QCHook] = default_qc() if qc is True else (qc or None)
+    qc_hook: QCHook | None = default_qc() if qc is True else (qc or None)
     structures = _structures(segmenter)
     qc_columns = tuple(qc_hook[0]) if qc_hook else ()
     header = chexmask_header((*DEFAULT_STRUCTURES, *structures), ["path", *qc_columns])
@@ -929,8 +931,8 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
 
     ids = assign_image_ids(paths, taken=foreign)
     used = {i.casefold() for i in foreign} | {i.casefold() for i in done.values()}
-    items: List[BatchItem] = []
-    todo: List[BatchItem] = []
+    items: list[BatchItem] = []
+    todo: list[BatchItem] = []
     for p, image_id in zip(paths, ids):
         key = _key(p)
         if key in done:
@@ -947,13 +949,13 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
         todo.append(item)
     summary.skipped = len(items) - len(todo)
 
-    errors: List[InputError] = list(input_errors)
+    errors: list[InputError] = list(input_errors)
     model_lock = threading.Lock()
     locked = _LockedSegmenter(segmenter, model_lock)
     writer = _ImageWriter(header, outputs, qc_hook, locked)
     rows = _RowWriter(csv_path)
     bar = _progress_bar(len(todo), summary.skipped, progress)
-    succeeded: Set[str] = set()
+    succeeded: set[str] = set()
 
     def written(item: BatchItem) -> None:
         succeeded.add(item.key)
@@ -977,7 +979,7 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
     return summary
 
 
-def _progress_bar(total: int, skipped: int, progress: Optional[bool]):
+def _progress_bar(total: int, skipped: int, progress: bool | None):
     if progress is False:
         return None
     if progress is None and not sys.stderr.isatty():
@@ -991,8 +993,8 @@ def _progress_bar(total: int, skipped: int, progress: Optional[bool]):
     return bar
 
 
-def _pipeline(items: List[BatchItem], todo: List[BatchItem], segmenter, batch_size: int, workers: int,
-              writer: _ImageWriter, rows: _RowWriter, errors: List[InputError], summary: BatchSummary, bar,
+def _pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch_size: int, workers: int,
+              writer: _ImageWriter, rows: _RowWriter, errors: list[InputError], summary: BatchSummary, bar,
               on_image) -> None:
     """Decode ahead (bounded), predict in batches, write behind (bounded), append rows in order.
 
@@ -1125,14 +1127,14 @@ def _accepts_with_masks(segmenter) -> bool:
     return _accepts(getattr(segmenter, "_segmenter", segmenter).predict, "with_masks")
 
 
-def _prepare_method(segmenter) -> Optional[Callable]:
+def _prepare_method(segmenter) -> Callable | None:
     """``segmenter.prepare`` when the segmenter splits its work (``predict(..., prepared=...)``)."""
     inner = getattr(segmenter, "_segmenter", segmenter)
     prepare = getattr(inner, "prepare", None)
     return prepare if callable(prepare) and _accepts(inner.predict, "prepared") else None
 
 
-def _predict(segmenter, radiographs: list, prepared: Optional[list] = None) -> list:
+def _predict(segmenter, radiographs: list, prepared: list | None = None) -> list:
     """Segment a batch; when the batch fails, retry image by image so only the culprit fails.
 
     Segmenters whose ``predict`` takes ``with_masks`` (the graph family) are asked for landmarks

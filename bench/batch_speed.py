@@ -192,8 +192,8 @@ def main() -> None:
               f"median of {args.repeats}\n")
         print("| stage | wall s | images/s | not forward (wall) | CPU s | not forward (CPU) |")
         print("|---|---:|---:|---:|---:|---:|")
-        for k in wall:
-            print(f"| {k} | {wall[k]:.1f} | {args.n / wall[k]:.1f} | {1 - wall['forward'] / wall[k]:.0%} "
+        for k, w in wall.items():
+            print(f"| {k} | {w:.1f} | {args.n / w:.1f} | {1 - wall['forward'] / w:.0%} "
                   f"| {cpu[k]:.1f} | {1 - cpu['forward'] / cpu[k]:.0%} |")
         print("\nall runs (wall s / CPU s): " + "; ".join(
             f"{k}: {', '.join(f'{a:.1f}/{b:.1f}' for a, b in v)}" for k, v in times.items()))

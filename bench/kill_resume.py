@@ -37,14 +37,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batch_speed import make_corpus, untrained_checkpoint  # noqa: E402
+from batch_speed import make_corpus, untrained_checkpoint
 
 
 def command(env: dict, cwd: Path) -> list[str]:
     """The ``anatomix segment`` command line: the console script once the command is registered."""
     exe = Path(sys.executable).with_name("anatomix")
     if exe.is_file():
-        probe = subprocess.run([str(exe), "segment", "--help"], capture_output=True, text=True, env=env, cwd=cwd)
+        probe = subprocess.run([str(exe), "segment", "--help"], capture_output=True, text=True, check=False, env=env, cwd=cwd)
         if probe.returncode == 0:
             return [str(exe), "segment"]
     return [sys.executable, "-m", "anatomix.cli.segment"]
@@ -115,7 +115,7 @@ def main() -> int:
                 model = str(untrained_checkpoint(tmp / "untrained.pt"))
                 print("bundled graph weights missing: using an untrained default HybridGNet")
         used = subprocess.run([sys.executable, "-c", "import anatomix; print(anatomix.__file__)"],
-                              capture_output=True, text=True, cwd=tmp, env=env).stdout.strip()
+                              capture_output=True, text=True, check=False, cwd=tmp, env=env).stdout.strip()
         assert used.startswith(str(snapshot)), f"subprocesses import {used}, not the snapshot"
         cmd = command(env, tmp) + [str(tmp / "in"), "--model", model, "--device", "cpu", "--workers", str(args.workers),
                            "--batch-size", str(args.batch_size), "--overlays", "--format", "png",
@@ -124,7 +124,7 @@ def main() -> int:
               " ".join(cmd[cmd.index("--model"):]).replace(str(tmp), "$TMP"))
 
         t = time.perf_counter()
-        ref = subprocess.run(cmd + ["-o", str(tmp / "ref")], capture_output=True, text=True, cwd=tmp, env=env)
+        ref = subprocess.run(cmd + ["-o", str(tmp / "ref")], capture_output=True, text=True, check=False, cwd=tmp, env=env)
         ref_seconds = time.perf_counter() - t
         print(f"uninterrupted: exit {ref.returncode} in {ref_seconds:.1f}s: {ref.stdout.strip()}")
         if ref.returncode not in (0, 1):
@@ -159,7 +159,7 @@ def main() -> int:
             print(f"| {k + 1} | {delay:.1f} | {target} + {jitter:.2f}s | {rows_written(out)} | {partial} | "
                   f"{len(temps)} | {code} |")
         t = time.perf_counter()
-        final = subprocess.run(cmd + ["-o", str(out)], capture_output=True, text=True, cwd=tmp, env=env)
+        final = subprocess.run(cmd + ["-o", str(out)], capture_output=True, text=True, check=False, cwd=tmp, env=env)
         print(f"\nresumed: exit {final.returncode} in {time.perf_counter() - t:.1f}s: {final.stdout.strip()}")
         if final.returncode not in (0, 1):
             print(final.stderr[-3000:])

@@ -19,8 +19,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from anatomix.anatomy import LUNGS_HEART, landmarks_to_masks
-from anatomix.batch import (CSV_NAME, ERRORS_NAME, InputError, assign_image_ids, expand_inputs,
-                            load_segmenter, segment_batch)
+from anatomix.batch import (
+    CSV_NAME,
+    ERRORS_NAME,
+    InputError,
+    assign_image_ids,
+    expand_inputs,
+    load_segmenter,
+    segment_batch,
+)
 from anatomix.errors import AnatomixError
 from anatomix.io.chexmask import parse_landmarks, rle_decode
 from anatomix.segmentation import Segmentation

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
 
 import click
 
@@ -42,9 +41,9 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
 @click.option("--no-qc", is_flag=True, help="Skip the mask QC columns.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
-def segment(inputs: Tuple[str, ...], out: Path, model: str, device: str, batch_size: int, workers: int,
-            threads: int, formats: Tuple[str, ...], overlays: bool, overwrite: bool, no_qc: bool,
-            progress: Optional[bool]) -> None:
+def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_size: int, workers: int,
+            threads: int, formats: tuple[str, ...], overlays: bool, overwrite: bool, no_qc: bool,
+            progress: bool | None) -> None:
     """Segment lungs and heart in every radiograph of INPUTS.
 
     INPUTS are files, directories (searched recursively), glob patterns, or .txt / .csv files
