@@ -260,3 +260,45 @@ def test_jsrt_landmarks_match_scr_heart(fidelity):
 @pytest.mark.parametrize("key", ["lungR", "lungL", "heart"])
 def test_jsrt_mask_contour_mask_round_trip(fidelity, key):
     assert fidelity["mask round trip", key].min >= 0.99
+
+
+def _even_odd_reference(p, shape):
+    """Crossing-number test of every pixel centre, one pixel at a time (slow, obvious)."""
+    h, w = shape
+    x0, y0 = p[:, 0], p[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    out = np.zeros(shape, bool)
+    for r in range(h):
+        yc = r + 0.5
+        cross = (y0 <= yc) != (y1 <= yc)
+        if cross.sum() < 2:
+            continue
+        xs = x0[cross] + (yc - y0[cross]) / (y1[cross] - y0[cross]) * (x1[cross] - x0[cross])
+        for c in range(w):
+            out[r, c] = np.sum(xs < c + 0.5) % 2 == 1
+    return out
+
+
+def test_rasterize_matches_per_pixel_even_odd_rule():
+    """Random polygons, exact ties on pixel centres, horizontal edges: same as the plain rule."""
+
+    rng = np.random.default_rng(3)
+    for trial in range(400):
+        h, w = (int(v) for v in rng.integers(5, 90, 2))
+        n = int(rng.integers(3, 30))
+        kind = trial % 4
+        if kind == 0:  # anywhere, partly outside the frame
+            pts = rng.uniform(-15, max(h, w) + 15, (n, 2))
+        elif kind == 1:  # vertices on pixel centres and edges: exact ties
+            pts = rng.integers(-2, max(h, w) + 2, (n, 2)) + rng.choice([0.0, 0.5], (n, 2))
+        elif kind == 2:  # horizontal edges
+            pts = rng.integers(0, max(h, w), (n, 2)).astype(float)
+            pts[1::2, 1] = pts[0::2, 1][: len(pts[1::2])]
+        else:  # a noisy ellipse
+            t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+            pts = np.stack([w / 2 + w / 3 * np.cos(t), h / 2 + h / 3 * np.sin(t)], 1) + rng.normal(0, 2, (n, 2))
+        with np.errstate(all="ignore"):
+            expected = _even_odd_reference(pts, (h, w))
+        assert np.array_equal(rasterize(pts, (h, w)), expected), (trial, pts.tolist(), (h, w))
+    assert not rasterize(np.array([[0.0, 0.0], [np.nan, 1.0], [2.0, 2.0]]), (8, 8)).any()
+    assert not rasterize(np.array([[0.0, -9.0], [5.0, -9.0], [2.0, -4.0]]), (8, 8)).any()

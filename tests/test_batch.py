@@ -463,32 +463,6 @@ def test_qc_that_takes_the_segmenter_gets_it(tmp_path):
     assert [r["flip"] for r in read_rows(tmp_path / "out")] == ["1"] * 3
 
 
-def test_rasterize_fast_equals_anatomy_rasterize():
-    from anatomix.anatomy import rasterize
-    from anatomix.batch import rasterize_fast
-
-    rng = np.random.default_rng(3)
-    for trial in range(400):
-        h, w = (int(v) for v in rng.integers(5, 90, 2))
-        n = int(rng.integers(3, 30))
-        kind = trial % 4
-        if kind == 0:  # anywhere, partly outside the frame
-            pts = rng.uniform(-15, max(h, w) + 15, (n, 2))
-        elif kind == 1:  # vertices on pixel centres and edges: exact ties
-            pts = rng.integers(-2, max(h, w) + 2, (n, 2)) + rng.choice([0.0, 0.5], (n, 2))
-        elif kind == 2:  # horizontal edges
-            pts = rng.integers(0, max(h, w), (n, 2)).astype(float)
-            pts[1::2, 1] = pts[0::2, 1][: len(pts[1::2])]
-        else:  # a noisy ellipse
-            t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-            pts = np.stack([w / 2 + w / 3 * np.cos(t), h / 2 + h / 3 * np.sin(t)], 1) + rng.normal(0, 2, (n, 2))
-        with np.errstate(all="ignore"):
-            expected = rasterize(pts, (h, w))
-        assert np.array_equal(rasterize_fast(pts, (h, w)), expected), (trial, pts.tolist(), (h, w))
-    assert not rasterize_fast(np.array([[0.0, 0.0], [np.nan, 1.0], [2.0, 2.0]]), (8, 8)).any()
-    assert not rasterize_fast(np.array([[0.0, -9.0], [5.0, -9.0], [2.0, -4.0]]), (8, 8)).any()
-
-
 class PreparingSegmenter(FakeSegmenter):
     """Splits its work: ``prepare`` (per image, in the reader threads) and ``predict(prepared=)``."""
 
