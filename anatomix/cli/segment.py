@@ -39,11 +39,14 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
 @click.option("--overlays", is_flag=True, help="Also write overlays/<id>.png.")
 @click.option("--overwrite", is_flag=True, help="Redo images that an earlier run finished.")
 @click.option("--no-qc", is_flag=True, help="Skip the mask QC columns.")
+@click.option("--uncertainty", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Latent draws per image for node-wise uncertainty (graph models; QC column "
+                   "node_std_mean); 0 skips it.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_size: int, workers: int,
             threads: int, formats: tuple[str, ...], overlays: bool, overwrite: bool, no_qc: bool,
-            progress: bool | None) -> None:
+            uncertainty: int, progress: bool | None) -> None:
     """Segment lungs and heart in every radiograph of INPUTS.
 
     INPUTS are files, directories (searched recursively), glob patterns, or .txt / .csv files
@@ -76,6 +79,8 @@ def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_s
             raise click.BadParameter("CUDA is not available on this machine", param_hint="'--device'")
     try:
         segmenter = load_segmenter(model, dev)
+        if hasattr(segmenter, "uncertainty_samples") and not no_qc:
+            segmenter.uncertainty_samples = uncertainty
     except AnatomixError as e:
         raise click.BadParameter(str(e), param_hint="'--model'") from None
     try:

@@ -21,11 +21,15 @@ class GraphSegmenter:
     Args:
         model: a :class:`anatomix.graphs.model.HybridGNet` (put in eval mode here).
         device: where to run it.
+        uncertainty_samples: when > 0, :meth:`predict` also fills ``node_std`` from this many
+            latent draws per image (seeded per image, so still batch-independent).
     """
 
     family = "graph"
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu"):
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
+                 uncertainty_samples: int = 0):
+        self.uncertainty_samples = uncertainty_samples
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.cfg
@@ -56,7 +60,11 @@ class GraphSegmenter:
         """
         x, frames = self._inputs(radiographs)
         model_xy = self.model(x).landmarks.cpu().numpy().astype(np.float64) * self.size
-        return [self._result(r, f, p, with_masks) for r, f, p in zip(radiographs, frames, model_xy)]
+        results = [self._result(r, f, p, with_masks) for r, f, p in zip(radiographs, frames, model_xy)]
+        if self.uncertainty_samples:
+            for seg, xi, frame in zip(results, x, frames):
+                seg.node_std = self._draws(xi[None], frame, self.uncertainty_samples, seed=0)[1]
+        return results
 
     @torch.no_grad()
     def sample(self, radiograph: Radiograph, n: int = 50, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
@@ -67,6 +75,10 @@ class GraphSegmenter:
             mean square of the x and y standard deviations of each node).
         """
         x, (frame,) = self._inputs([radiograph])
+        return self._draws(x, frame, n, seed)
+
+    def _draws(self, x: torch.Tensor, frame, n: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(mean (N, 2), std (N,)) in original pixels of ``n`` draws for one (1, 1, S, S) input."""
         gen = torch.Generator(device=self.device).manual_seed(seed)
         draws = self.model.sample(x, n, generator=gen)[:, 0].cpu().numpy().astype(np.float64) * self.size  # (n, N, 2)
         original = frame.points_to_original(draws)
