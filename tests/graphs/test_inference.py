@@ -70,3 +70,15 @@ def test_uncertainty_grows_on_occluded_image(data_root):
     std_clean = seg.sample(r, n=30)[1].mean()
     std_occluded = seg.sample(Radiograph(occluded), n=30)[1].mean()
     assert std_occluded > 1.2 * std_clean
+
+
+def test_predict_fills_node_std_batch_independently(segmenter):
+    a, b = _radiograph(80, 96, 5), _radiograph(64, 64, 6)
+    segmenter.uncertainty_samples = 4
+    try:
+        alone = segmenter.predict([a])[0].node_std
+        batched = segmenter.predict([b, a])[1].node_std
+    finally:
+        segmenter.uncertainty_samples = 0
+    assert alone.shape == (120,) and np.allclose(alone, batched, atol=1e-5)
+    assert np.allclose(alone, segmenter.sample(a, n=4)[1], atol=1e-5)
