@@ -59,9 +59,9 @@ def train() -> None:
 @click.option("--template", type=click.Choice(["lungs_heart", "full"]), default="lungs_heart", show_default=True)
 @click.option("--image-size", default=256, show_default=True)
 @click.option("--latent-dim", default=64, show_default=True)
-@click.option("--encoder-channels", default="8,16,32,64,128", show_default=True,
+@click.option("--encoder-channels", default="16,32,64,128,128", show_default=True,
               help="Widths of the encoder's stride-2 stages, comma-separated.")
-@click.option("--graph-channels", default="64,64,32,32", show_default=True,
+@click.option("--graph-channels", default="128,128,64,64", show_default=True,
               help="Node feature widths per graph level, coarse to fine, comma-separated.")
 @click.option("--kl-weight", default=1e-6, show_default=True,
               help="Weight of the KL term (summed over latent dims, mean over the batch).")

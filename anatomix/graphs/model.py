@@ -75,8 +75,8 @@ class GraphConfig:
     template: str = "lungs_heart"
     image_size: int = 256
     latent_dim: int = 64
-    encoder_channels: tuple[int, ...] = (8, 16, 32, 64, 128)
-    graph_channels: tuple[int, ...] = (64, 64, 32, 32)
+    encoder_channels: tuple[int, ...] = (16, 32, 64, 128, 128)
+    graph_channels: tuple[int, ...] = (128, 128, 64, 64)
     cheb_k: int = 6
     n_skips: int = 2
 
