@@ -30,6 +30,16 @@ def _setup(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _exit_on_errors(errors: list, path: Path) -> None:
+    """List failed inputs in ``path`` (path, reason) and exit with status 1, when there are any."""
+    if errors:
+        from anatomix.anomaly.inputs import write_errors
+
+        write_errors(path, errors)
+        click.echo(f"{len(errors)} inputs failed (see {path})", err=True)
+        sys.exit(1)
+
+
 def _fail(msg: str) -> None:
     click.echo(f"error: {msg}", err=True)
     sys.exit(2)
@@ -114,7 +124,7 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
     import numpy as np
 
     from anatomix.anomaly.detector import ScoringConfig, preprocess
-    from anatomix.anomaly.inputs import read_images, write_errors
+    from anatomix.anomaly.inputs import read_images
     from anatomix.anomaly.models import DEFAULT_IMAGE_SIZE
     from anatomix.anomaly.scoring import masks_to_model
     from anatomix.anomaly.train import fit_detector
@@ -159,11 +169,7 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
     click.echo(f"fitted {method} on {det.meta['n_fit']} normals, calibrated on {det.meta['n_calibration']} "
                f"(threshold {c['threshold']:.3f} for {100 * c['target_fpr']:.0f}% FPR; regions "
                f"{', '.join(sorted(det.calibration))}) in {time.time() - t0:.0f}s -> {output}")
-    if errors:
-        ep = errors_path or output.parent / "errors.csv"
-        write_errors(ep, errors)
-        click.echo(f"{len(errors)} inputs failed (see {ep})", err=True)
-        sys.exit(1)
+    _exit_on_errors(errors, errors_path or output.parent / "errors.csv")
 
 
 def score_columns() -> list[str]:
@@ -210,7 +216,7 @@ def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_
     from tqdm.auto import tqdm
 
     from anatomix.anomaly.detector import Detector
-    from anatomix.anomaly.inputs import read_images, write_errors
+    from anatomix.anomaly.inputs import read_images
     from anatomix.errors import AnatomixError
     from anatomix.io.atomic import atomic_write
     from anatomix.models import resolve
@@ -248,11 +254,7 @@ def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_
         w.writerows(rows)
     click.echo(f"{len(rows)} scored ({n_flag} flagged anomalous at {100 * det.scoring.target_fpr:.0f}% FPR), "
                f"{len(errors)} failed in {time.time() - t0:.1f}s -> {output}")
-    if errors:
-        ep = errors_path or output.parent / "errors.csv"
-        write_errors(ep, errors)
-        click.echo(f"{len(errors)} inputs failed (see {ep})", err=True)
-        sys.exit(1)
+    _exit_on_errors(errors, errors_path or output.parent / "errors.csv")
 
 
 def _write_map(path: Path, pixels, heat, masks, det) -> None:
