@@ -11,7 +11,7 @@ works in; pixel (r, c) covers [c, c+1) x [r, r+1), so its centre is (c + 0.5, r 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Tuple
 
 import numpy as np
 

@@ -145,7 +145,6 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(1)
     from anatomix.data.cases import pack_cases, split_cases
-    from anatomix.graphs.inference import GraphSegmenter
     from anatomix.qc import load_references
     from anatomix.qc.report import ReportWriter
     from rca_validation import load_case, load_segmenter, stats, true_dice
@@ -211,7 +210,7 @@ def main(argv=None) -> None:
         v = passed[mask] if want_pass else ~passed[mask]
         return f"{v.mean() * 100:.1f} % ({int(v.sum())}/{n})"
 
-    lines = [f"# QC verdict on failed and good segmentations", "",
+    lines = ["# QC verdict on failed and good segmentations", "",
              f"Model: `{Path(ckpt).relative_to(ROOT) if Path(ckpt).is_relative_to(ROOT) else ckpt}`; "
              f"validation cases: {len(val)}; segmentations: {len(rows)} "
              f"({int(clean.sum())} clean + {int(corrupted.sum())} corrupted copies); "

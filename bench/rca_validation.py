@@ -158,7 +158,6 @@ def degraded_segmenters(checkpoints, noise_levels):
     the last one."""
     import torch
 
-    from anatomix.graphs.inference import GraphSegmenter
 
     out = [(Path(c).stem, load_segmenter(c)) for c in checkpoints]
     checkpoint = checkpoints[-1]
