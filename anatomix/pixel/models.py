@@ -27,11 +27,18 @@ def _monai_unet(in_channels: int, out_channels: int, channels: Tuple[int, ...] =
                 norm="batch", **kw)
 
 
+def _refuse_download(option: str, value: Any) -> None:
+    """anatomix never downloads weights: asking for pretrained encoders is an error, not a no-op."""
+    if value:
+        raise ValueError(f"{option}={value!r} would download weights; anatomix builds every model "
+                         f"from scratch (train it with `anatomix train pixel`)")
+
+
 def _monai_flexible_unet(in_channels: int, out_channels: int, backbone: str = "efficientnet-b0",
                          **kw: Any) -> torch.nn.Module:
     from monai.networks.nets import FlexibleUNet
 
-    kw.pop("pretrained", None)  # never download
+    _refuse_download("pretrained", kw.pop("pretrained", False))
     return FlexibleUNet(in_channels=in_channels, out_channels=out_channels, backbone=backbone,
                         pretrained=False, spatial_dims=2, **kw)
 
@@ -40,7 +47,7 @@ def _smp(arch: str) -> Callable[..., torch.nn.Module]:
     def build(in_channels: int, out_channels: int, encoder_name: str = "resnet18", **kw: Any) -> torch.nn.Module:
         import segmentation_models_pytorch as smp
 
-        kw.pop("encoder_weights", None)  # never download
+        _refuse_download("encoder_weights", kw.pop("encoder_weights", None))
         return smp.create_model(arch, encoder_name=encoder_name, encoder_weights=None,
                                 in_channels=in_channels, classes=out_channels, **kw)
 

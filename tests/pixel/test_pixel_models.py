@@ -29,9 +29,11 @@ def test_unknown_name_lists_valid_names():
     assert set(pixel_model_names()) >= {"monai_unet", "flexible_unet", "smp_unet"}
 
 
-def test_pretrained_requests_are_ignored_never_downloaded():
-    # encoder_weights/pretrained would download: the builders drop them
-    m = build_pixel_model("smp_unet", encoder_name="resnet18", encoder_weights="imagenet")
+def test_pretrained_requests_are_refused_never_downloaded():
+    for name, option in (("smp_unet", "encoder_weights"), ("flexible_unet", "pretrained")):
+        with pytest.raises(ValueError, match="download"):
+            build_pixel_model(name, **{option: "imagenet" if option == "encoder_weights" else True})
+    m = build_pixel_model("smp_unet", encoder_name="resnet18", encoder_weights=None)
     assert m.encoder.conv1.in_channels == 1
 
 
