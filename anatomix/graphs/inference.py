@@ -46,19 +46,30 @@ class GraphSegmenter:
         model.load_state_dict(state["model"])
         return cls(model, device)
 
-    def _inputs(self, radiographs: Sequence[Radiograph]):
-        images, frames = zip(*(to_model_frame(r.pixels, self.size) for r in radiographs))
+    def prepare(self, radiograph: Radiograph):
+        """The model input of one radiograph: ((S, S) float32 image, its frame). Batch readers
+        call this in their threads and pass the results to :meth:`predict` as ``prepared``."""
+        return to_model_frame(radiograph.pixels, self.size)
+
+    def _inputs(self, radiographs: Sequence[Radiograph], prepared=None):
+        images, frames = zip(*(prepared or [self.prepare(r) for r in radiographs]))
         x = torch.from_numpy(np.stack(images))[:, None].to(self.device)
         return x, frames
 
     @torch.no_grad()
-    def predict(self, radiographs: Sequence[Radiograph], with_masks: bool = True) -> List[Segmentation]:
+    def predict(self, radiographs: Sequence[Radiograph], with_masks: bool = True,
+                prepared: Sequence | None = None) -> List[Segmentation]:
         """Segment a batch of radiographs (any sizes). Each result is independent of the others.
+
+        Args:
+            radiographs: the images, original frames.
+            with_masks: also rasterise the masks (the batch writer does it in its own threads).
+            prepared: :meth:`prepare` of each radiograph, when already done elsewhere.
 
         Returns:
             One :class:`Segmentation` per radiograph, landmarks and masks in its original frame.
         """
-        x, frames = self._inputs(radiographs)
+        x, frames = self._inputs(radiographs, prepared)
         model_xy = self.model(x).landmarks.cpu().numpy().astype(np.float64) * self.size
         results = [self._result(r, f, p, with_masks) for r, f, p in zip(radiographs, frames, model_xy)]
         if self.uncertainty_samples:

@@ -82,3 +82,9 @@ def test_predict_fills_node_std_batch_independently(segmenter):
         segmenter.uncertainty_samples = 0
     assert alone.shape == (120,) and np.allclose(alone, batched, atol=1e-5)
     assert np.allclose(alone, segmenter.sample(a, n=4)[1], atol=1e-5)
+
+
+def test_prepared_inputs_give_the_same_result(segmenter):
+    r = _radiograph(90, 70, 7)
+    direct = segmenter.predict([r])[0].landmarks
+    assert np.array_equal(segmenter.predict([r], prepared=[segmenter.prepare(r)])[0].landmarks, direct)
