@@ -677,7 +677,8 @@ def _read_old_errors(path: Path) -> list[InputError]:
     return [InputError(r[0], r[1]) for r in rows]
 
 
-def _write_errors(path: Path, errors: Iterable[InputError]) -> None:
+def write_errors(path: Path, errors: Iterable[InputError]) -> None:
+    """``errors.csv``: one ``path, reason`` row per failed input, written atomically."""
     _write_csv_table(path, ["path", "reason"], ([e.path, e.reason] for e in errors))
 
 
@@ -926,7 +927,7 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
         settled = set(done) | succeeded | {e.path for e in errors} | {_key(e.path) for e in errors}
         old = [e for e in _read_old_errors(out / ERRORS_NAME) if e.path not in settled and _key(e.path) not in settled]
         summary.errors = sorted(errors, key=lambda e: e.path)
-        _write_errors(out / ERRORS_NAME, sorted(summary.errors + old, key=lambda e: e.path))
+        write_errors(out / ERRORS_NAME, sorted(summary.errors + old, key=lambda e: e.path))
         _fsync_dir(out)
     return summary
 

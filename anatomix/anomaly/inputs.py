@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from anatomix.anomaly.scoring import STRUCTURES
-from anatomix.errors import AnatomixError, ReadError
+from anatomix.errors import ReadError
 
 
 def read_images(paths: Sequence[Path], ids: Sequence[str]):
@@ -38,40 +38,26 @@ def masks_from_dir(mask_dir: Path, image_id: str, shape: tuple[int, int]) -> dic
     Raises:
         ReadError: a mask exists but cannot be read or has the wrong shape.
     """
-    from PIL import Image
+    from anatomix.io.read import read_mask
 
     out: dict[str, np.ndarray] = {}
     for s in STRUCTURES:
         p = Path(mask_dir) / f"{image_id}_{s}.png"
         if not p.is_file():
             continue
-        try:
-            with Image.open(p) as im:
-                a = np.asarray(im.convert("L"))
-        except Exception as e:  # noqa: BLE001
-            raise ReadError(p, f"unreadable mask ({type(e).__name__}: {e})") from None
+        a = read_mask(p)
         if a.shape != tuple(shape):
             raise ReadError(p, f"mask is {a.shape[1]}x{a.shape[0]}, image is {shape[1]}x{shape[0]}")
-        out[s] = a > 0
+        out[s] = a
     return out or None
 
 
 def segment_masks(radiographs: Sequence) -> list[dict[str, np.ndarray]]:
-    """Masks from the bundled graph segmenter (lazy import; clear error when it is absent).
-
-    Uses ``anatomix.graphs.inference.segment_masks`` when it exists, else the bundled
-    ``graph`` model through :func:`anatomix.batch.load_segmenter`.
-    """
-    try:
-        from anatomix.graphs import inference
-    except Exception as e:  # noqa: BLE001
-        raise AnatomixError(f"--segment needs the graph segmenter, which cannot be imported ({e})") from None
-    fn = getattr(inference, "segment_masks", None)
-    if fn is not None:
-        return [{k: v for k, v in m.items() if k in STRUCTURES} for m in fn(list(radiographs))]
+    """Masks from the bundled graph segmenter (AnatomixError naming the missing weights when
+    it is not bundled)."""
     from anatomix.batch import load_segmenter
 
-    seg = load_segmenter("graph")  # AnatomixError naming the missing weights when not bundled
+    seg = load_segmenter("graph")
     return [{k: v for k, v in s.masks.items() if k in STRUCTURES} for s in seg.predict(list(radiographs))]
 
 
@@ -111,14 +97,3 @@ def read_labels(path: Path) -> dict[str, int]:
     if not out:
         raise ReadError(path, f"no usable labels in column {lc!r}")
     return out
-
-
-def write_errors(path: Path, errors: Sequence) -> None:
-    """``errors.csv`` with ``path, reason`` (atomic)."""
-    from anatomix.io.atomic import atomic_write
-
-    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "reason"])
-        for e in errors:
-            w.writerow([e.path, e.reason])

@@ -33,7 +33,7 @@ def _setup(threads: int | None) -> None:
 def _exit_on_errors(errors: list, path: Path) -> None:
     """List failed inputs in ``path`` (path, reason) and exit with status 1, when there are any."""
     if errors:
-        from anatomix.anomaly.inputs import write_errors
+        from anatomix.batch import write_errors
 
         write_errors(path, errors)
         click.echo(f"{len(errors)} inputs failed (see {path})", err=True)

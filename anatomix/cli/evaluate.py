@@ -32,19 +32,18 @@ def evaluate(model: str, data: Path, split_file: Optional[Path], out: Optional[P
 
     from anatomix.anatomy import contour_self_intersects
     from anatomix.batch import load_segmenter
-    from anatomix.data.cases import folder_cases, pack_cases, split_cases
-    from anatomix.data.datasets import case_landmarks, read_mask
+    from anatomix.data.cases import is_pack, labelled_cases, split_cases
+    from anatomix.data.datasets import case_landmarks
     from anatomix.evaluation import case_spacing, evaluate_case, summarise
-    from anatomix.io import read_radiograph
+    from anatomix.io import read_mask, read_radiograph
     from anatomix.runtime import resolve_device
 
     segmenter = load_segmenter(model, resolve_device(device))
-    is_pack = (data / "cxr-seg" / "manifest.csv").is_file()
-    cases = pack_cases(data) if is_pack else folder_cases(data)
+    cases = labelled_cases(data)
     if split_file is not None:
         keep = set(json.loads(split_file.read_text())["val"])
         cases = [c for c in cases if c.case_id in keep]
-    elif is_pack:
+    elif is_pack(data):
         cases = split_cases(cases)[1]
     if not cases:
         raise click.UsageError(f"no labelled cases to evaluate in {data}")

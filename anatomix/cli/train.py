@@ -11,10 +11,9 @@ import click
 def load_split(data: Path, val_fraction: float, seed: int, out: Path):
     """Cases of the pack (``data`` holds ``cxr-seg``) or of a labelled folder, split and
     recorded in ``out/split.json`` so that evaluation uses the same held-out cases."""
-    from anatomix.data.cases import folder_cases, pack_cases, split_cases
+    from anatomix.data.cases import labelled_cases, split_cases
 
-    is_pack = (data / "cxr-seg" / "manifest.csv").is_file() or (data / "manifest.csv").is_file()
-    cases = pack_cases(data) if is_pack else folder_cases(data)
+    cases = labelled_cases(data)
     if not cases:
         raise click.UsageError(f"no labelled cases found in {data}")
     train, val = split_cases(cases, val_fraction, seed)

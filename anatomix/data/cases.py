@@ -82,6 +82,17 @@ def folder_cases(folder: Path | str) -> List[SegCase]:
     return cases
 
 
+def is_pack(root: Path | str) -> bool:
+    """True when ``root`` is the data pack (holds ``cxr-seg/manifest.csv``) or its ``cxr-seg``."""
+    root = Path(root)
+    return (root / "cxr-seg" / "manifest.csv").is_file() or (root / "manifest.csv").is_file()
+
+
+def labelled_cases(root: Path | str) -> List[SegCase]:
+    """The pack's JSRT cases when ``root`` is the data pack, else the cases of a labelled folder."""
+    return pack_cases(root) if is_pack(root) else folder_cases(root)
+
+
 def split_cases(cases: Sequence[SegCase], val_fraction: float = 0.2,
                 seed: int = 0) -> Tuple[List[SegCase], List[SegCase]]:
     """Deterministic train/validation split, grouped by patient and stratified.

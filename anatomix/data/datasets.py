@@ -12,13 +12,7 @@ from anatomix.anatomy import Template, masks_to_landmarks
 from anatomix.data.augment import LandmarkAugment
 from anatomix.data.cases import SegCase
 from anatomix.data.preprocess import to_model_frame
-
-
-def read_mask(path) -> np.ndarray:
-    """A binary mask PNG (0/1 or 0/255) -> (H, W) bool."""
-    from anatomix.io.read import read_radiograph
-
-    return read_radiograph(path).pixels > 0
+from anatomix.io.read import read_mask
 
 
 def case_landmarks(case: SegCase, template: Template) -> np.ndarray:

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from anatomix.data.augment import MaskAugment
 from anatomix.data.cases import SegCase
-from anatomix.data.datasets import read_mask
+from anatomix.io.read import read_mask
 from anatomix.data.preprocess import to_model_frame
 from anatomix.io.geometry import SquareFrame
 

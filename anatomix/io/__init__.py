@@ -26,6 +26,7 @@ from anatomix.io.read import (
     SUPPORTED_SUFFIXES,
     display_to_nifti,
     nifti_to_display,
+    read_mask,
     read_radiograph,
 )
 from anatomix.io.record import Radiograph
@@ -44,6 +45,7 @@ __all__ = [
     "iter_chexmask_csv",
     "parse_landmarks",
     "read_chexmask_csv",
+    "read_mask",
     "rle_decode",
     "rle_encode",
     "write_chexmask_csv",

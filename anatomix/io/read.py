@@ -99,6 +99,16 @@ def read_radiograph(path: PathLike) -> Radiograph:
 
 
 # -- file checks -------------------------------------------------------------------------------
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """A binary mask image (0/1 or 0/255 PNG, or any format :func:`read_radiograph` reads)
+    -> (H, W) bool, True where the pixel is non-zero.
+
+    Raises:
+        ReadError: as :func:`read_radiograph`.
+    """
+    return read_radiograph(path).pixels > 0
+
 def _check_file(p: Path) -> None:
     if not p.exists():
         cause = "dangling symlink (its target does not exist)" if p.is_symlink() else "no such file"

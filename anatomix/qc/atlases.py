@@ -102,16 +102,14 @@ def build_atlases(cases: Sequence, n_clusters: int = 12, size: int = REGISTRATIO
 
 def training_statistics(cases: Sequence) -> dict:
     """Area fractions, CTR and heart/lung contrast ranges over labelled training cases."""
-    from PIL import Image
-
-    from anatomix.io.read import read_radiograph
+    from anatomix.io.read import read_mask, read_radiograph
     from anatomix.qc.plausibility import plausibility
 
     rows = []
     for c in cases:
         if not all(k in c.masks for k in KEYS):
             continue
-        m = {k: np.asarray(Image.open(c.masks[k])) > 0 for k in KEYS}
+        m = {k: read_mask(c.masks[k]) for k in KEYS}
         px = read_radiograph(c.image).pixels
         rows.append(plausibility(m, pixels=px))
     stats = {}

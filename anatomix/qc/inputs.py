@@ -63,23 +63,19 @@ def _resize_to(pixels: np.ndarray, shape) -> np.ndarray:
 
 def iter_folder(folder: Path | str) -> Iterator[QCItem]:
     """QC items of a folder of images with ``<stem>_<structure>.png`` masks next to them."""
-    from PIL import Image
-
     from anatomix.data.cases import folder_cases
-    from anatomix.io.read import read_radiograph
+    from anatomix.io.read import read_mask, read_radiograph
 
     for case in folder_cases(folder):
         try:
             if not case.masks:
                 raise ValueError("no lungR/lungL/heart mask PNG")
             pixels = read_radiograph(case.image).pixels
-            masks = {k: np.asarray(Image.open(p)) > 0 for k, p in case.masks.items() if k in QC_KEYS}
+            masks = {k: read_mask(p) for k, p in case.masks.items() if k in QC_KEYS}
             if not masks:
                 raise ValueError("no lungR/lungL/heart mask PNG")
             for k, m in masks.items():
-                if m.ndim == 3:
-                    masks[k] = m.any(axis=-1)
-                if masks[k].shape != pixels.shape:
+                if m.shape != pixels.shape:
                     raise ValueError(f"mask {k} is {masks[k].shape[:2]}, image is {pixels.shape}")
             lm = np.load(case.landmarks) if case.landmarks is not None else None
             template, lm = _template_for(lm)

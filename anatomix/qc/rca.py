@@ -144,11 +144,9 @@ def load_references(path: Optional[Path | str] = None, size: int = REGISTRATION_
 
 
 def _folder_references(folder: Path, size: int) -> References:
-    from PIL import Image
-
     from anatomix.data.cases import folder_cases
     from anatomix.errors import AnatomixError
-    from anatomix.io.read import read_radiograph
+    from anatomix.io.read import read_mask, read_radiograph
 
     images, masks, ids = [], [], []
     for case in folder_cases(folder):
@@ -156,7 +154,7 @@ def _folder_references(folder: Path, size: int) -> References:
             continue
         pixels = read_radiograph(case.image).pixels
         img, frame = prepare_image(pixels, size)
-        m = {k: np.asarray(Image.open(case.masks[k])) > 0 for k in KEYS}
+        m = {k: read_mask(case.masks[k]) for k in KEYS}
         images.append(img)
         masks.append(prepare_masks(m, frame, KEYS))
         ids.append(case.case_id)
