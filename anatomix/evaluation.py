@@ -30,7 +30,7 @@ def mask_metrics(pred: np.ndarray, true: np.ndarray, spacing: Optional[float]) -
 
     p = torch.from_numpy(np.asarray(pred, bool))[None, None].float()
     t = torch.from_numpy(np.asarray(true, bool))[None, None].float()
-    out = {"dice": float(compute_dice(p, t, include_background=True)[0, 0])}
+    out = {"dice": float(compute_dice(p, t, include_background=True, ignore_empty=False)[0, 0])}
     if p.sum() > 0 and t.sum() > 0:
         hd = float(compute_hausdorff_distance(p, t, include_background=True, percentile=95)[0, 0])
     else:
@@ -57,15 +57,21 @@ def evaluate_case(seg: Segmentation, true_masks: Dict[str, np.ndarray],
     return rows
 
 
+def _mean(values: np.ndarray) -> float:
+    """Mean over the finite values; NaN (without a warning) when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
 def summarise(rows: Sequence[Dict]) -> List[Dict]:
     """Per structure: n, mean and std of Dice, mean HD95 (px, mm), mean landmark error."""
     out = []
     for key in dict.fromkeys(r["structure"] for r in rows):
         sel = [r for r in rows if r["structure"] == key]
         col = lambda name: np.array([r.get(name, np.nan) for r in sel], dtype=float)  # noqa: E731
+        dice = col("dice")
         out.append({"structure": key, "n": len(sel),
-                    "dice_mean": np.nanmean(col("dice")), "dice_std": np.nanstd(col("dice")),
-                    "dice_min": np.nanmin(col("dice")),
-                    "hd95_px": np.nanmean(col("hd95_px")), "hd95_mm": np.nanmean(col("hd95_mm")),
-                    "landmark_px": np.nanmean(col("landmark_px"))})
+                    "dice_mean": _mean(dice), "dice_std": float(np.std(dice)), "dice_min": float(dice.min()),
+                    "hd95_px": _mean(col("hd95_px")), "hd95_mm": _mean(col("hd95_mm")),
+                    "landmark_px": _mean(col("landmark_px"))})
     return out
