@@ -112,10 +112,12 @@ def select(a) -> None:
     stats_idx = np.random.default_rng(0).choice(fit_idx, 300, replace=False)
     val_auc = {}
     stats_by_res = {}
-    residuals = ("auto", "l2", "ssim") + (("feature",) if r["method"] != "mae" else ())
+    residuals = (("auto", "l2", "ssim") + (("feature",) if r["method"] != "mae" else ())
+                 + (("critic", "ssim+critic") if det.critic is not None else ()))
     det.scoring.pixel_norm = False
     for res in residuals:
         det.scoring.residual = res
+        det.set_component_stats(train[cal_idx])  # held-out normals (part of validation, label-free)
         det.set_pixel_stats(train[stats_idx])  # normal maps of fit-split images (never test, never validation)
         stats_by_res[res] = det.pixel_stats
         mean, std = det.pixel_stats
@@ -288,7 +290,17 @@ def run_method(a) -> None:
                            log=lambda s: print(tag, s, flush=True),
                            meta={"data": "ZhangLab pediatric CXR (Kermany et al., CC BY 4.0), data-pack "
                                          "split_upstream=train label=normal, 128 px PNG",
-                                 "command": " ".join(sys.argv)})
+                                 "command": " ".join(sys.argv)}, critic_epochs=a.critic_epochs)
+        det.save(det_path)
+    if a.critic_epochs and det.critic is None:  # add a critic to a detector fitted before critics existed
+        from anatomix.anomaly.train import fit_critic, split_calibration
+
+        fit_idx, _ = split_calibration(len(train), 0.1, int(det.meta["seed"]))
+        t0 = time.time()
+        det.critic = fit_critic(det.model, train[fit_idx], epochs=a.critic_epochs, seed=int(det.meta["seed"]),
+                                checkpoint=work / f"{tag}.critic.ckpt", progress=False,
+                                log=lambda s: print(tag, "critic", s, flush=True))
+        det.meta.update(critic_epochs=a.critic_epochs, fit_seconds=det.meta["fit_seconds"] + time.time() - t0)
         det.save(det_path)
     # scoring speed: read + preprocess + model + scores, whole image, batches of 64, 1 thread
     rads = [read_radiograph(p) for p in paths[:128]]
@@ -300,8 +312,12 @@ def run_method(a) -> None:
            "fit_seconds": det.meta["fit_seconds"], "score_img_per_s": speed, "n_fit": det.meta["n_fit"],
            "n_calibration": det.meta["n_calibration"], "params": sum(p.numel() for p in det.model.parameters()),
            "file_mib": det_path.stat().st_size / 2 ** 20, "variants": {}}
-    for residual in ("auto", "l2", "ssim"):
+    from anatomix.anomaly.train import split_calibration
+
+    _, cal_idx = split_calibration(len(train), 0.1, int(det.meta["seed"]))
+    for residual in ("auto", "l2", "ssim") + (("critic", "ssim+critic") if det.critic is not None else ()):
         det.scoring.residual = residual
+        det.set_component_stats(train[cal_idx])
         maps = det.model_maps(test)
         for reduce in ("mean", "topk", "max"):
             det.scoring.reduce = reduce
@@ -494,6 +510,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--critic-epochs", type=int, default=0, help="also fit a realness critic (0 = none)")
     p.add_argument("--tag", default=None, help="name of the run's files (default: the method)")
     p.add_argument("--model-config", default="{}", help="JSON model arguments")
     p.add_argument("--work", default="/tmp/anatomix-bench-anomaly")

@@ -24,6 +24,7 @@ from anatomix.anomaly import calibration as cal
 from anatomix.anomaly.scoring import (
     REDUCTIONS,
     RESIDUALS,
+    is_residual,
     masks_to_model,
     region_scores,
     smooth,
@@ -57,7 +58,11 @@ class ScoringConfig:
     see ``bench/results/anomaly_pediatric.md``.
 
     Attributes:
-        residual: ``auto`` (the model's own map) | ``l2`` | ``l1`` | ``ssim`` | ``l2+ssim``.
+        residual: ``auto`` (the model's own map) | ``l2`` | ``l1`` | ``ssim`` | ``l2+ssim`` |
+            ``feature`` | ``critic`` (the realness critic's map, :mod:`anatomix.anomaly.critic`)
+            | ``<residual>+critic`` (e.g. ``ssim+critic``: the sum of the two maps, each turned
+            into a z-score by the mean and standard deviation of its image-mean over held-out
+            normals, ``Detector.component_stats``).
         reduce: ``mean`` | ``max`` | ``topk`` aggregation inside a region.
         topk: percent of the region's highest values averaged by ``topk``.
         smooth_sigma: Gaussian smoothing of the map, in model pixels (0 = none).
@@ -79,8 +84,9 @@ class ScoringConfig:
     pixel_norm: bool = False
 
     def __post_init__(self) -> None:
-        if self.residual not in RESIDUALS:
-            raise ValueError(f"unknown residual {self.residual!r}; choose one of {RESIDUALS}")
+        if not is_residual(self.residual):
+            raise ValueError(f"unknown residual {self.residual!r}; choose one of {RESIDUALS} "
+                             f"or <one of them>+critic")
         if self.reduce not in REDUCTIONS:
             raise ValueError(f"unknown reduction {self.reduce!r}; choose one of {REDUCTIONS}")
 
@@ -128,13 +134,16 @@ class Detector:
             bool ``(S, S)``), a fixed anatomical field used for every image that comes without
             masks, at calibration and at scoring alike (so its thresholds hold). Per-image masks,
             when given, take precedence.
+        critic: optional :class:`~anatomix.anomaly.critic.PatchCritic` fitted on the same
+            normals (needed by the ``critic`` residuals).
     """
 
     def __init__(self, model, scoring: ScoringConfig | None = None,
                  calibration: dict[str, dict[str, Any]] | None = None,
                  meta: dict[str, Any] | None = None,
-                 prior_masks: Mapping[str, np.ndarray] | None = None) -> None:
+                 prior_masks: Mapping[str, np.ndarray] | None = None, critic=None) -> None:
         self.model = model.eval()
+        self.critic = None if critic is None else critic.eval()
         self.scoring = scoring or ScoringConfig()
         self.calibration: dict[str, dict[str, Any]] = dict(calibration or {})
         self.meta: dict[str, Any] = dict(meta or {})
@@ -142,6 +151,8 @@ class Detector:
                                                               for k, v in prior_masks.items()}
         #: (mean, std) of normal residual maps per model-frame pixel, for ``scoring.pixel_norm``
         self.pixel_stats: tuple | None = None
+        #: part of a ``<residual>+critic`` sum -> (mean, std) of its image-mean over held-out normals
+        self.component_stats: dict[str, tuple[float, float]] = {}
 
     # -- basics -----------------------------------------------------------------------------
     @property
@@ -160,21 +171,57 @@ class Detector:
         """Original-frame pixels ``(H, W)`` in [0, 1] -> (model-frame image ``(S, S)``, frame)."""
         return preprocess(pixels, self.image_size)
 
-    def model_maps(self, images: np.ndarray, batch_size: int = 64, normalise: bool = True) -> np.ndarray:
-        """Residual maps ``(B, S, S)`` of model-frame images ``(B, S, S)`` (smoothed, and
-        per-pixel normalised when ``scoring.pixel_norm`` and ``normalise``)."""
+    def _parts(self) -> list[str]:
+        """The maps that ``scoring.residual`` sums (one entry unless ``...+critic``)."""
+        r = self.scoring.residual
+        return [r[: -len("+critic")], "critic"] if r.endswith("+critic") else [r]
+
+    def _part_maps(self, images: np.ndarray, part: str, batch_size: int) -> np.ndarray:
+        """One part's smoothed maps ``(B, S, S)`` of model-frame images ``(B, S, S)``."""
         import torch
 
-        images = np.asarray(images, dtype=np.float32)
+        if part == "critic" and self.critic is None:
+            raise RuntimeError(f"residual {self.scoring.residual!r} needs a critic; fit the detector "
+                               f"with critic epochs > 0")
         out = []
         dev = next(self.model.parameters()).device
         self.model.eval()
         with torch.no_grad():
             for i in range(0, len(images), batch_size):
                 x = torch.from_numpy(images[i:i + batch_size])[:, None].to(dev)
-                out.append(self.model.anomaly_map(x, self.scoring.residual)[:, 0].float().cpu().numpy())
+                if part == "critic":
+                    from anatomix.anomaly.critic import critic_map
+
+                    m = critic_map(self.critic.to(dev), x)
+                else:
+                    m = self.model.anomaly_map(x, part)
+                out.append(m[:, 0].float().cpu().numpy())
         maps = np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size), np.float32)
-        maps = smooth(maps, self.scoring.smooth_sigma)
+        return smooth(maps, self.scoring.smooth_sigma)
+
+    def set_component_stats(self, images: np.ndarray, batch_size: int = 64) -> None:
+        """Mean and standard deviation of each summed part's image-mean over NORMAL images."""
+        parts = self._parts()
+        self.component_stats = {}
+        if len(parts) > 1:
+            for p in parts:
+                v = self._part_maps(np.asarray(images, dtype=np.float32), p, batch_size).mean((1, 2))
+                self.component_stats[p] = (float(v.mean()), float(max(v.std(), 1e-8)))
+
+    def model_maps(self, images: np.ndarray, batch_size: int = 64, normalise: bool = True) -> np.ndarray:
+        """Residual maps ``(B, S, S)`` of model-frame images ``(B, S, S)`` (smoothed, parts of a
+        ``+critic`` sum z-scored and added, and per-pixel normalised when ``scoring.pixel_norm``
+        and ``normalise``)."""
+        images = np.asarray(images, dtype=np.float32)
+        parts = self._parts()
+        if len(parts) == 1:
+            maps = self._part_maps(images, parts[0], batch_size)
+        else:
+            if set(self.component_stats) != set(parts):
+                raise RuntimeError(f"residual {self.scoring.residual!r} sums normalised parts but their "
+                                   f"normal statistics are missing; call calibrate() or set_component_stats()")
+            maps = sum((self._part_maps(images, p, batch_size) - self.component_stats[p][0])
+                       / self.component_stats[p][1] for p in parts).astype(np.float32)
         if normalise and self.scoring.pixel_norm:
             if self.pixel_stats is None:
                 raise RuntimeError("scoring.pixel_norm is on but pixel_stats are missing; call set_pixel_stats()")
@@ -211,6 +258,7 @@ class Detector:
         """
         if target_fpr is not None:
             self.scoring.target_fpr = float(target_fpr)
+        self.set_component_stats(images)
         if self.scoring.pixel_norm and self.pixel_stats is None:
             self.set_pixel_stats(images)
         maps = self.model_maps(images)
@@ -282,6 +330,10 @@ class Detector:
                 "prior_masks": None if self.prior_masks is None else
                 {k: torch.from_numpy(v.astype(np.uint8)) for k, v in self.prior_masks.items()},
                 "pixel_stats": None if self.pixel_stats is None else [torch.from_numpy(v) for v in self.pixel_stats],
+                "critic": None if self.critic is None else
+                {"config": dict(self.critic.config),
+                 "state_dict": {k: v.detach().cpu() for k, v in self.critic.state_dict().items()}},
+                "component_stats": {k: list(v) for k, v in self.component_stats.items()},
                 "preprocess": {"frame": "pad-to-square + resize (anatomix.io.geometry.SquareFrame)",
                                "image_size": self.image_size, "intensity": "[0, 1] as read, clipped"}}
 
@@ -315,7 +367,16 @@ class Detector:
         model.load_state_dict(state["state_dict"])
         prior = state.get("prior_masks")
         prior = None if prior is None else {k: v.numpy().astype(bool) for k, v in prior.items()}
-        det = cls(model.to(device), ScoringConfig(**state["scoring"]), state["calibration"], state.get("meta"), prior)
+        critic = None
+        if state.get("critic") is not None:
+            from anatomix.anomaly.critic import PatchCritic
+
+            critic = PatchCritic(**state["critic"]["config"])
+            critic.load_state_dict(state["critic"]["state_dict"])
+            critic = critic.to(device)
+        det = cls(model.to(device), ScoringConfig(**state["scoring"]), state["calibration"], state.get("meta"), prior,
+                  critic)
         if state.get("pixel_stats") is not None:
             det.pixel_stats = tuple(v.numpy() for v in state["pixel_stats"])
+        det.component_stats = {k: (float(v[0]), float(v[1])) for k, v in (state.get("component_stats") or {}).items()}
         return det

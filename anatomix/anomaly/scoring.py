@@ -12,7 +12,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-RESIDUALS = ("auto", "l2", "l1", "ssim", "l2+ssim", "feature")
+RESIDUALS = ("auto", "l2", "l1", "ssim", "l2+ssim", "feature", "critic")
+
+
+def is_residual(name: str) -> bool:
+    """A known residual, or ``<known residual other than critic>+critic``."""
+    if name.endswith("+critic"):
+        return name[: -len("+critic")] in RESIDUALS and name != "critic+critic"
+    return name in RESIDUALS
 REDUCTIONS = ("mean", "max", "topk")
 REGIONS = ("image", "lungs", "lungR", "lungL", "heart", "anatomy")
 STRUCTURES = ("lungR", "lungL", "heart")

@@ -109,6 +109,31 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
     return history
 
 
+def fit_critic(model, images: np.ndarray, epochs: int = 30, batch_size: int = 32, lr: float = 2e-4,
+               seed: int = 0, checkpoint: Path | None = None, progress: bool = True,
+               log: Callable[[str], None] | None = None, device: str = "cpu", channels=(32, 64, 128)):
+    """Train a :class:`~anatomix.anomaly.critic.PatchCritic` on normals vs ``model``'s
+    reconstructions of them (the same resumable loop as :func:`fit_model`).
+
+    Args:
+        model: a fitted reconstruction model (frozen here).
+        images: ``(N, S, S)`` the NORMAL images ``model`` was fitted on.
+
+    Returns:
+        The critic, in eval mode, on the CPU.
+    """
+    import torch
+
+    from anatomix.anomaly.critic import CriticFit, PatchCritic
+
+    torch.manual_seed(seed + 1)
+    critic = PatchCritic(channels)
+    fit_model(CriticFit(critic, model), images, epochs=epochs, batch_size=batch_size, lr=lr,
+              weight_decay=0.0, seed=seed, checkpoint=checkpoint, progress=progress, log=log, device=device)
+    model.cpu()
+    return critic.cpu().eval()
+
+
 def split_calibration(n: int, calib_fraction: float = 0.1, seed: int = 0, min_calib: int = 5):
     """Indices (fit, calibration) of a random hold-out of ``calib_fraction`` (at least ``min_calib``)."""
     if n < min_calib + 1:
@@ -124,7 +149,7 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None 
                  calib_masks=None, scoring=None, seed: int = 0, checkpoint: Path | None = None,
                  progress: bool = True, log: Callable[[str], None] | None = None,
                  model_config: dict | None = None, device: str = "cpu", meta: dict | None = None,
-                 prior_masks: dict | None = None):
+                 prior_masks: dict | None = None, critic_epochs: int = 0):
     """Fit a detector on NORMAL model-frame images: train on one part, calibrate on the rest.
 
     Args:
@@ -137,6 +162,9 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None 
         model_config: extra model constructor arguments.
         prior_masks: a fixed model-frame field (see :class:`~anatomix.anomaly.detector.Detector`)
             used for images without masks, at calibration and scoring.
+        critic_epochs: also fit a realness critic (:func:`fit_critic`) for this many epochs
+            after the model (0 = none; needed by the ``critic`` residuals). Its checkpoint sits
+            beside ``checkpoint`` as ``<name>.critic.ckpt``.
 
     Returns:
         A calibrated :class:`~anatomix.anomaly.detector.Detector`; ``meta`` records the split,
@@ -151,6 +179,9 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None 
     image_size = int(image_size or images.shape[-1] or DEFAULT_IMAGE_SIZE[method])
     if images.ndim != 3 or images.shape[1:] != (image_size, image_size):
         raise ValueError(f"images must be (N, {image_size}, {image_size}), got {images.shape}")
+    scoring = scoring or ScoringConfig()
+    if "critic" in scoring.residual and not critic_epochs:
+        raise ValueError(f"residual {scoring.residual!r} needs a critic: give critic_epochs > 0")
     fit_idx, cal_idx = split_calibration(len(images), calib_fraction, seed)
     torch.manual_seed(seed)
     model = create_model(method, image_size=image_size, **(model_config or {}))
@@ -158,11 +189,19 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None 
     history = fit_model(model, images[fit_idx], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                         checkpoint=checkpoint, progress=progress, log=log, device=device)
     fit_s = sum(h["seconds"] for h in history) if history else time.time() - t0
-    det = Detector(model.cpu(), scoring or ScoringConfig(), prior_masks=prior_masks)
+    critic = None
+    if critic_epochs:
+        t1 = time.time()
+        ck = None if checkpoint is None else Path(checkpoint).with_suffix(".critic.ckpt")
+        critic = fit_critic(model, images[fit_idx], epochs=critic_epochs, batch_size=batch_size, seed=seed,
+                            checkpoint=ck, progress=progress, log=log, device=device)
+        fit_s += time.time() - t1
+    det = Detector(model.cpu(), scoring, prior_masks=prior_masks, critic=critic)
     cm = None if calib_masks is None else [calib_masks[i] for i in cal_idx]
     det.calibrate(images[cal_idx], cm)
     det.meta.update({"n_fit": len(fit_idx), "n_calibration": len(cal_idx), "epochs": int(epochs),
                      "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed),
+                     "critic_epochs": int(critic_epochs),
                      "fit_seconds": float(fit_s), "final_loss": float(history[-1]["loss"]) if history else None,
                      **(meta or {})})
     return det

@@ -91,10 +91,15 @@ def anomaly() -> None:
               help="Share of the normals held out for normalisation and threshold.")
 @click.option("--target-fpr", type=click.FloatRange(0.001, 0.5), default=0.05, show_default=True,
               help="False-positive rate the threshold aims at on new normals.")
-@click.option("--residual", type=click.Choice(("auto", "l2", "l1", "ssim", "l2+ssim", "feature")), default="ssim",
+@click.option("--residual", type=click.Choice(("auto", "l2", "l1", "ssim", "l2+ssim", "feature", "critic", "ssim+critic",
+                                               "l2+critic")), default="ssim+critic",
               show_default=True, help="Residual map (auto = the method's own map; feature = encoder-feature "
-                                      "distance, not for mae).")
-@click.option("--reduce", type=click.Choice(("mean", "max", "topk")), default="topk", show_default=True,
+                                      "distance, not for mae; critic = the realness critic's map; X+critic = "
+                                      "both, each normalised on held-out normals).")
+@click.option("--critic-epochs", type=click.IntRange(0), default=30, show_default=True,
+              help="Epochs of the realness critic fitted after the model (0 = none; the critic residuals "
+                   "need one).")
+@click.option("--reduce", type=click.Choice(("mean", "max", "topk")), default="mean", show_default=True,
               help="Aggregation inside a region (topk = mean of the highest --topk percent).")
 @click.option("--topk", type=click.FloatRange(0.01, 100), default=5.0, show_default=True,
               help="Percent of highest values averaged by --reduce topk.")
@@ -112,7 +117,7 @@ def anomaly() -> None:
 @click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to list unreadable inputs (default: errors.csv next to OUTPUT).")
 def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fraction, target_fpr, residual,
-        reduce, topk, smooth, mask_dir, segment, model_config, seed, checkpoint, threads, errors_path) -> None:
+        critic_epochs, reduce, topk, smooth, mask_dir, segment, model_config, seed, checkpoint, threads, errors_path) -> None:
     """Fit a detector on NORMAL images only (files, folders, globs or .txt/.csv lists).
 
     A random --calib-fraction of them is held out: the detector's score normalisation and
@@ -158,13 +163,14 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
                            scoring=ScoringConfig(residual=residual, reduce=reduce, topk=topk, smooth_sigma=smooth,
                                                  target_fpr=target_fpr),
                            seed=seed, checkpoint=checkpoint or output.with_name(output.name + ".ckpt"),
-                           model_config=model_config,
+                           model_config=model_config, critic_epochs=critic_epochs,
                            meta={"inputs": [str(p) for p in inputs], "command": " ".join(sys.argv)})
     except (ValueError, TypeError, AnatomixError) as e:
         _fail(str(e))
     det.save(output)
     ck = checkpoint or output.with_name(output.name + ".ckpt")
     ck.unlink(missing_ok=True)
+    ck.with_suffix(".critic.ckpt").unlink(missing_ok=True)
     c = det.calibration["image"]
     click.echo(f"fitted {method} on {det.meta['n_fit']} normals, calibrated on {det.meta['n_calibration']} "
                f"(threshold {c['threshold']:.3f} for {100 * c['target_fpr']:.0f}% FPR; regions "

@@ -22,12 +22,15 @@ def _masks(shape):
     return {"lungR": lr, "lungL": ll, "heart": heart}
 
 
-@pytest.fixture(scope="module", params=["ae", "mae"])
+@pytest.fixture(scope="module", params=["ae", "mae", "ae+critic"])
 def detector(request):
     imgs = normal_images(60, 32, seed=5)
     m = _masks((32, 32))
-    return fit_detector(imgs, request.param, 32, epochs=2, batch_size=16, progress=False,
-                        calib_fraction=0.3, calib_masks=[m] * len(imgs), model_config=TINY[request.param])
+    method, critic = request.param.split("+")[0], request.param.endswith("+critic")
+    return fit_detector(imgs, method, 32, epochs=2, batch_size=16, progress=False,
+                        calib_fraction=0.3, calib_masks=[m] * len(imgs), model_config=TINY[method],
+                        scoring=ScoringConfig(residual="ssim+critic") if critic else None,
+                        critic_epochs=2 if critic else 0)
 
 
 def _rads(n=5, shape=(40, 52)):
@@ -58,6 +61,7 @@ def test_save_load_reproduces_scores_exactly(detector, tmp_path):
         assert x.score == y.score and x.anomalous == y.anomalous and x.regions == y.regions and x.raw == y.raw
         assert np.array_equal(x.heatmap, y.heatmap)
     assert det2.scoring == detector.scoring and det2.calibration == detector.calibration
+    assert det2.component_stats == detector.component_stats
     # one image alone scores as inside the batch (batch-independent up to float rounding)
     one = det2.score(rads[2:3], masks[2:3])[0]
     assert one.score == pytest.approx(a[2].score, rel=1e-5, abs=1e-5)

@@ -44,3 +44,4 @@ def test_checkpoint_from_other_settings_is_refused(tmp_path):
     fit_model(m, imgs, epochs=1, batch_size=8, checkpoint=tmp_path / "c.ckpt", progress=False)
     with pytest.raises(ValueError, match="other settings"):
         fit_model(m, imgs, epochs=2, batch_size=8, checkpoint=tmp_path / "c.ckpt", progress=False)
+

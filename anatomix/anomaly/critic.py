@@ -1,0 +1,87 @@
+"""A realness critic for any reconstruction model: SQUID's discriminator, made generic.
+
+A reconstruction model fitted on normals returns smooth, "average normal" versions of its
+inputs. The critic is a small PatchGAN-style conv net trained to tell real NORMAL radiographs
+(label 0.9, one-sided label smoothing) from the model's reconstructions of them (label 0).
+It therefore learns what the texture of real normal anatomy looks like at the patch scale
+(vessel markings, sharp rib and diaphragm edges) as opposed to a reconstruction's blur.
+
+At scoring time the critic looks at the INPUT image: a patch whose logit is low does not look
+like real normal anatomy. Pneumonia films are hazier than normals, which makes their pixel
+residual *small* (a blurry reconstruction fits a blurry image; see
+``bench/results/anomaly_pediatric.md``) but their realness low, so the two maps complement each
+other; the detector can sum them (``residual="ssim+critic"``, each part normalised on held-out
+normals). No abnormal image is ever used.
+
+Shapes: images ``(B, 1, S, S)`` in [0, 1]; :meth:`PatchCritic.forward` logits
+``(B, 1, S/4 - 1, S/4 - 1)``; :func:`critic_map` ``(B, 1, S, S)`` (bilinear upsampling of ``-logit``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PatchCritic(nn.Module):
+    """Two stride-2 stages and one stride-1 stage of 4x4 convs (GroupNorm, LeakyReLU), then a 3x3
+    conv to one logit per patch. Receptive field 34 px; GroupNorm keeps eval equal to train.
+
+    Args:
+        channels: widths of the three stages (each divisible by 8).
+    """
+
+    def __init__(self, channels: Sequence[int] = (32, 64, 128)) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if len(channels) != 3:
+            raise ValueError(f"PatchCritic takes 3 channel widths, got {channels}")
+        self.config: dict[str, Any] = {"channels": channels}
+        layers, c = [], 1
+        for co, stride in zip(channels, (2, 2, 1)):
+            layers += [nn.Conv2d(c, co, 4, stride, 1), nn.GroupNorm(8, co), nn.LeakyReLU(0.2, inplace=True)]
+            c = co
+        layers.append(nn.Conv2d(c, 1, 3, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, 1, S/4 - 1, S/4 - 1)``: high = looks like a real normal radiograph."""
+        return self.net(x)
+
+
+def critic_map(critic: PatchCritic, x: torch.Tensor) -> torch.Tensor:
+    """Un-realness map ``(B, 1, S, S)`` of images ``(B, 1, S, S)``: ``-logit``, upsampled."""
+    return F.interpolate(-critic(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class CriticFit(nn.Module):
+    """Adapter that lets :func:`anatomix.anomaly.train.fit_model` train a critic (same loop,
+    checkpoints, resume and progress as the reconstruction models).
+
+    Only the critic is a sub-module (and has parameters); the reconstruction model is frozen,
+    kept in eval mode and out of the state dict.
+    """
+
+    method = "critic"
+
+    def __init__(self, critic: PatchCritic, reconstructor: nn.Module) -> None:
+        super().__init__()
+        self.critic = critic
+        object.__setattr__(self, "_reconstructor", reconstructor.eval())
+        self.config = {"critic": dict(critic.config), "reconstructor": reconstructor.method,
+                       "reconstructor_config": dict(reconstructor.config)}
+
+    def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """BCE: real normals -> 0.9, their reconstructions -> 0."""
+        rec_model = self._reconstructor.to(x.device)
+        with torch.no_grad():
+            fake = rec_model.reconstruct(x).clamp(0, 1)
+        real_logit, fake_logit = self.critic(x), self.critic(fake)
+        loss = (F.binary_cross_entropy_with_logits(real_logit, torch.full_like(real_logit, 0.9))
+                + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)))
+        acc = 0.5 * (float((real_logit > 0).float().mean()) + float((fake_logit < 0).float().mean()))
+        return loss, {"critic_acc": acc}
