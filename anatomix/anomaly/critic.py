@@ -28,29 +28,45 @@ from torch import nn
 
 
 class PatchCritic(nn.Module):
-    """Two stride-2 stages and one stride-1 stage of 4x4 convs (GroupNorm, LeakyReLU), then a 3x3
-    conv to one logit per patch. Receptive field 34 px; GroupNorm keeps eval equal to train.
+    """An ensemble of small patch critics whose logits are averaged.
+
+    Each member: two stride-2 stages and one stride-1 stage of 4x4 convs (GroupNorm,
+    LeakyReLU), then a 3x3 conv to one logit per patch; receptive field 34 px; GroupNorm keeps
+    eval equal to train. Members differ only by their random initialisation: one critic alone
+    settles on a different real-vs-blur cue from seed to seed (pediatric validation AUROC of the
+    ``ssim+critic`` score 0.949-0.975 over seeds), the average of three varies less.
 
     Args:
         channels: widths of the three stages (each divisible by 8).
+        members: number of critics averaged.
     """
 
-    def __init__(self, channels: Sequence[int] = (32, 64, 128)) -> None:
+    def __init__(self, channels: Sequence[int] = (32, 64, 128), members: int = 3) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
         if len(channels) != 3:
             raise ValueError(f"PatchCritic takes 3 channel widths, got {channels}")
-        self.config: dict[str, Any] = {"channels": channels}
+        if members < 1:
+            raise ValueError(f"PatchCritic needs at least one member, got {members}")
+        self.config: dict[str, Any] = {"channels": channels, "members": int(members)}
+        self.members = nn.ModuleList(self._member(channels) for _ in range(members))
+
+    @staticmethod
+    def _member(channels: list[int]) -> nn.Sequential:
         layers, c = [], 1
         for co, stride in zip(channels, (2, 2, 1)):
             layers += [nn.Conv2d(c, co, 4, stride, 1), nn.GroupNorm(8, co), nn.LeakyReLU(0.2, inplace=True)]
             c = co
         layers.append(nn.Conv2d(c, 1, 3, 1, 1))
-        self.net = nn.Sequential(*layers)
+        return nn.Sequential(*layers)
+
+    def member_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's logits ``(B, 1, S/4 - 1, S/4 - 1)``."""
+        return [m(x) for m in self.members]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, 1, S/4 - 1, S/4 - 1)``: high = looks like a real normal radiograph."""
-        return self.net(x)
+        """Mean logits ``(B, 1, S/4 - 1, S/4 - 1)``: high = looks like a real normal radiograph."""
+        return torch.stack(self.member_logits(x)).mean(0)
 
 
 def critic_map(critic: PatchCritic, x: torch.Tensor) -> torch.Tensor:
@@ -76,12 +92,15 @@ class CriticFit(nn.Module):
                        "reconstructor_config": dict(reconstructor.config)}
 
     def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """BCE: real normals -> 0.9, their reconstructions -> 0."""
+        """BCE: real normals -> 0.9, their reconstructions -> 0 (mean over members)."""
         rec_model = self._reconstructor.to(x.device)
         with torch.no_grad():
             fake = rec_model.reconstruct(x).clamp(0, 1)
-        real_logit, fake_logit = self.critic(x), self.critic(fake)
-        loss = (F.binary_cross_entropy_with_logits(real_logit, torch.full_like(real_logit, 0.9))
-                + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)))
-        acc = 0.5 * (float((real_logit > 0).float().mean()) + float((fake_logit < 0).float().mean()))
-        return loss, {"critic_acc": acc}
+        loss, acc = 0.0, 0.0
+        for real_logit, fake_logit in zip(self.critic.member_logits(x), self.critic.member_logits(fake)):
+            # each member its own loss: the members learn independently from the same batches
+            loss = loss + (F.binary_cross_entropy_with_logits(real_logit, torch.full_like(real_logit, 0.9))
+                           + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)))
+            acc += 0.5 * (float((real_logit > 0).float().mean()) + float((fake_logit < 0).float().mean()))
+        n = len(self.critic.members)
+        return loss / n, {"critic_acc": acc / n}

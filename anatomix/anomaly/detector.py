@@ -255,10 +255,16 @@ class Detector:
                 ``prior_masks`` if any): regions other than ``image`` are calibrated only where
                 every image has them.
             target_fpr: overrides ``scoring.target_fpr``.
+
+        What defines the score itself (the normal statistics of the parts of a ``+critic`` sum,
+        the per-pixel statistics of ``pixel_norm``) is computed here only when missing, so a
+        recalibration on another site's normals moves thresholds and normalisation, never the
+        ranking of images.
         """
         if target_fpr is not None:
             self.scoring.target_fpr = float(target_fpr)
-        self.set_component_stats(images)
+        if len(self._parts()) > 1 and set(self.component_stats) != set(self._parts()):
+            self.set_component_stats(images)  # part of the score's definition: kept by later recalibrations
         if self.scoring.pixel_norm and self.pixel_stats is None:
             self.set_pixel_stats(images)
         maps = self.model_maps(images)

@@ -111,7 +111,8 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
 
 def fit_critic(model, images: np.ndarray, epochs: int = 30, batch_size: int = 32, lr: float = 2e-4,
                seed: int = 0, checkpoint: Path | None = None, progress: bool = True,
-               log: Callable[[str], None] | None = None, device: str = "cpu", channels=(32, 64, 128)):
+               log: Callable[[str], None] | None = None, device: str = "cpu", channels=(32, 64, 128),
+               members: int = 3):
     """Train a :class:`~anatomix.anomaly.critic.PatchCritic` on normals vs ``model``'s
     reconstructions of them (the same resumable loop as :func:`fit_model`).
 
@@ -127,7 +128,7 @@ def fit_critic(model, images: np.ndarray, epochs: int = 30, batch_size: int = 32
     from anatomix.anomaly.critic import CriticFit, PatchCritic
 
     torch.manual_seed(seed + 1)
-    critic = PatchCritic(channels)
+    critic = PatchCritic(channels, members)
     fit_model(CriticFit(critic, model), images, epochs=epochs, batch_size=batch_size, lr=lr,
               weight_decay=0.0, seed=seed, checkpoint=checkpoint, progress=progress, log=log, device=device)
     model.cpu()

@@ -77,6 +77,34 @@ def anomaly() -> None:
     """Normal-only anomaly screening: fit on normals, score new images, evaluate."""
 
 
+def _normals(inputs, size: int, mask_dir, segment: bool, minimum: int):
+    """Read NORMAL images into the model frame: ``(N, S, S)`` float32, per-image model-frame
+    masks (or None each) and the list of input errors; exits (status 2) below ``minimum``."""
+    import numpy as np
+
+    from anatomix.anomaly.detector import preprocess
+    from anatomix.anomaly.inputs import read_images
+    from anatomix.anomaly.scoring import masks_to_model
+    from anatomix.errors import AnatomixError
+
+    paths, ids, errors = _expand(inputs)
+    items, read_errors = read_images(paths, ids)
+    errors += read_errors
+    click.echo(f"{len(items)} normal images read, {len(errors)} failed", err=True)
+    if len(items) < minimum:
+        _fail(f"need at least {minimum} readable normal images, got {len(items)}")
+    try:
+        masks = _masks_for(items, mask_dir, segment, errors)
+    except AnatomixError as e:
+        _fail(str(e))
+    imgs, mm = [], []
+    for (_, r), m in zip(items, masks):
+        x, frame = preprocess(r.pixels, size)
+        imgs.append(x)
+        mm.append(masks_to_model(m, frame))
+    return np.stack(imgs).astype(np.float32), mm, errors
+
+
 @anomaly.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -126,12 +154,8 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
     _setup(threads)
     import json
 
-    import numpy as np
-
-    from anatomix.anomaly.detector import ScoringConfig, preprocess
-    from anatomix.anomaly.inputs import read_images
+    from anatomix.anomaly.detector import ScoringConfig
     from anatomix.anomaly.models import DEFAULT_IMAGE_SIZE
-    from anatomix.anomaly.scoring import masks_to_model
     from anatomix.anomaly.train import fit_detector
     from anatomix.errors import AnatomixError
 
@@ -142,23 +166,9 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
         _fail(f"--model-config must be a JSON object, got {model_config!r}")
     t0 = time.time()
     size = image_size or DEFAULT_IMAGE_SIZE[method]
-    paths, ids, errors = _expand(inputs)
-    items, read_errors = read_images(paths, ids)
-    errors += read_errors
-    click.echo(f"{len(items)} normal images read, {len(errors)} failed", err=True)
-    if len(items) < 6:
-        _fail(f"need at least 6 readable normal images, got {len(items)}")
+    imgs, mm, errors = _normals(inputs, size, mask_dir, segment, minimum=6)
     try:
-        masks = _masks_for(items, mask_dir, segment, errors)
-    except AnatomixError as e:
-        _fail(str(e))
-    imgs, mm = [], []
-    for (_, r), m in zip(items, masks):
-        x, frame = preprocess(r.pixels, size)
-        imgs.append(x)
-        mm.append(masks_to_model(m, frame))
-    try:
-        det = fit_detector(np.stack(imgs).astype(np.float32), method, size, epochs=epochs, batch_size=batch_size,
+        det = fit_detector(imgs, method, size, epochs=epochs, batch_size=batch_size,
                            lr=lr, calib_fraction=calib_fraction, calib_masks=mm if any(m is not None for m in mm) else None,
                            scoring=ScoringConfig(residual=residual, reduce=reduce, topk=topk, smooth_sigma=smooth,
                                                  target_fpr=target_fpr),
@@ -175,6 +185,48 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
     click.echo(f"fitted {method} on {det.meta['n_fit']} normals, calibrated on {det.meta['n_calibration']} "
                f"(threshold {c['threshold']:.3f} for {100 * c['target_fpr']:.0f}% FPR; regions "
                f"{', '.join(sorted(det.calibration))}) in {time.time() - t0:.0f}s -> {output}")
+    _exit_on_errors(errors, errors_path or output.parent / "errors.csv")
+
+
+@anomaly.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--detector", default="anomaly", show_default=True,
+              help="Detector file, or the bundled detector's registry name.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Recalibrated detector file to write (.pt).")
+@click.option("--target-fpr", type=click.FloatRange(0.001, 0.5), default=None,
+              help="False-positive rate to aim at (default: the detector's).")
+@click.option("--masks", "mask_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Folder of <image_id>_<structure>.png masks to calibrate the masked regions too.")
+@click.option("--segment", is_flag=True, help="Calibrate masked regions with the bundled graph segmenter.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to list unreadable inputs (default: errors.csv next to OUTPUT).")
+def calibrate(inputs, detector, output, target_fpr, mask_dir, segment, threads, errors_path) -> None:
+    """Recalibrate a detector on local NORMAL images (another site, scanner or protocol).
+
+    Every image given is used as a held-out normal: the per-region normalisation and
+    thresholds are refitted on them; the model and what defines the score stay as they are, so
+    the ranking of images (AUROC) does not change, only where the flag falls.
+    """
+    _setup(threads)
+    from anatomix.anomaly.detector import Detector
+    from anatomix.errors import AnatomixError
+    from anatomix.models import resolve
+
+    t0 = time.time()
+    try:
+        det = Detector.load(resolve(detector))
+    except AnatomixError as e:
+        _fail(str(e))
+    imgs, mm, errors = _normals(inputs, det.image_size, mask_dir, segment, minimum=5)
+    det.calibrate(imgs, mm if any(m is not None for m in mm) else None, target_fpr)
+    det.meta["recalibrated_on"] = {"n": len(imgs), "inputs": [str(p) for p in inputs], "command": " ".join(sys.argv)}
+    det.save(output)
+    c = det.calibration[det.scoring.primary if det.scoring.primary in det.calibration else "image"]
+    click.echo(f"recalibrated on {len(imgs)} normals (threshold {c['threshold']:.3f} for "
+               f"{100 * det.scoring.target_fpr:.0f}% FPR; regions {', '.join(sorted(det.calibration))}) "
+               f"in {time.time() - t0:.0f}s -> {output}")
     _exit_on_errors(errors, errors_path or output.parent / "errors.csv")
 
 

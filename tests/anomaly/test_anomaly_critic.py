@@ -39,12 +39,16 @@ def fitted():
 
 
 def test_critic_shapes_and_config():
-    c = PatchCritic((8, 16, 16))
+    c = PatchCritic((8, 16, 16), members=2)
     x = torch.rand(3, 1, 32, 32)
     assert c(x).shape == (3, 1, 7, 7)  # 32 -> 16 -> 8 -> 7 (the stride-1 4x4 conv)
+    a, b = c.member_logits(x)
+    assert not torch.equal(a, b) and torch.allclose(c(x), (a + b) / 2)  # independent members, averaged
     assert critic_map(c, x).shape == (3, 1, 32, 32)
     with pytest.raises(ValueError, match="3 channel widths"):
         PatchCritic((8, 16))
+    with pytest.raises(ValueError, match="at least one member"):
+        PatchCritic(members=0)
 
 
 def test_critic_tells_fresh_normals_from_reconstructions(fitted):
