@@ -58,7 +58,8 @@ def summary() -> None:
                  + f" | {d['flagged_at_threshold']}/{d['n_nodule_cases']} |")
     L += ["", "Commands: `nice -n 10 python bench/anomaly_localisation.py --method ae --epochs 300 --residual "
           "{auto,ssim} [--pixel-norm]` and `... --method mae --image-size 128 --model-config '{\"patch\": 16}' "
-          "--epochs 400 --residual {auto,l2,ssim} [--pixel-norm]`, then `python bench/anomaly_localisation.py --summary`."]
+          "--epochs 400 --residual {auto,l2,ssim} [--pixel-norm]`; the critic rows add `--critic-epochs 100 --residual "
+          "{critic,ssim+critic}`; then `python bench/anomaly_localisation.py --summary`."]
     (RESULTS / "anomaly_localisation.md").write_text("\n".join(L) + "\n")
     print("\n".join(L))
 
@@ -71,6 +72,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--residual", default="auto")
+    p.add_argument("--critic-epochs", type=int, default=0, help="add a realness critic (needed by *critic residuals)")
     p.add_argument("--pixel-norm", action="store_true",
                    help="per-pixel z-score maps against the maps of all the non-nodule cases")
     p.add_argument("--model-config", default="{}", help='JSON model arguments, e.g. \'{"patch": 16}\'')
@@ -119,11 +121,18 @@ def main() -> None:
                            meta={"data": "JSRT non-nodule cases of the data pack (research use only)"})
         det.save(det_path)
         print(f"fit {time.time() - t0:.0f}s", flush=True)
-    if a.residual != det.scoring.residual or a.pixel_norm:  # same model, other scoring: recalibrate
-        from anatomix.anomaly.train import split_calibration
+    from anatomix.anomaly.train import split_calibration
 
+    fit_idx, cal_idx = split_calibration(len(imgs), 0.1, int(det.meta["seed"]))
+    if a.critic_epochs and det.critic is None:  # the realness critic on the same fit normals
+        from anatomix.anomaly.train import fit_critic
+
+        det.critic = fit_critic(det.model, np.stack(imgs)[fit_idx], epochs=a.critic_epochs, batch_size=a.batch_size,
+                                seed=int(det.meta["seed"]), progress=False)
+        det.meta["critic_epochs"] = a.critic_epochs
+        det.save(det_path)
+    if a.residual != det.scoring.residual or a.pixel_norm:  # same model, other scoring: recalibrate
         det.scoring.residual = a.residual
-        _, cal_idx = split_calibration(len(imgs), 0.1, int(det.meta["seed"]))
         if a.pixel_norm:
             det.scoring.pixel_norm = True
             det.set_pixel_stats(np.stack(imgs))
