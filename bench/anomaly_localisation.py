@@ -133,6 +133,7 @@ def main() -> None:
         det.save(det_path)
     if a.residual != det.scoring.residual or a.pixel_norm:  # same model, other scoring: recalibrate
         det.scoring.residual = a.residual
+        det.set_component_stats(np.stack(imgs)[cal_idx])  # no-op unless the residual sums parts
         if a.pixel_norm:
             det.scoring.pixel_norm = True
             det.set_pixel_stats(np.stack(imgs))
@@ -176,7 +177,7 @@ def main() -> None:
           f"Detector `{a.method}` at {a.image_size} px fitted on {out['n_fit']} JSRT non-nodule cases "
           f"({out['n_calibration']} held out for calibration), {out['epochs']} epochs; SCR masks for the lungs.",
           f"Residual `{a.residual}`{', per-pixel z-scored against the maps of all 74 non-nodule cases (fit + calibration)' if a.pixel_norm else ''}. Command: `nice -n 10 python bench/anomaly_localisation.py --method {a.method} "
-          f"--epochs {a.epochs} --image-size {a.image_size} --residual {a.residual}{' --pixel-norm' if a.pixel_norm else ''} --model-config '{a.model_config}'`", "",
+          f"--epochs {a.epochs} --image-size {a.image_size} --residual {a.residual}{' --pixel-norm' if a.pixel_norm else ''}{f' --critic-epochs {a.critic_epochs}' if a.critic_epochs else ''} --model-config '{a.model_config}'`", "",
           "| nodule cases | peak within 2 radii | rate | chance (uniform in lungs) | rate, centre inside SCR lungs |",
           "|---|---|---|---|---|",
           f"| {n} | {hits} | {out['hit_rate']:.3f} | {out['chance_rate']:.3f} | {out['hit_rate_centre_in_lungs']:.3f} "

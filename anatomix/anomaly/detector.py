@@ -53,9 +53,10 @@ def preprocess(pixels: np.ndarray, image_size: int):
 class ScoringConfig:
     """How a residual map becomes a score.
 
-    The defaults (``ssim`` residual, mean of the top 5 %) are what the pediatric validation set
-    (held-out train normals + train-split pneumonia, never the test split) chose for ``ae``;
-    see ``bench/results/anomaly_pediatric.md``.
+    The defaults (``ssim`` residual, mean of the top 5 %) suit a detector without a critic (what
+    the pediatric validation set chose for a plain ``ae``). With a critic the validation set
+    chose ``ssim+critic`` (mean) for every method, which is what ``anatomix anomaly fit`` uses
+    by default; see ``bench/results/anomaly_pediatric.md``.
 
     Attributes:
         residual: ``auto`` (the model's own map) | ``l2`` | ``l1`` | ``ssim`` | ``l2+ssim`` |
