@@ -181,6 +181,8 @@ class Detector:
         """One part's smoothed maps ``(B, S, S)`` of model-frame images ``(B, S, S)``."""
         import torch
 
+        from anatomix.anomaly.critic import critic_map
+
         if part == "critic" and self.critic is None:
             raise RuntimeError(f"residual {self.scoring.residual!r} needs a critic; fit the detector "
                                f"with critic epochs > 0")
@@ -191,8 +193,6 @@ class Detector:
             for i in range(0, len(images), batch_size):
                 x = torch.from_numpy(images[i:i + batch_size])[:, None].to(dev)
                 if part == "critic":
-                    from anatomix.anomaly.critic import critic_map
-
                     m = critic_map(self.critic.to(dev), x)
                 else:
                     m = self.model.anomaly_map(x, part)

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 import numpy as np
 
 RESIDUALS = ("auto", "l2", "l1", "ssim", "l2+ssim", "feature", "critic")
+REDUCTIONS = ("mean", "max", "topk")
+REGIONS = ("image", "lungs", "lungR", "lungL", "heart", "anatomy")
+STRUCTURES = ("lungR", "lungL", "heart")
 
 
 def is_residual(name: str) -> bool:
@@ -20,9 +23,6 @@ def is_residual(name: str) -> bool:
     if name.endswith("+critic"):
         return name[: -len("+critic")] in RESIDUALS and name != "critic+critic"
     return name in RESIDUALS
-REDUCTIONS = ("mean", "max", "topk")
-REGIONS = ("image", "lungs", "lungR", "lungL", "heart", "anatomy")
-STRUCTURES = ("lungR", "lungL", "heart")
 
 
 def _gaussian_window(size: int = 7, sigma: float = 1.5):
