@@ -77,6 +77,18 @@ def anomaly() -> None:
     """Normal-only anomaly screening: fit on normals, score new images, evaluate."""
 
 
+def _load_detector(name_or_path: str):
+    """The detector file or bundled registry name -> Detector; a bad one exits with status 2."""
+    from anatomix.anomaly.detector import Detector
+    from anatomix.errors import AnatomixError
+    from anatomix.models import resolve
+
+    try:
+        return Detector.load(resolve(name_or_path))
+    except AnatomixError as e:
+        _fail(str(e))
+
+
 def _normals(inputs, size: int, mask_dir, segment: bool, minimum: int):
     """Read NORMAL images into the model frame: ``(N, S, S)`` float32, per-image model-frame
     masks (or None each) and the list of input errors; exits (status 2) below ``minimum``."""
@@ -210,15 +222,8 @@ def calibrate(inputs, detector, output, target_fpr, mask_dir, segment, threads, 
     the ranking of images (AUROC) does not change, only where the flag falls.
     """
     _setup(threads)
-    from anatomix.anomaly.detector import Detector
-    from anatomix.errors import AnatomixError
-    from anatomix.models import resolve
-
     t0 = time.time()
-    try:
-        det = Detector.load(resolve(detector))
-    except AnatomixError as e:
-        _fail(str(e))
+    det = _load_detector(detector)
     imgs, mm, errors = _normals(inputs, det.image_size, mask_dir, segment, minimum=5)
     det.calibrate(imgs, mm if any(m is not None for m in mm) else None, target_fpr)
     det.meta["recalibrated_on"] = {"n": len(imgs), "inputs": [str(p) for p in inputs], "command": " ".join(sys.argv)}
@@ -273,17 +278,12 @@ def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_
     _setup(threads)
     from tqdm.auto import tqdm
 
-    from anatomix.anomaly.detector import Detector
     from anatomix.anomaly.inputs import read_images
     from anatomix.errors import AnatomixError
     from anatomix.io.atomic import atomic_write
-    from anatomix.models import resolve
 
     t0 = time.time()
-    try:
-        det = Detector.load(resolve(detector))
-    except AnatomixError as e:
-        _fail(str(e))
+    det = _load_detector(detector)
     if no_mask:
         mask_dir, segment = None, False
     paths, ids, errors = _expand(inputs)
