@@ -136,9 +136,9 @@ def _normals(inputs, size: int, mask_dir, segment: bool, minimum: int):
               show_default=True, help="Residual map (auto = the method's own map; feature = encoder-feature "
                                       "distance, not for mae; critic = the realness critic's map; X+critic = "
                                       "both, each normalised on held-out normals).")
-@click.option("--critic-epochs", type=click.IntRange(0), default=30, show_default=True,
-              help="Epochs of the realness critic fitted after the model (0 = none; the critic residuals "
-                   "need one).")
+@click.option("--critic-epochs", type=click.IntRange(0), default=None,
+              help="Epochs of the realness critic fitted after the model (default: 30 when --residual uses "
+                   "the critic, else 0 = none).")
 @click.option("--reduce", type=click.Choice(("mean", "max", "topk")), default="mean", show_default=True,
               help="Aggregation inside a region (topk = mean of the highest --topk percent).")
 @click.option("--topk", type=click.FloatRange(0.01, 100), default=5.0, show_default=True,
@@ -176,6 +176,8 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
         assert isinstance(model_config, dict)
     except (ValueError, AssertionError):
         _fail(f"--model-config must be a JSON object, got {model_config!r}")
+    if critic_epochs is None:
+        critic_epochs = 30 if "critic" in residual else 0
     t0 = time.time()
     size = image_size or DEFAULT_IMAGE_SIZE[method]
     imgs, mm, errors = _normals(inputs, size, mask_dir, segment, minimum=6)

@@ -129,3 +129,17 @@ def test_calibrate_moves_the_threshold_not_the_ranking(tmp_path):
     assert [x["raw_image"] for x in a] == [x["raw_image"] for x in b]  # same map, same ranking
     sb, sa = np.array([float(x["score"]) for x in b]), np.array([float(x["score"]) for x in a])
     assert np.array_equal(np.argsort(sb), np.argsort(sa))
+
+
+def test_critic_only_when_the_residual_uses_it(tmp_path):
+    from anatomix.anomaly.detector import Detector
+
+    _write(tmp_path / "normals", normal_images(12, 48, seed=1), "n")
+    for residual, has_critic in (("ssim", False), ("critic", True)):
+        det = tmp_path / f"{residual}.pt"
+        r = CliRunner().invoke(anomaly, ["fit", str(tmp_path / "normals"), "-o", str(det), "--epochs", "1",
+                                         "--image-size", "32", "--residual", residual, "--threads", "1",
+                                         *(["--critic-epochs", "1"] if has_critic else [])])
+        assert r.exit_code == 0, r.output
+        d = Detector.load(det)
+        assert (d.critic is not None) == has_critic and d.meta["critic_epochs"] == int(has_critic)
