@@ -53,7 +53,8 @@ register(ModelEntry("qc_atlases", "qc", "qc_atlases.npz",
 register(ModelEntry("pixel", "pixel", "pixel_unet_lungs_heart.pt",
                     "MONAI UNet lungs+heart dense masks, landmarks traced (JSRT/SCR, research use)"))
 register(ModelEntry("anomaly", "anomaly", "anomaly_pediatric.pt",
-                    "Normal-only anomaly detector (conv AE + SSIM, 64 px), ZhangLab pediatric normals, CC BY 4.0"))
+                    "Normal-only anomaly detector (conv AE + realness critic, 64 px), ZhangLab pediatric "
+                    "normals, CC BY 4.0"))
 
 
 def list_models() -> List[ModelEntry]:
