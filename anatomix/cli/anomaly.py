@@ -314,6 +314,10 @@ def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_
         w.writerows(rows)
     click.echo(f"{len(rows)} scored ({n_flag} flagged anomalous at {100 * det.scoring.target_fpr:.0f}% FPR), "
                f"{len(errors)} failed in {time.time() - t0:.1f}s -> {output}")
+    if len(rows) >= 20 and n_flag > max(0.25, 5 * det.scoring.target_fpr) * len(rows):
+        click.echo(f"note: {100 * n_flag / len(rows):.0f}% flagged at a {100 * det.scoring.target_fpr:.0f}% FPR "
+                   f"threshold; if most of these images are normal, the threshold does not fit this site: "
+                   f"recalibrate on local normals with `anatomix anomaly calibrate`", err=True)
     _exit_on_errors(errors, errors_path or output.parent / "errors.csv")
 
 

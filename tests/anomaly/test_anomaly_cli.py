@@ -125,6 +125,8 @@ def test_calibrate_moves_the_threshold_not_the_ranking(tmp_path):
     flag_b = np.mean([int(x["anomalous"]) for x in b])
     flag_a = np.mean([int(x["anomalous"]) for x in a])
     assert flag_b > 0.5  # the shifted site trips the original threshold
+    r = CliRunner().invoke(anomaly, ["score", *map(str, fresh), "--detector", str(det), "-o", str(before)])
+    assert "recalibrate on local normals" in r.output  # ... and the command says what to do about it
     assert flag_a <= 0.3  # target 10 % on 40 fresh images: binomial tolerance
     assert [x["raw_image"] for x in a] == [x["raw_image"] for x in b]  # same map, same ranking
     sb, sa = np.array([float(x["score"]) for x in b]), np.array([float(x["score"]) for x in a])
