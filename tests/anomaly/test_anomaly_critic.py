@@ -93,3 +93,28 @@ def test_critic_residual_needs_a_critic():
         det.model_maps(imgs)
     with pytest.raises(ValueError, match="unknown residual"):
         ScoringConfig(residual="critic+critic")
+
+
+def test_critic_fit_resumes_exactly(tmp_path):
+    """A critic fit stopped after one epoch and rerun ends where an uninterrupted one does; its
+    checkpoint holds the critic only, never the frozen reconstruction model."""
+    imgs = normal_images(16, 32, seed=3)
+    torch.manual_seed(0)
+    model = create_model("ae", image_size=32, channels=[8, 16], latent=4)
+    kw = dict(epochs=3, batch_size=8, progress=False, channels=(8, 16, 16), members=2)
+    a = fit_critic(model, imgs, checkpoint=tmp_path / "a.ckpt", **kw)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(line):
+        if line.startswith("epoch 1/"):
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit_critic(model, imgs, checkpoint=tmp_path / "b.ckpt", log=stop_after_first, **kw)
+    b = fit_critic(model, imgs, checkpoint=tmp_path / "b.ckpt", **kw)
+    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(v, w), k
+    saved = torch.load(tmp_path / "b.ckpt", weights_only=False)["model"]
+    assert saved and all(k.startswith("critic.") for k in saved)
