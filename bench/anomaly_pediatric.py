@@ -594,7 +594,7 @@ def bundle(a) -> None:
     card = f"""# anomaly_pediatric.pt: bundled normal-only anomaly detector
 
 **What it is.** A `{det.method}` detector (anatomix.anomaly; model config: {cfg};
-{sum(p.numel() for p in det.model.parameters()) / 1e6:.2f} M parameters; {dest.stat().st_size / 2 ** 20:.1f} MiB)
+{sum(p.numel() for p in det.model.parameters()) / 1e6:.2f} M parameters{'' if det.critic is None else f' + {sum(p.numel() for p in det.critic.parameters()) / 1e6:.2f} M in the critic'}; {dest.stat().st_size / 2 ** 20:.1f} MiB)
 {'and a realness critic (an ensemble of patch critics trained to tell real normals from the model reconstructions of them; SQUID-style discriminator) ' if det.critic is not None else ''}with its preprocessing (pad to square, resize to {det.image_size} px, intensities in [0, 1] as read),
 scoring (residual `{det.scoring.residual}`, Gaussian smoothing sigma {det.scoring.smooth_sigma} px, `{det.scoring.reduce}`
 aggregation{'' if det.scoring.reduce != 'topk' else f' of the top {det.scoring.topk:g} %'}, score region `{det.scoring.primary}` when masks are given{' or from the field prior' if det.prior_masks else ', else the whole image'}) and calibration (normalisation and threshold at
