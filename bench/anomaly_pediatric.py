@@ -619,7 +619,7 @@ python bench/anomaly_pediatric.py --bundle {a.bundle} --work {a.work}
 ```
 
 {det.meta['epochs']} epochs, batch {det.meta['batch_size']}, AdamW lr {det.meta['lr']} with warm-up and cosine decay, one CPU thread{critic_note},
-{det.meta['fit_seconds']:.0f} s of training in all on a shared 2-core CPU (refitting from scratch reproduced the model's per-epoch losses exactly; the critic is seeded the same way). The CLI
+{det.meta['fit_seconds']:.0f} s of training in all on a shared 2-core CPU (refitting from scratch with the first command reproduced model, critic and calibration bit for bit). The CLI
 `anatomix anomaly fit <the same normals> -o anomaly_pediatric.pt --method {det.method} --epochs {det.meta['epochs']} --critic-epochs {critic_epochs} --image-size {det.image_size} --model-config '{json.dumps({k: v for k, v in det.model.config.items() if k != "image_size"})}' --residual {det.scoring.residual} --reduce {det.scoring.reduce}{' --segment' if seg_note else ''}`{' (the CLI has no option for the field prior)' if det.prior_masks else ''} is the same recipe, but it sorts its inputs, so its random 10 % hold-out (and hence the weights) differ from the bench's.
 
 **Metrics on the pack protocol** (test split: {m['n_normal']} normal, {m['n_abnormal']} pneumonia; images scored without masks):
