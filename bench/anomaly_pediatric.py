@@ -21,6 +21,8 @@ Usage (one method per process; resumable: rerun continues from the checkpoint)::
     python bench/anomaly_pediatric.py --select T --work W       # setup chosen on validation, test reported
     python bench/anomaly_pediatric.py --segment T --work W      # per-image segmenter masks
     python bench/anomaly_pediatric.py --recalibrate T --work W  # threshold after local recalibration
+    python bench/anomaly_pediatric.py --speed T1 T2 ... --work W  # same-process scoring speed table
+    python bench/anomaly_pediatric.py --bundle T --work W       # -> anatomix/weights/anomaly_pediatric.*
     python bench/anomaly_pediatric.py --report --work W         # -> bench/results/anomaly_pediatric.md
 """
 
