@@ -14,9 +14,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from dicom_synth import write_dicom
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from anatomix.anatomy import LUNGS_HEART, landmarks_to_masks
 from anatomix.batch import (
@@ -85,24 +84,6 @@ def xray(h: int = 64, w: int = 64) -> np.ndarray:
     return RNG.integers(0, 256, (h, w), dtype=np.uint8)
 
 
-def dicom(path: Path, stored: np.ndarray | None, photometric: str = "MONOCHROME2") -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = (48, 40) if stored is None else stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if stored is not None:
-        ds.PixelData = stored.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def hostile_corpus(root: Path) -> tuple[set[str], set[str]]:
     """Build the corpus; return (names that must be segmented, names that must fail)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -118,8 +99,8 @@ def hostile_corpus(root: Path) -> tuple[set[str], set[str]]:
     huge[1000:3800:7, 1000:5000:7] = 90
     png(root / "huge.png", huge)
     png(root / "nonsquare.png", xray(50, 130))
-    dicom(root / "mono1.dcm", RNG.integers(0, 4096, (48, 40)), "MONOCHROME1")
-    dicom(root / "nopixels.dcm", None)
+    write_dicom(root / "mono1.dcm", RNG.integers(0, 4096, (48, 40)), "MONOCHROME1")
+    write_dicom(root / "nopixels.dcm", shape=(48, 40))
     nib.save(nib.Nifti1Image(RNG.random((40, 52)).astype(np.float32), np.diag([-1.0, -1.0, 1, 1])),
              root / "scan.nii.gz")
     png(root / "black.png", np.zeros((64, 64), np.uint8))
@@ -274,7 +255,7 @@ def test_expand_inputs_every_kind_of_entry(tmp_path):
 
 
 def test_expand_inputs_finds_dicom_without_suffix_and_skips_other_files(tmp_path):
-    dicom(tmp_path / "IM0001", RNG.integers(0, 4096, (40, 40)))
+    write_dicom(tmp_path / "IM0001", RNG.integers(0, 4096, (40, 40)))
     (tmp_path / "README").write_text("hello")
     (tmp_path / "table.csv").write_text("a,b\n")
     paths, errors = expand_inputs([tmp_path])

@@ -12,10 +12,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from dicom_synth import write_dicom
 from PIL import Image, ImageFile
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+from pydicom.uid import JPEG2000Lossless
 
 from anatomix.errors import ReadError
 from anatomix.io import MIN_SIDE, read_radiograph
@@ -27,25 +27,6 @@ def _encoded(fmt: str, size=(64, 48)) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(RNG.integers(0, 256, size[::-1], dtype=np.uint8)).save(buf, fmt)
     return buf.getvalue()
-
-
-def _dicom(path: Path, pixel_data: bytes | None, syntax=ExplicitVRLittleEndian, **elements) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = 32, 32, 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if pixel_data is not None:
-        ds.PixelData = pixel_data
-    for key, value in elements.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _png_header_only(path: Path, width: int, height: int) -> Path:
@@ -114,13 +95,13 @@ CASES = [
     *[(f"truncated-png-{f}", _write("t.png", PNG[: int(len(PNG) * f)]), "truncated") for f in (0.3, 0.9)],
     *[(f"truncated-jpeg-{f}", _write("t.jpg", JPEG[: int(len(JPEG) * f)]), "truncated") for f in (0.3, 0.9)],
     ("jpeg-without-eoi", _write("t.jpg", JPEG[:-2]), "truncated"),
-    ("dicom-no-pixel-data", lambda t: _dicom(t / "np.dcm", None), "no pixel data"),
-    ("dicom-short-pixel-data", lambda t: _dicom(t / "short.dcm", bytes(100)), "cannot decode pixel data"),
+    ("dicom-no-pixel-data", lambda t: write_dicom(t / "np.dcm"), "no pixel data"),
+    ("dicom-short-pixel-data", lambda t: write_dicom(t / "short.dcm", pixel_data=bytes(100)), "cannot decode pixel data"),
     ("dicom-undecodable-jpeg2000",
-     lambda t: _dicom(t / "j2k.dcm", encapsulate([GARBAGE[:100]]), JPEG2000Lossless),
+     lambda t: write_dicom(t / "j2k.dcm", pixel_data=encapsulate([GARBAGE[:100]]), syntax=JPEG2000Lossless),
      "JPEG 2000"),
     ("dicom-multiframe",
-     lambda t: _dicom(t / "mf.dcm", bytes(2 * 32 * 32 * 2), NumberOfFrames=2), "multi-frame"),
+     lambda t: write_dicom(t / "mf.dcm", pixel_data=bytes(2 * 32 * 32 * 2), NumberOfFrames=2), "multi-frame"),
     ("nifti-3d-volume", _nifti("v.nii.gz", (20, 20, 20)), "3D volume with shape (20, 20, 20) is not a radiograph"),
     ("nifti-4d", _nifti("v4.nii", (20, 20, 1, 3)), "not a radiograph"),
     ("png-1x1", _save_image("one.png", (1, 1)), "image too small (1x1)"),

@@ -8,9 +8,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from dicom_synth import write_dicom
 from PIL import Image, PngImagePlugin
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import RLELossless
 
 from anatomix.io import read_radiograph
 
@@ -28,30 +28,6 @@ def ramp(dtype=np.uint8, top: int = 255) -> np.ndarray:
 def levels(top: int) -> np.ndarray:
     """(64, 64) uint16 image holding 4096 distinct values evenly spread over [0, top]."""
     return np.round(np.linspace(0, top, 64 * 64)).astype(np.uint16).reshape(64, 64)
-
-
-def make_dicom(path: Path, stored: np.ndarray, photometric: str = "MONOCHROME2",
-               bits_stored: int = 12, **elements) -> Path:
-    """Write a real single-frame DX DICOM file (Explicit VR Little Endian) of uint16 samples."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray, for presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.PixelData = stored.astype("<u2").tobytes()
-    for key, value in elements.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 # -- PNG / JPEG / TIFF -------------------------------------------------------------------------
@@ -147,8 +123,8 @@ def test_large_image_is_not_a_decompression_bomb(tmp_path):
 # -- DICOM -------------------------------------------------------------------------------------
 def test_dicom_monochrome1_and_2_give_the_same_pixels(tmp_path):
     img = ramp(np.uint16, 4095)
-    m2 = read_radiograph(make_dicom(tmp_path / "m2.dcm", img, "MONOCHROME2"))
-    m1 = read_radiograph(make_dicom(tmp_path / "m1.dcm", 4095 - img, "MONOCHROME1"))
+    m2 = read_radiograph(write_dicom(tmp_path / "m2.dcm", img, "MONOCHROME2"))
+    m1 = read_radiograph(write_dicom(tmp_path / "m1.dcm", 4095 - img, "MONOCHROME1"))
     np.testing.assert_allclose(m2.pixels, img / 4095.0, rtol=1e-6)  # BitsStored 12, not 16
     np.testing.assert_allclose(m1.pixels, m2.pixels, atol=1e-6)
     assert m1.meta["photometric"] == "MONOCHROME1" and m1.meta["bit_depth"] == 12
@@ -158,7 +134,7 @@ def test_dicom_monochrome1_and_2_give_the_same_pixels(tmp_path):
 @pytest.mark.parametrize("slope, intercept", [(2.0, -1024.0), (-1.0, 4095.0)])
 def test_dicom_rescale_slope_intercept(tmp_path, slope, intercept):
     img = ramp(np.uint16, 4095)
-    rad = read_radiograph(make_dicom(tmp_path / "r.dcm", img, RescaleSlope=slope,
+    rad = read_radiograph(write_dicom(tmp_path / "r.dcm", img, RescaleSlope=slope,
                                      RescaleIntercept=intercept))
     values = img * slope + intercept
     np.testing.assert_allclose(rad.pixels, (values - values.min()) / np.ptp(values), atol=1e-6)
@@ -168,7 +144,7 @@ def test_dicom_rescale_slope_intercept(tmp_path, slope, intercept):
 def test_dicom_window_clips_outside_and_is_linear_inside(tmp_path):
     img = ramp(np.uint16, 4095)
     center, width = 2000, 1001  # DICOM LINEAR: (v - 1999.5) / 1000 + 0.5, clipped to [0, 1]
-    rad = read_radiograph(make_dicom(tmp_path / "w.dcm", img, WindowCenter=center,
+    rad = read_radiograph(write_dicom(tmp_path / "w.dcm", img, WindowCenter=center,
                                      WindowWidth=width))
     px = rad.pixels
     assert np.all(px[img < 1500] == 0.0) and np.all(px[img >= 2500] == 1.0)
@@ -180,20 +156,20 @@ def test_dicom_window_clips_outside_and_is_linear_inside(tmp_path):
 
 @pytest.mark.parametrize("key", ["PixelSpacing", "ImagerPixelSpacing"])
 def test_dicom_spacing(tmp_path, key):
-    rad = read_radiograph(make_dicom(tmp_path / "s.dcm", ramp(np.uint16), **{key: [0.143, 0.15]}))
+    rad = read_radiograph(write_dicom(tmp_path / "s.dcm", ramp(np.uint16), **{key: [0.143, 0.15]}))
     assert rad.spacing == pytest.approx((0.143, 0.15))
 
 
 @pytest.mark.parametrize("name", ["x.dicom", "IM0001", "1.2.840.113619.320"])
 def test_dicom_by_suffix_or_by_dicm_marker(tmp_path, name):
     img = ramp(np.uint16, 4095)
-    rad = read_radiograph(make_dicom(tmp_path / name, img))
+    rad = read_radiograph(write_dicom(tmp_path / name, img))
     np.testing.assert_allclose(rad.pixels, img / 4095.0, rtol=1e-6)
 
 
 def test_dicom_rle_compressed_decodes(tmp_path):
     img = ramp(np.uint16, 4095)
-    path = make_dicom(tmp_path / "rle.dcm", img)
+    path = write_dicom(tmp_path / "rle.dcm", img)
     import pydicom
 
     ds = pydicom.dcmread(path)
