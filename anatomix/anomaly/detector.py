@@ -200,6 +200,11 @@ class Detector:
         maps = np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size), np.float32)
         return smooth(maps, self.scoring.smooth_sigma)
 
+    def _missing_component_stats(self) -> bool:
+        """True when ``scoring.residual`` sums parts whose normal statistics are not set."""
+        parts = self._parts()
+        return len(parts) > 1 and set(self.component_stats) != set(parts)
+
     def set_component_stats(self, images: np.ndarray, batch_size: int = 64) -> None:
         """Mean and standard deviation of each summed part's image-mean over NORMAL images."""
         parts = self._parts()
@@ -218,7 +223,7 @@ class Detector:
         if len(parts) == 1:
             maps = self._part_maps(images, parts[0], batch_size)
         else:
-            if set(self.component_stats) != set(parts):
+            if self._missing_component_stats():
                 raise RuntimeError(f"residual {self.scoring.residual!r} sums normalised parts but their "
                                    f"normal statistics are missing; call calibrate() or set_component_stats()")
             maps = sum((self._part_maps(images, p, batch_size) - self.component_stats[p][0])
@@ -264,7 +269,7 @@ class Detector:
         """
         if target_fpr is not None:
             self.scoring.target_fpr = float(target_fpr)
-        if len(self._parts()) > 1 and set(self.component_stats) != set(self._parts()):
+        if self._missing_component_stats():
             self.set_component_stats(images)  # part of the score's definition: kept by later recalibrations
         if self.scoring.pixel_norm and self.pixel_stats is None:
             self.set_pixel_stats(images)

@@ -145,3 +145,11 @@ def test_critic_only_when_the_residual_uses_it(tmp_path):
         assert r.exit_code == 0, r.output
         d = Detector.load(det)
         assert (d.critic is not None) == has_critic and d.meta["critic_epochs"] == int(has_critic)
+
+
+def test_every_residual_the_cli_offers_is_one_the_detector_knows():
+    from anatomix.anomaly.scoring import is_residual
+    from anatomix.cli.anomaly import fit
+
+    choices = next(p.type.choices for p in fit.params if p.name == "residual")
+    assert choices and all(is_residual(c) for c in choices)
