@@ -133,11 +133,9 @@ def main() -> None:
 
     fit_idx, cal_idx = split_calibration(len(imgs), 0.1, int(det.meta["seed"]))
     if a.critic_epochs and det.critic is None:  # the realness critic on the same fit normals
-        from anatomix.anomaly.train import fit_critic
+        from anatomix.anomaly.train import add_critic
 
-        det.critic = fit_critic(det.model, np.stack(imgs)[fit_idx], epochs=a.critic_epochs, batch_size=a.batch_size,
-                                seed=int(det.meta["seed"]), progress=False)
-        det.meta["critic_epochs"] = a.critic_epochs
+        add_critic(det, np.stack(imgs)[fit_idx], a.critic_epochs, batch_size=a.batch_size, progress=False)
         det.save(det_path)
     if a.residual != det.scoring.residual or a.pixel_norm:  # same model, other scoring: recalibrate
         det.scoring.residual = a.residual

@@ -384,14 +384,11 @@ def run_method(a) -> None:
                                  "command": " ".join(sys.argv)}, critic_epochs=a.critic_epochs)
         det.save(det_path)
     if a.critic_epochs and det.critic is None:  # add a critic to a detector fitted before critics existed
-        from anatomix.anomaly.train import fit_critic, split_calibration
+        from anatomix.anomaly.train import add_critic, split_calibration
 
         fit_idx, _ = split_calibration(len(train), 0.1, int(det.meta["seed"]))
-        t0 = time.time()
-        det.critic = fit_critic(det.model, train[fit_idx], epochs=a.critic_epochs, seed=int(det.meta["seed"]),
-                                checkpoint=work / f"{tag}.critic.ckpt", progress=False,
-                                log=lambda s: print(tag, "critic", s, flush=True))
-        det.meta.update(critic_epochs=a.critic_epochs, fit_seconds=det.meta["fit_seconds"] + time.time() - t0)
+        add_critic(det, train[fit_idx], a.critic_epochs, checkpoint=work / f"{tag}.critic.ckpt", progress=False,
+                   log=lambda s: print(tag, "critic", s, flush=True))
         det.save(det_path)
     # scoring speed: read + preprocess + model + scores, whole image, batches of 64, 1 thread
     rads = [read_radiograph(p) for p in paths[:128]]

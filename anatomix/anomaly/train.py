@@ -135,6 +135,25 @@ def fit_critic(model, images: np.ndarray, epochs: int = 30, batch_size: int = 32
     return critic.cpu().eval()
 
 
+def add_critic(det, images: np.ndarray, epochs: int = 30, batch_size: int = 32, checkpoint: Path | None = None,
+               progress: bool = True, log: Callable[[str], None] | None = None, device: str = "cpu") -> None:
+    """Give a detector its realness critic (:func:`fit_critic`, seeded with ``det.meta["seed"]``).
+
+    Args:
+        det: a :class:`~anatomix.anomaly.detector.Detector` (its model fitted).
+        images: ``(N, S, S)`` the NORMAL images its model was fitted on (not the calibration ones).
+
+    Records ``critic_epochs`` and adds the critic's time to ``fit_seconds`` in ``det.meta``.
+    Calibrate afterwards if the scoring uses the critic.
+    """
+    t0 = time.time()
+    det.critic = fit_critic(det.model, images, epochs=epochs, batch_size=batch_size,
+                            seed=int(det.meta.get("seed", 0)), checkpoint=checkpoint, progress=progress,
+                            log=log, device=device)
+    det.meta["critic_epochs"] = int(epochs)
+    det.meta["fit_seconds"] = float(det.meta.get("fit_seconds", 0.0)) + time.time() - t0
+
+
 def split_calibration(n: int, calib_fraction: float = 0.1, seed: int = 0, min_calib: int = 5):
     """Indices (fit, calibration) of a random hold-out of ``calib_fraction`` (at least ``min_calib``)."""
     if n < min_calib + 1:
@@ -190,19 +209,15 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None 
     history = fit_model(model, images[fit_idx], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                         checkpoint=checkpoint, progress=progress, log=log, device=device)
     fit_s = sum(h["seconds"] for h in history) if history else time.time() - t0
-    critic = None
-    if critic_epochs:
-        t1 = time.time()
-        ck = None if checkpoint is None else Path(checkpoint).with_suffix(".critic.ckpt")
-        critic = fit_critic(model, images[fit_idx], epochs=critic_epochs, batch_size=batch_size, seed=seed,
-                            checkpoint=ck, progress=progress, log=log, device=device)
-        fit_s += time.time() - t1
-    det = Detector(model.cpu(), scoring, prior_masks=prior_masks, critic=critic)
-    cm = None if calib_masks is None else [calib_masks[i] for i in cal_idx]
-    det.calibrate(images[cal_idx], cm)
+    det = Detector(model.cpu(), scoring, prior_masks=prior_masks)
     det.meta.update({"n_fit": len(fit_idx), "n_calibration": len(cal_idx), "epochs": int(epochs),
-                     "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed),
-                     "critic_epochs": int(critic_epochs),
+                     "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "critic_epochs": 0,
                      "fit_seconds": float(fit_s), "final_loss": float(history[-1]["loss"]) if history else None,
                      **(meta or {})})
+    if critic_epochs:
+        critic_ck = None if checkpoint is None else Path(checkpoint).with_suffix(".critic.ckpt")
+        add_critic(det, images[fit_idx], critic_epochs, batch_size=batch_size, checkpoint=critic_ck,
+                   progress=progress, log=log, device=device)
+    cm = None if calib_masks is None else [calib_masks[i] for i in cal_idx]
+    det.calibrate(images[cal_idx], cm)
     return det
