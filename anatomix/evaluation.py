@@ -23,6 +23,26 @@ def case_spacing(meta: Dict[str, str]) -> Optional[float]:
     return None
 
 
+def per_source_scores(dices: Dict[tuple, List[float]]) -> Dict[str, float]:
+    """Validation metrics over several sources with partial labels.
+
+    Args:
+        dices: {(source, structure): Dice of every case of that source that labels it}.
+
+    Returns:
+        ``dice_<structure>`` (over all cases), ``dice_<source>_<structure>``, and ``score``:
+        the mean over (source, structure) pairs, so that every collection weighs the same
+        whatever its size.
+    """
+    metrics: Dict[str, float] = {}
+    for key in sorted({k for _, k in dices}):
+        metrics[f"dice_{key}"] = float(np.mean([d for (_, k), v in dices.items() if k == key for d in v]))
+    for (source, key), v in sorted(dices.items()):
+        metrics[f"dice_{source}_{key}"] = float(np.mean(v))
+    metrics["score"] = float(np.mean([np.mean(v) for v in dices.values()]))
+    return metrics
+
+
 def mask_metrics(pred: np.ndarray, true: np.ndarray, spacing: Optional[float]) -> Dict[str, float]:
     """Dice and HD95 of two (H, W) bool masks (HD95 in px, and in mm when spacing is known)."""
     import torch

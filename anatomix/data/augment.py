@@ -25,6 +25,14 @@ class AugmentConfig:
         gamma: gamma range for the contrast adjustment.
         noise_std: maximum standard deviation of additive Gaussian noise.
         p_intensity: probability of each intensity transform.
+        p_border: probability of a strong zoom-out pushed towards one corner, which leaves wide
+            black bands on up to two sides (films padded or collimated at other sites).
+        border_zoom: (min, max) shrink factor of that zoom-out (1.5 -> the image fills 2/3).
+        p_blur: probability of a Gaussian blur (sigma 0.5-1.5 model pixels).
+        p_invert: probability of inverted contrast (1 - image).
+
+    The last four default to 0, i.e. the original JSRT recipe; :meth:`sites` is the recipe for
+    training on several collections.
     """
 
     rotate_deg: float = 10.0
@@ -33,6 +41,17 @@ class AugmentConfig:
     gamma: Tuple[float, float] = (0.6, 1.6)
     noise_std: float = 0.03
     p_intensity: float = 0.5
+    p_border: float = 0.0
+    border_zoom: Tuple[float, float] = (1.15, 1.6)
+    p_blur: float = 0.0
+    p_invert: float = 0.0
+
+    @classmethod
+    def sites(cls) -> "AugmentConfig":
+        """Augmentation that looks like other hospitals' films: more tilt and zoom, wide
+        borders, blur, stronger noise, occasional inverted contrast."""
+        return cls(rotate_deg=15.0, scale=0.15, translate=0.08, gamma=(0.5, 2.0), noise_std=0.05,
+                   p_border=0.15, p_blur=0.2, p_invert=0.05)
 
     def scaled(self, strength: float) -> "AugmentConfig":
         """The same recipe with the spatial ranges multiplied by ``strength`` (0 = no spatial
@@ -49,7 +68,7 @@ class LandmarkAugment:
 
     def __init__(self, config: AugmentConfig = AugmentConfig(), seed: int | None = None):
         from monai.transforms import (Compose, RandAdjustContrast, RandGaussianNoise,
-                                      RandScaleIntensity, RandShiftIntensity)
+                                      RandGaussianSmooth, RandScaleIntensity, RandShiftIntensity)
 
         self.config = config
         self.rng = np.random.default_rng(seed)
@@ -59,7 +78,8 @@ class LandmarkAugment:
             RandScaleIntensity(factors=0.15, prob=p),
             RandShiftIntensity(offsets=0.08, prob=p),
             RandGaussianNoise(prob=p, std=config.noise_std),
-        ])
+        ] + ([RandGaussianSmooth(sigma_x=(0.5, 1.5), sigma_y=(0.5, 1.5), prob=config.p_blur)]
+             if config.p_blur > 0 else []))
         if seed is not None:
             self.intensity.set_random_state(seed=seed)
 
@@ -84,16 +104,25 @@ class LandmarkAugment:
 
         c, rng = self.config, self.rng
         zoom = 1.0 + rng.uniform(-c.scale, c.scale)
+        shift = rng.uniform(-c.translate, c.translate, 2) * size
+        if c.p_border > 0 and rng.uniform() < c.p_border:
+            # MONAI's scale > 1 shrinks the image; shifting by up to the freed margin puts the
+            # whole band on one side per axis
+            zoom = rng.uniform(*c.border_zoom)
+            shift = rng.choice([-1.0, 1.0], 2) * rng.uniform(0.0, 1.0, 2) * (zoom - 1.0) / 2.0 * size
         return Affine(
             rotate_params=float(np.deg2rad(rng.uniform(-c.rotate_deg, c.rotate_deg))),
             scale_params=(zoom, zoom),
-            translate_params=tuple(rng.uniform(-c.translate, c.translate, 2) * size),
+            translate_params=tuple(shift),
             padding_mode="zeros", mode="bilinear", image_only=False,
         )
 
     def intensity_of(self, image) -> np.ndarray:
         """Random intensity transforms of a (1, S, S) image -> (S, S) float32 in [0, 1]."""
-        return np.clip(np.asarray(self.intensity(image), dtype=np.float32)[0], 0.0, 1.0)
+        out = np.clip(np.asarray(self.intensity(image), dtype=np.float32)[0], 0.0, 1.0)
+        if self.config.p_invert > 0 and self.rng.uniform() < self.config.p_invert:
+            out = 1.0 - out
+        return out
 
 
 def move_points(xy: np.ndarray, matrix: np.ndarray) -> np.ndarray:

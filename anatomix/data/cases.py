@@ -35,30 +35,58 @@ class SegCase:
     stratum: str = ""
     meta: Dict[str, str] = field(default_factory=dict)
 
+    @property
+    def source(self) -> str:
+        """The collection the case comes from (manifest ``source``; ``folder`` otherwise)."""
+        return self.meta.get("source") or self.stratum.split("/")[0]
 
-def pack_cases(root: Path | str, sources: Sequence[str] = ("jsrt",)) -> List[SegCase]:
-    """Cases of the data pack's ``cxr-seg`` folder (``root`` is the pack or ``cxr-seg``).
+
+PACK_FOLDERS = ("cxr-seg", "cxr-lungs")
+"""Labelled folders of the data pack (each: ``manifest.csv`` + ``<source>/<id>.png`` + masks)."""
+PACK_SOURCES = ("jsrt", "montgomery", "shenzhen")
+"""Every labelled source of the data pack (``shenzhen`` joins the few cxr-seg cases to cxr-lungs)."""
+
+
+def manifest_cases(folder: Path | str, sources: Optional[Sequence[str]] = None) -> List[SegCase]:
+    """Cases of a folder laid out like the pack's ``cxr-seg`` or ``cxr-lungs``.
+
+    The folder holds ``manifest.csv`` (columns ``id``, ``source``, optional ``patient_id`` and
+    ``label``) and, per row, ``<source>/<id>.png`` with masks ``<source>/<id>_<structure>.png``
+    and optional landmarks ``<source>/<id>_landmarks.npy``. A structure without a mask file is
+    unlabelled for that case (partial labels), never "absent".
 
     Args:
-        root: ``../shared/data`` or its ``cxr-seg`` sub-folder.
-        sources: which manifest sources to keep (``jsrt``, ``shenzhen``).
+        folder: the folder.
+        sources: keep only rows of these sources (all when None).
     """
-    root = Path(root)
-    seg = root / "cxr-seg" if (root / "cxr-seg").is_dir() else root
+    folder = Path(folder)
     cases = []
-    with open(seg / "manifest.csv", newline="") as f:
+    with open(folder / "manifest.csv", newline="") as f:
         for row in csv.DictReader(f):
-            if row["source"] not in sources:
+            if sources is not None and row["source"] not in sources:
                 continue
-            folder = seg / row["source"]
+            sub = folder / row["source"]
             cid = row["id"]
-            lm = folder / f"{cid}_landmarks.npy"
-            masks = {s.key: folder / f"{cid}_{s.key}.png" for s in STRUCTURES
-                     if (folder / f"{cid}_{s.key}.png").is_file()}
-            cases.append(SegCase(cid, folder / f"{cid}.png", lm if lm.is_file() else None, masks,
+            lm = sub / f"{cid}_landmarks.npy"
+            masks = {s.key: sub / f"{cid}_{s.key}.png" for s in STRUCTURES
+                     if (sub / f"{cid}_{s.key}.png").is_file()}
+            cases.append(SegCase(cid, sub / f"{cid}.png", lm if lm.is_file() else None, masks,
                                  group=row.get("patient_id") or cid,
                                  stratum=f"{row['source']}/{row.get('label', '')}", meta=row))
     return cases
+
+
+def pack_cases(root: Path | str, sources: Sequence[str] = ("jsrt",)) -> List[SegCase]:
+    """Cases of the data pack's labelled folders (``cxr-seg`` and ``cxr-lungs``).
+
+    Args:
+        root: ``../shared/data`` (or one of its labelled folders).
+        sources: which sources to keep (:data:`PACK_SOURCES`); JSRT alone by default, the
+            collection the first models and benchmarks were built on.
+    """
+    root = Path(root)
+    folders = [root / name for name in PACK_FOLDERS if (root / name / "manifest.csv").is_file()]
+    return [c for folder in folders or [root] for c in manifest_cases(folder, sources)]
 
 
 def folder_cases(folder: Path | str) -> List[SegCase]:
@@ -83,14 +111,23 @@ def folder_cases(folder: Path | str) -> List[SegCase]:
 
 
 def is_pack(root: Path | str) -> bool:
-    """True when ``root`` is the data pack (holds ``cxr-seg/manifest.csv``) or its ``cxr-seg``."""
+    """True when ``root`` is the data pack or one of its labelled folders (holds a manifest)."""
     root = Path(root)
-    return (root / "cxr-seg" / "manifest.csv").is_file() or (root / "manifest.csv").is_file()
+    return any((root / name / "manifest.csv").is_file() for name in PACK_FOLDERS) \
+        or (root / "manifest.csv").is_file()
 
 
-def labelled_cases(root: Path | str) -> List[SegCase]:
-    """The pack's JSRT cases when ``root`` is the data pack, else the cases of a labelled folder."""
-    return pack_cases(root) if is_pack(root) else folder_cases(root)
+def labelled_cases(root: Path | str, sources: Optional[Sequence[str]] = None) -> List[SegCase]:
+    """Every labelled case under ``root``: the data pack (all its labelled folders), a folder
+    with a manifest (``cxr-lungs`` layout), or a plain folder (:func:`folder_cases`).
+
+    Args:
+        root: where the cases are.
+        sources: keep only these manifest sources (pack and manifest folders; all when None).
+    """
+    if not is_pack(root):
+        return folder_cases(root)
+    return pack_cases(root, sources if sources is not None else PACK_SOURCES)
 
 
 def split_cases(cases: Sequence[SegCase], val_fraction: float = 0.2,

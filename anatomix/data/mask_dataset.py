@@ -19,15 +19,9 @@ PIXEL_KEYS: Tuple[str, ...] = ("lungR", "lungL", "heart")
 
 
 def case_masks(case: SegCase, keys: Sequence[str]) -> Dict[str, np.ndarray]:
-    """{key: (H, W) bool} original-frame masks of a case.
-
-    Raises:
-        KeyError: when the case lacks a mask for one of ``keys``.
-    """
-    missing = [k for k in keys if k not in case.masks]
-    if missing:
-        raise KeyError(f"case {case.case_id} has no mask for {missing}")
-    return {k: read_mask(case.masks[k]) for k in keys}
+    """{key: (H, W) bool} original-frame masks of a case, for the ``keys`` it labels (partial
+    labels: a structure without a mask file is left out, not taken as empty)."""
+    return {k: read_mask(case.masks[k]) for k in keys if k in case.masks}
 
 
 class MaskDataset(Dataset):
@@ -37,33 +31,41 @@ class MaskDataset(Dataset):
     the image (anti-aliased) and thresholded at 0.5.
 
     Items are dicts: ``image`` (1, S, S) float32 in [0, 1], ``masks`` (C, S, S) float32 0/1 in
-    the order of ``keys``, ``index`` int (into :attr:`cases`, :attr:`frames`).
+    the order of ``keys`` (zeros for a structure the case does not label), ``has_mask`` (C,)
+    bool (which channels are labelled: the loss ignores the others), ``index`` int (into
+    :attr:`cases`, :attr:`frames`).
 
     Args:
-        cases: labelled cases (each must have a mask for every key).
+        cases: labelled cases (partial labels allowed).
         image_size: side S of the model frame.
         augment: optional :class:`MaskAugment` (training only).
         keys: structures, one output channel each.
-        keep_original: also keep the original-frame masks (:attr:`original_masks`), for
-            validation in the original frame.
+        keep_original: also keep the original-frame masks (:attr:`original_masks`, labelled
+            structures only), for validation in the original frame.
+        crop_borders: preprocess with the exposed-field crop (as the model will at inference).
     """
 
     def __init__(self, cases: Sequence[SegCase], image_size: int, augment: Optional[MaskAugment] = None,
-                 keys: Sequence[str] = PIXEL_KEYS, keep_original: bool = False):
+                 keys: Sequence[str] = PIXEL_KEYS, keep_original: bool = False, crop_borders: bool = False):
         from anatomix.io.read import read_radiograph
 
         self.cases, self.size, self.augment, self.keys = list(cases), image_size, augment, tuple(keys)
         self.images: List[np.ndarray] = []
         self.targets: List[np.ndarray] = []
+        self.has_mask = np.zeros((len(self.cases), len(self.keys)), bool)
         self.frames: List[SquareFrame] = []
         self.original_masks: List[Dict[str, np.ndarray]] = []
-        for case in self.cases:
-            image, frame = to_model_frame(read_radiograph(case.image).pixels, image_size)
+        for i, case in enumerate(self.cases):
+            image, frame = to_model_frame(read_radiograph(case.image).pixels, image_size, crop_borders)
             masks = case_masks(case, self.keys)
             self.images.append(image)
             self.frames.append(frame)
-            self.targets.append(np.stack([frame.image_to_model(masks[k].astype(np.float32)) >= 0.5
-                                          for k in self.keys]).astype(np.uint8))
+            target = np.zeros((len(self.keys), image_size, image_size), np.uint8)
+            for c, k in enumerate(self.keys):
+                if k in masks:
+                    target[c] = frame.image_to_model(masks[k].astype(np.float32)) >= 0.5
+                    self.has_mask[i, c] = True
+            self.targets.append(target)
             if keep_original:
                 self.original_masks.append(masks)
 
@@ -76,4 +78,5 @@ class MaskDataset(Dataset):
             image, masks = self.augment(image, masks)
         return {"image": torch.from_numpy(np.ascontiguousarray(image))[None],
                 "masks": torch.from_numpy(np.ascontiguousarray(masks)),
+                "has_mask": torch.from_numpy(self.has_mask[i].copy()),
                 "index": torch.tensor(i)}

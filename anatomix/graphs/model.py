@@ -70,6 +70,8 @@ class GraphConfig:
             its length is the number of graph levels.
         cheb_k: order ``K`` of the Chebyshev filters.
         n_skips: number of image-to-graph skip connections, at the finest graph levels.
+        crop_borders: preprocessing crops the image to its exposed field first
+            (:func:`anatomix.data.preprocess.exposed_field`); saved so inference matches training.
     """
 
     template: str = "lungs_heart"
@@ -79,6 +81,7 @@ class GraphConfig:
     graph_channels: tuple[int, ...] = (128, 128, 64, 64)
     cheb_k: int = 6
     n_skips: int = 2
+    crop_borders: bool = False
 
     def __post_init__(self) -> None:
         self.encoder_channels = tuple(int(c) for c in self.encoder_channels)

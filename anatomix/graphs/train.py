@@ -15,15 +15,22 @@ from anatomix.anatomy import TEMPLATES, dice, rasterize
 class GraphTask:
     """HybridGNet family for :func:`anatomix.training.fit`.
 
+    Batches come from :class:`anatomix.data.datasets.LandmarkDataset`: the landmark terms of
+    :func:`~anatomix.graphs.loss.hybrid_loss` use the cases that have landmarks, the mask term
+    :func:`~anatomix.graphs.loss.boundary_loss` every structure that has a mask; a structure
+    that a case does not label contributes nothing.
+
     Attributes:
         config: the model's :class:`anatomix.graphs.model.GraphConfig`.
         kl_weight: final weight of the KL term.
         kl_warmup_epochs: the KL weight ramps linearly from 0 over these epochs.
+        mask_weight: weight of the mask (boundary Chamfer) term; 0 trains on landmarks only.
     """
 
     config: Any
     kl_weight: float = 1e-6
     kl_warmup_epochs: int = 20
+    mask_weight: float = 1.0
 
     def build_model(self) -> torch.nn.Module:
         from anatomix.graphs.model import HybridGNet
@@ -31,28 +38,44 @@ class GraphTask:
         return HybridGNet(self.config)
 
     def loss(self, model, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
-        from anatomix.graphs.loss import hybrid_loss
+        from anatomix.graphs.loss import boundary_loss, hybrid_loss
 
         ramp = min(1.0, (epoch + 1) / max(1, self.kl_warmup_epochs))
         out = model(batch["image"])
-        loss, parts = hybrid_loss(out, batch["landmarks"], self.kl_weight * ramp)
+        loss, parts = hybrid_loss(out, batch["landmarks"], self.kl_weight * ramp,
+                                  has_landmarks=batch["has_landmarks"])
+        if self.mask_weight:
+            chamfer = boundary_loss(out, batch["boundary"], batch["has_boundary"])
+            loss = loss + self.mask_weight * chamfer
+            parts["boundary"] = chamfer.item()
         return loss, {"loss": loss.item(), **parts}
 
     def validate(self, model, loader) -> Dict[str, float]:
-        """Mean landmark error (model-frame px) and per-structure Dice in the model frame."""
+        """Dice per source and structure in the model frame (against the case's mask, or its
+        rasterised landmarks where it has no mask), and the landmark error (model-frame px)
+        of the cases with landmarks; ``score`` weighs every source the same."""
+        from anatomix.evaluation import per_source_scores
+
+        data = loader.dataset
         template = TEMPLATES[self.config.template]
         size = self.config.image_size
-        errors, dices = [], {k: [] for k in template.keys}
+        errors, dices = [], {}
         for batch in loader:
             pred = model(batch["image"]).landmarks.numpy() * size
             true = batch["landmarks"].numpy() * size
-            errors.append(np.linalg.norm(pred - true, axis=-1).mean(axis=-1))
-            for p, t in zip(pred, true):
-                for k, sl in template.slices().items():
-                    dices[k].append(dice(rasterize(p[sl], (size, size)), rasterize(t[sl], (size, size))))
-        metrics = {f"dice_{k}": float(np.mean(v)) for k, v in dices.items()}
-        metrics["landmark_px"] = float(np.concatenate(errors).mean())
-        metrics["score"] = float(np.mean([np.mean(v) for v in dices.values()]))
+            for p, t, has_lm, i in zip(pred, true, batch["has_landmarks"].tolist(), batch["index"].tolist()):
+                if has_lm:
+                    errors.append(np.linalg.norm(p - t, axis=-1).mean())
+                for key, sl in template.slices().items():
+                    ref = data.model_masks[i].get(key) if data.model_masks else None
+                    if ref is None and has_lm:
+                        ref = rasterize(t[sl], (size, size))
+                    if ref is not None:
+                        dices.setdefault((data.cases[i].source, key), []).append(
+                            dice(rasterize(p[sl], (size, size)), ref))
+        metrics = per_source_scores(dices)
+        if errors:
+            metrics["landmark_px"] = float(np.mean(errors))
         return metrics
 
     def checkpoint_extra(self) -> Dict[str, Any]:

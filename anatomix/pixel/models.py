@@ -105,6 +105,8 @@ class PixelConfig:
         keys: structure of each output channel.
         threshold: probability threshold of the masks.
         kwargs: architecture keyword arguments.
+        crop_borders: preprocessing crops the image to its exposed field first
+            (:func:`anatomix.data.preprocess.exposed_field`).
     """
 
     arch: str = "monai_unet"
@@ -112,6 +114,7 @@ class PixelConfig:
     keys: Tuple[str, ...] = PIXEL_KEYS
     threshold: float = 0.5
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    crop_borders: bool = False
 
     def build(self) -> torch.nn.Module:
         return build_pixel_model(self.arch, 1, len(self.keys), **self.kwargs)
