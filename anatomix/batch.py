@@ -52,6 +52,7 @@ import numpy as np
 
 from anatomix.anatomy import landmarks_to_masks
 from anatomix.errors import AnatomixError, ReadError
+from anatomix.limits import MAX_PIXELS
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -383,39 +384,31 @@ def assign_image_ids(paths: Sequence[PathLike], taken: Iterable[str] = ()) -> li
 
 
 # -- segmenters --------------------------------------------------------------------------------
-def load_segmenter(name_or_path: str = "graph", device: Any = "cpu"):
+def load_segmenter(name_or_path: str = "graph", device: Any = "cpu", trust: bool = False):
     """Load a segmenter by bundled name (``graph``, ``pixel``) or checkpoint path.
 
     The checkpoint's ``family`` key picks the class: ``"graph"`` ->
     :class:`anatomix.graphs.inference.GraphSegmenter`, ``"pixel"`` ->
-    :class:`anatomix.pixel.inference.PixelSegmenter`. Checkpoints are first loaded with
-    ``weights_only=True``; ones holding other Python objects (e.g. numpy scalars in training
-    metrics) fall back to a full unpickle, so only load checkpoints you trust.
+    :class:`anatomix.pixel.inference.PixelSegmenter`. The file is read by
+    :func:`anatomix.models.load_checkpoint`: without ``trust``, a file that needs a full
+    unpickle is refused and nothing in it runs.
 
     Args:
         name_or_path: registry name or path to a ``.pt`` checkpoint.
         device: torch device or its name.
+        trust: read a file that needs a full unpickle, which RUNS CODE FROM THE FILE.
 
     Returns:
         An object with ``predict(list[Radiograph]) -> list[Segmentation]``.
 
     Raises:
-        AnatomixError: unknown name, missing or unreadable file, unknown family.
+        CheckpointError: missing, unreadable or refused file.
+        AnatomixError: unknown name, bad checkpoint contents, unknown family.
     """
-    import torch
-
-    from anatomix.models import resolve
+    from anatomix.models import load_checkpoint, resolve
 
     path = resolve(name_or_path)
-    try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - objects beyond tensors and plain containers
-            state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise AnatomixError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict):
-        raise AnatomixError(f"{path}: not an anatomix checkpoint (a {type(state).__name__}, not a dict)")
+    state = load_checkpoint(path, trust=trust)
     family = state.get("family") or ("graph" if "graph_config" in state else None)
     if family == "graph":
         from anatomix.graphs.inference import GraphSegmenter
@@ -432,7 +425,7 @@ def load_segmenter(name_or_path: str = "graph", device: Any = "cpu"):
             from anatomix.pixel.inference import PixelSegmenter
         except ImportError as e:
             raise AnatomixError(f"{path}: pixel models are not available ({e})") from e
-        return PixelSegmenter.from_checkpoint(path, device)
+        return PixelSegmenter.from_checkpoint(path, device, trust=trust)
     raise AnatomixError(f"{path}: unknown model family {family!r} (expected 'graph' or 'pixel')")
 
 
@@ -683,15 +676,16 @@ def write_errors(path: Path, errors: Iterable[InputError]) -> None:
 
 
 # -- one image's outputs -----------------------------------------------------------------------
-def _read(path: Path, prepare: Callable | None = None):
-    """Decode one file; with ``prepare``, also bring it to the model's input (reader threads).
+def _read(path: Path, prepare: Callable | None = None, max_pixels: int = MAX_PIXELS):
+    """Decode one file (at most ``max_pixels``); with ``prepare``, also bring it to the model's
+    input (reader threads).
 
     Returns:
         (radiograph, prepared input or None).
     """
     from anatomix.io.read import read_radiograph
 
-    radiograph = read_radiograph(path)
+    radiograph = read_radiograph(path, max_pixels)
     if prepare is None:
         return radiograph, None
     try:
@@ -811,7 +805,8 @@ def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter, *, b
                   overwrite: bool = False, qc: bool | QCHook | None = True,
                   progress: bool | None = False,
                   on_image: Callable[[BatchItem], None] | None = None,
-                  expanded: tuple[list[Path], list[InputError]] | None = None) -> BatchSummary:
+                  expanded: tuple[list[Path], list[InputError]] | None = None,
+                  max_pixels: int = MAX_PIXELS) -> BatchSummary:
     """Segment every input radiograph and write masks, overlays and the CheXmask CSV.
 
     See the module docstring for the output layout and the resume rules.
@@ -834,6 +829,9 @@ def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter, *, b
             terminal.
         on_image: called in the main thread after each image's row is written.
         expanded: ``expand_inputs(inputs)`` when the caller has it already (not expanded again).
+        max_pixels: largest image read (rows x columns, checked before decoding); a larger file
+            is one line of ``errors.csv``. Memory in flight is bounded by about
+            ``2 * batch_size`` decoded images of at most this size.
 
     Returns:
         A :class:`BatchSummary`; ``exit_code`` is 1 when any input failed.
@@ -860,13 +858,13 @@ def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter, *, b
     t0 = time.perf_counter()
     with _lock(out):
         summary = _segment_locked(inputs, out, segmenter, batch_size, workers, formats, overlays,
-                                  overwrite, qc, progress, on_image, expanded)
+                                  overwrite, qc, progress, on_image, expanded, max_pixels)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
 def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int, formats, overlays: bool,
-                    overwrite: bool, qc, progress, on_image, expanded) -> BatchSummary:
+                    overwrite: bool, qc, progress, on_image, expanded, max_pixels: int) -> BatchSummary:
     from anatomix.io.chexmask import DEFAULT_STRUCTURES, chexmask_header
 
     qc_hook: QCHook | None = default_qc() if qc is True else (qc or None)
@@ -916,7 +914,7 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
             on_image(item)
 
     try:
-        _pipeline(items, todo, locked, batch_size, workers, writer, rows, errors, summary, bar, written)
+        _pipeline(items, todo, locked, batch_size, workers, writer, rows, errors, summary, bar, written, max_pixels)
     finally:
         rows.close()
         if bar is not None:
@@ -948,7 +946,7 @@ def _progress_bar(total: int, skipped: int, progress: bool | None):
 
 def _pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch_size: int, workers: int,
               writer: _ImageWriter, rows: _RowWriter, errors: list[InputError], summary: BatchSummary, bar,
-              on_image) -> None:
+              on_image, max_pixels: int) -> None:
     """Decode ahead (bounded), predict in batches, write behind (bounded), append rows in order.
 
     Batches are fixed chunks of ``batch_size`` consecutive images of the whole sorted input list
@@ -978,7 +976,7 @@ def _pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch_si
             if entry is None:
                 return
             t = time.perf_counter()
-            reads.append((*entry, readers.submit(_read, entry[1].path, prepare)))
+            reads.append((*entry, readers.submit(_read, entry[1].path, prepare, max_pixels)))
             if not workers:  # decoded right here: count it as waiting for the reader
                 timings["read_wait"] += time.perf_counter() - t
                 return

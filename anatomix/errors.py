@@ -19,3 +19,16 @@ class ReadError(AnatomixError):
         self.path = str(path)
         self.cause = cause
         super().__init__(f"{self.path}: {cause}")
+
+
+class CheckpointError(AnatomixError):
+    """A checkpoint (model, detector, training state) that is refused or cannot be read.
+
+    The message is one line: the path, then the reason, e.g.
+    ``"evil.pt: refused: loading it needs a full unpickle, which runs code from the file (...)"``.
+    """
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

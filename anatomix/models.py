@@ -1,10 +1,12 @@
-"""Registry of bundled models: name -> kind, builder, weights file and model card."""
+"""Registry of bundled models (name -> kind, weights file, model card) and the one checkpoint
+loader (:func:`load_checkpoint`), which reads every ``.pt`` file without running code from it."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, List
+from pathlib import Path, PurePath
+from typing import Any, Dict, List
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -74,3 +76,190 @@ def resolve(name_or_path: str) -> Path:
     if p.is_file():
         return p
     raise AnatomixError(f"unknown model {name_or_path!r}: not a file and not one of {sorted(REGISTRY)}")
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+TRUST_HELP = ("Load the checkpoint with a full unpickle, which RUNS CODE FROM THE FILE: only for files "
+              "you trust (better: convert them once with `anatomix convert-checkpoint`).")
+"""Help text of every ``--trust-checkpoint`` option."""
+
+_NUMERIC_DTYPES = "?bBhHiIlLqQefd"
+
+
+def _numpy_globals() -> list:
+    """The numpy reconstructors that numeric arrays and scalars need when unpickled.
+
+    They rebuild an array or scalar of a numeric dtype from bytes and cannot run code: the
+    dtype classes allowed are the numeric ones only (no object or structured dtypes). Training
+    states written before anatomix stored plain types hold numpy's RNG state (a uint32 array)
+    and sometimes numpy scalars in their metrics; these load safely through this list.
+    Both module spellings are listed (numpy 2 ``numpy._core``, numpy 1 ``numpy.core``).
+    """
+    import numpy as np
+    from numpy._core import multiarray
+
+    found = [multiarray._reconstruct, multiarray.scalar]
+    old = [(f, f"numpy.core.multiarray.{f.__name__}") for f in found]
+    return [*found, *old, np.ndarray, np.dtype, *{type(np.dtype(c)) for c in _NUMERIC_DTYPES}]
+
+
+def _one_line(e: BaseException) -> str:
+    """The informative line of an exception message (torch's unpickler messages span many)."""
+    text = str(e)
+    for marker in ("WeightsUnpickler error: ", "Unsupported global: "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return " ".join(text.split(". ")[0].split()) or type(e).__name__
+
+
+def _refusal(path: Path, e: BaseException) -> str:
+    """The reason a file was refused: the globals it would import, else the unpickler's words."""
+    import torch
+
+    try:
+        needs = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: fall back to the error itself
+        needs = []
+    what = f"it references {', '.join(needs[:4])}{' ...' if len(needs) > 4 else ''}" if needs else _one_line(e)
+    return (f"refused: loading it needs a full unpickle, which runs code from the file ({what}); "
+            f"only if you trust the file: --trust-checkpoint (Python: trust=True), or convert it once "
+            f"with `anatomix convert-checkpoint --trust-checkpoint OLD NEW`")
+
+
+def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
+    """Read a ``.pt`` checkpoint: the one loader of every model, detector and training state.
+
+    Without ``trust`` the file is read with ``torch.load(weights_only=True)``: tensors, plain
+    containers, numbers and strings, plus numeric numpy arrays and scalars (see
+    :func:`_numpy_globals`); a file that needs anything else is refused, nothing in it runs.
+
+    Args:
+        path: the checkpoint file.
+        trust: read it with a full unpickle, which RUNS CODE FROM THE FILE. Only for files you
+            trust; :func:`convert_checkpoint` turns such a file into one that needs no trust.
+
+    Returns:
+        The checkpoint's dict (tensors on the CPU).
+
+    Raises:
+        CheckpointError: missing, unreadable, not a dict, or refused (one line: path and reason).
+    """
+    import pickle
+
+    import torch
+
+    from anatomix.errors import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such checkpoint file")
+    try:
+        if trust:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_numpy_globals()):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = _refusal(path, e) if not trust and "Weights only load failed" in str(e) else \
+            f"not a readable checkpoint ({_one_line(e)})"
+        raise CheckpointError(path, reason) from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file becomes one clear error
+        raise CheckpointError(path, f"not a readable checkpoint ({type(e).__name__}: {_one_line(e)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(path, f"not an anatomix checkpoint (a {type(state).__name__}, not a dict)")
+    return state
+
+
+def to_plain(value: Any, where: str = "checkpoint") -> Any:
+    """``value`` in the types that ``torch.load(weights_only=True)`` reads without an allow-list.
+
+    numpy arrays become tensors (same dtype, numeric only), numpy scalars Python numbers,
+    paths strings; dicts, lists and tuples are converted inside. Tensors, str, int, float,
+    bool and None stay as they are.
+
+    Raises:
+        TypeError: something with no plain form (an arbitrary object); ``where`` names it.
+    """
+    import numpy as np
+    import torch
+
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":  # before float: np.float64 is one
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool, torch.Tensor, torch.Size)):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, dict):
+        pairs = ((k, to_plain(v, f"{where}[{k!r}]")) for k, v in value.items())
+        if not isinstance(value, OrderedDict):
+            return dict(pairs)
+        out = OrderedDict(pairs)
+        if hasattr(value, "_metadata"):  # a state_dict's module versions (load_state_dict reads them)
+            out._metadata = value._metadata
+        return out
+    if type(value) in (list, tuple):
+        return type(value)(to_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    raise TypeError(f"{where} holds a {type(value).__module__}.{type(value).__qualname__}, "
+                    f"which has no plain form")
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> Path:
+    """Write ``payload`` (converted by :func:`to_plain`) with ``torch.save`` through a temporary
+    file, so that a killed run never leaves half a file and the file loads with
+    ``weights_only=True``."""
+    import torch
+
+    from anatomix.io.atomic import atomic_write
+
+    path = Path(path)
+    plain = to_plain(payload)
+    with atomic_write(path) as tmp:
+        torch.save(plain, tmp)
+    return path
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path, trust: bool = False) -> int:
+    """Rewrite a checkpoint in plain types, so that it loads without trust from now on.
+
+    Args:
+        src: the old checkpoint (e.g. a training state that holds numpy objects).
+        dst: where to write the converted one (may equal ``src``).
+        trust: needed when ``src`` itself needs a full unpickle (RUNS CODE FROM THE FILE).
+
+    Returns:
+        The number of tensors written; each is checked ``torch.equal`` to the source after
+        reading ``dst`` back without trust.
+
+    Raises:
+        CheckpointError: ``src`` is refused or unreadable, holds objects with no plain form, or
+            the written file does not read back identical.
+    """
+    from anatomix.errors import CheckpointError
+
+    state = load_checkpoint(src, trust=trust)
+    try:
+        save_checkpoint(dst, state)
+    except TypeError as e:
+        raise CheckpointError(src, f"cannot convert: {e}") from None
+    before, after = _tensors(to_plain(state)), _tensors(load_checkpoint(dst))
+    if before.keys() != after.keys() or any(not _same(before[k], after[k]) for k in before):
+        raise CheckpointError(dst, "converted checkpoint does not read back identical")
+    return len(after)
+
+
+def _tensors(value: Any, where: str = "") -> dict:
+    """{location: tensor} of every tensor inside nested dicts, lists and tuples."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return {where: value}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    return {k: t for key, v in items for k, t in _tensors(v, f"{where}/{key}").items()}
+
+
+def _same(a, b) -> bool:
+    import torch
+
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)

@@ -8,6 +8,10 @@ Files in ``out_dir``:
     ``last.pt``  everything needed to resume (model, optimiser, scheduler, epoch, RNG states);
     ``best.pt``  the model with the best validation score so far (what gets bundled);
     ``log.csv``  one row per epoch: epoch, lr, train loss parts, validation metrics, seconds.
+
+Both checkpoints hold plain types only (:func:`anatomix.models.save_checkpoint`) and load with
+``torch.load(weights_only=True)``; a ``last.pt`` of an older version (numpy's RNG state as a
+numpy array) still resumes through :func:`anatomix.models.load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from anatomix.io.atomic import atomic_write
+from anatomix.models import load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -40,6 +45,8 @@ class TrainConfig:
         workers: DataLoader worker processes.
         threads: torch intra-op threads (0 = leave torch's default).
         init_from: a checkpoint whose weights start a new run (fine-tuning); ignored on resume.
+        trust_init: read ``init_from`` with a full unpickle, which RUNS CODE FROM THE FILE
+            (only for a file you trust; see :func:`anatomix.models.load_checkpoint`).
     """
 
     epochs: int = 100
@@ -51,6 +58,7 @@ class TrainConfig:
     workers: int = 0
     threads: int = 0
     init_from: str = ""
+    trust_init: bool = False
 
 
 class Task(Protocol):
@@ -76,10 +84,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_checkpoint(path: Path, payload: Dict[str, Any]) -> None:
-    """``torch.save`` through a temporary file, so a killed run never leaves half a file."""
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+def numpy_rng_state() -> Dict[str, Any]:
+    """numpy's global RNG state in plain types: ``{"bit_generator": str, "key": (624,) uint32
+    tensor, "pos": int, "has_gauss": int, "gauss": float}`` (loads with ``weights_only=True``)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"bit_generator": str(name), "key": torch.from_numpy(key.copy()), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def set_numpy_rng_state(state: Dict[str, Any] | tuple) -> None:
+    """Restore numpy's global RNG from :func:`numpy_rng_state`, or from the
+    ``np.random.get_state()`` tuple that training states written before it hold."""
+    if isinstance(state, dict):
+        state = (state["bit_generator"], state["key"].numpy(), state["pos"], state["has_gauss"], state["gauss"])
+    np.random.set_state(state)
 
 
 def _one_thread(_worker: int) -> None:
@@ -123,16 +141,16 @@ def fit(task: Task, train_set: Dataset, val_set: Dataset, config: TrainConfig,
     scheduler = _schedule(optimizer, config.epochs * max(1, len(train_loader)))
     start, best = 0, -np.inf
     if (out / "last.pt").is_file():
-        state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+        state = load_checkpoint(out / "last.pt")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best = state["epoch"], state["best"]
         torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        set_numpy_rng_state(state["numpy_rng"])
         gen.set_state(state["loader_rng"])
     elif config.init_from:
-        model.load_state_dict(torch.load(config.init_from, map_location="cpu", weights_only=False)["model"])
+        model.load_state_dict(load_checkpoint(config.init_from, trust=config.trust_init)["model"])
     bar = tqdm(range(start, config.epochs), initial=start, total=config.epochs, desc="train",
                unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
@@ -165,7 +183,7 @@ def fit(task: Task, train_set: Dataset, val_set: Dataset, config: TrainConfig,
         save_checkpoint(out / "last.pt", {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
-            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+            "torch_rng": torch.get_rng_state(), "numpy_rng": numpy_rng_state(),
             "loader_rng": gen.get_state(), "train_config": asdict(config), **task.checkpoint_extra()})
         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
                          if k.startswith(("train_loss", "val_score"))})

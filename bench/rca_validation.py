@@ -123,15 +123,14 @@ def load_segmenter(path):
     import importlib.util
     import subprocess
 
-    import torch
-
     from anatomix.graphs.inference import GraphSegmenter
+    from anatomix.models import load_checkpoint
 
     try:
         return GraphSegmenter.from_checkpoint(path)
     except RuntimeError:
         pass
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path)
     revs = subprocess.run(["git", "-C", str(ROOT), "log", "--format=%h", "--", "anatomix/graphs/model.py"],
                           capture_output=True, text=True).stdout.split()
     for rev in revs:

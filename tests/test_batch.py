@@ -27,7 +27,7 @@ from anatomix.batch import (
     load_segmenter,
     segment_batch,
 )
-from anatomix.errors import AnatomixError
+from anatomix.errors import AnatomixError, CheckpointError
 from anatomix.io.chexmask import parse_landmarks, rle_decode
 from anatomix.segmentation import Segmentation
 
@@ -377,7 +377,7 @@ def test_load_segmenter_reads_the_family(tmp_path):
     with pytest.raises(AnatomixError, match="unknown model family 'banana'"):
         load_segmenter(str(tmp_path / "b.pt"))
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(AnatomixError, match="cannot load checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_segmenter(str(tmp_path / "junk.pt"))
     with pytest.raises(AnatomixError, match="unknown model"):
         load_segmenter("no-such-model")

@@ -42,7 +42,7 @@ def _data(n=64):
 def test_fit_learns_and_logs(tmp_path):
     cfg = TrainConfig(epochs=30, batch_size=8, lr=0.05, val_every=10)
     best = fit(_LineTask(), _data(), _data(16), cfg, tmp_path, progress=False)
-    state = torch.load(best, weights_only=False)
+    state = torch.load(best, weights_only=True)
     assert state["family"] == "line" and state["metrics"]["mse"] < 0.05
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == list(range(1, 31))
@@ -56,7 +56,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(_LineTask(crash_at_epoch=3), _data(), _data(16), cfg, tmp_path / "resumed", progress=False)
     fit(_LineTask(), _data(), _data(16), cfg, tmp_path / "resumed", progress=False)
-    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["model"]
     for k in a:
         assert torch.equal(a[k], b[k])

@@ -361,20 +361,24 @@ class Detector:
         return path
 
     @classmethod
-    def load(cls, path, device: str = "cpu") -> Detector:
-        """Read a detector file written by :meth:`save` (clear error for anything else)."""
-        import torch
+    def load(cls, path, device: str = "cpu", trust: bool = False) -> Detector:
+        """Read a detector file written by :meth:`save` (clear error for anything else).
 
+        Args:
+            trust: read a file that needs a full unpickle, which RUNS CODE FROM THE FILE
+                (see :func:`anatomix.models.load_checkpoint`); files written by :meth:`save` never do.
+
+        Raises:
+            CheckpointError: unreadable, refused, or not an anatomix detector.
+        """
         from anatomix.anomaly.models import create_model
-        from anatomix.errors import AnatomixError
+        from anatomix.errors import CheckpointError
+        from anatomix.models import load_checkpoint
 
         path = Path(path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file becomes one clear error
-            raise AnatomixError(f"{path}: not a readable detector file ({type(e).__name__}: {e})") from None
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise AnatomixError(f"{path}: not an anatomix anomaly detector")
+        state = load_checkpoint(path, trust=trust)
+        if state.get("format") != FORMAT:
+            raise CheckpointError(path, "not an anatomix anomaly detector")
         model = create_model(state["method"], **state["model_config"])
         model.load_state_dict(state["state_dict"])
         prior = state.get("prior_masks")

@@ -14,17 +14,19 @@ import numpy as np
 
 from anatomix.anomaly.scoring import STRUCTURES
 from anatomix.errors import ReadError
+from anatomix.limits import MAX_PIXELS
 
 
-def read_images(paths: Sequence[Path], ids: Sequence[str]):
-    """Read radiographs; returns (list of (image_id, Radiograph)), list of InputError)."""
+def read_images(paths: Sequence[Path], ids: Sequence[str], max_pixels: int = MAX_PIXELS):
+    """Read radiographs (each at most ``max_pixels``); returns (list of (image_id, Radiograph)),
+    list of InputError)."""
     from anatomix.batch import InputError
     from anatomix.io import read_radiograph
 
     ok, errors = [], []
     for p, i in zip(paths, ids):
         try:
-            ok.append((i, read_radiograph(p)))
+            ok.append((i, read_radiograph(p, max_pixels)))
         except ReadError as e:
             errors.append(InputError(str(p), e.cause))
         except Exception as e:  # noqa: BLE001 - a reader bug must not stop the batch
@@ -35,17 +37,19 @@ def read_images(paths: Sequence[Path], ids: Sequence[str]):
 def masks_from_dir(mask_dir: Path, image_id: str, shape: tuple[int, int]) -> dict[str, np.ndarray] | None:
     """``<mask_dir>/<image_id>_<structure>.png`` (0/1 or 0/255) -> bool masks, or None if absent.
 
+    A mask file may declare no more pixels than the image has (``shape``).
+
     Raises:
         ReadError: a mask exists but cannot be read or has the wrong shape.
     """
-    from anatomix.io.read import read_mask
+    from anatomix.io.read import MIN_SIDE, read_mask
 
     out: dict[str, np.ndarray] = {}
     for s in STRUCTURES:
         p = Path(mask_dir) / f"{image_id}_{s}.png"
         if not p.is_file():
             continue
-        a = read_mask(p)
+        a = read_mask(p, max(shape[0] * shape[1], MIN_SIDE * MIN_SIDE))
         if a.shape != tuple(shape):
             raise ReadError(p, f"mask is {a.shape[1]}x{a.shape[0]}, image is {shape[1]}x{shape[0]}")
         out[s] = a

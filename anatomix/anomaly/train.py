@@ -1,7 +1,7 @@
 """Fit loop for the anomaly models: deterministic, resumable, with a progress bar.
 
-A checkpoint (model, optimiser, scheduler, epoch, config) is written atomically after every
-epoch; calling :func:`fit_model` again with the same checkpoint path and the same settings
+A checkpoint (model, optimiser, scheduler, epoch, config; plain types, loadable with
+``weights_only=True``) is written atomically after every epoch; calling :func:`fit_model` again with the same checkpoint path and the same settings
 continues where it stopped (a checkpoint from other settings is refused, never mixed in).
 """
 
@@ -41,7 +41,7 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
     """
     import torch
 
-    from anatomix.io.atomic import atomic_write
+    from anatomix.models import load_checkpoint, save_checkpoint
 
     device = torch.device(device)
     model.to(device)
@@ -60,7 +60,7 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
     history: list[dict[str, float]] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = load_checkpoint(checkpoint)
         if state.get("settings") != settings:
             raise ValueError(f"{checkpoint}: checkpoint was written with other settings; "
                              f"delete it or pass another path")
@@ -95,9 +95,8 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
         rec = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "seconds": time.time() - t0}
         history.append(rec)
         if checkpoint is not None:
-            with atomic_write(checkpoint) as tmp:
-                torch.save({"settings": settings, "model": model.state_dict(), "opt": opt.state_dict(),
-                            "sched": sched.state_dict(), "epoch": epoch + 1, "history": history}, tmp)
+            save_checkpoint(checkpoint, {"settings": settings, "model": model.state_dict(), "opt": opt.state_dict(),
+                                         "sched": sched.state_dict(), "epoch": epoch + 1, "history": history})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.4g}")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from anatomix.cli import options
+
 METHODS = ("ae", "memae", "mae", "squid")
 
 
@@ -77,19 +79,19 @@ def anomaly() -> None:
     """Normal-only anomaly screening: fit on normals, score new images, evaluate."""
 
 
-def _load_detector(name_or_path: str):
+def _load_detector(name_or_path: str, trust: bool = False):
     """The detector file or bundled registry name -> Detector; a bad one exits with status 2."""
     from anatomix.anomaly.detector import Detector
     from anatomix.errors import AnatomixError
     from anatomix.models import resolve
 
     try:
-        return Detector.load(resolve(name_or_path))
+        return Detector.load(resolve(name_or_path), trust=trust)
     except AnatomixError as e:
         _fail(str(e))
 
 
-def _normals(inputs, size: int, mask_dir, segment: bool, minimum: int):
+def _normals(inputs, size: int, mask_dir, segment: bool, minimum: int, max_pixels: int):
     """Read NORMAL images into the model frame: ``(N, S, S)`` float32, per-image model-frame
     masks (or None each) and the list of input errors; exits (status 2) below ``minimum``."""
     import numpy as np
@@ -100,7 +102,7 @@ def _normals(inputs, size: int, mask_dir, segment: bool, minimum: int):
     from anatomix.errors import AnatomixError
 
     paths, ids, errors = _expand(inputs)
-    items, read_errors = read_images(paths, ids)
+    items, read_errors = read_images(paths, ids, max_pixels)
     errors += read_errors
     click.echo(f"{len(items)} normal images read, {len(errors)} failed", err=True)
     if len(items) < minimum:
@@ -156,8 +158,10 @@ def _normals(inputs, size: int, mask_dir, segment: bool, minimum: int):
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to list unreadable inputs (default: errors.csv next to OUTPUT).")
+@options.max_pixels
 def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fraction, target_fpr, residual,
-        critic_epochs, reduce, topk, smooth, mask_dir, segment, model_config, seed, checkpoint, threads, errors_path) -> None:
+        critic_epochs, reduce, topk, smooth, mask_dir, segment, model_config, seed, checkpoint, threads, errors_path,
+        max_pixels) -> None:
     """Fit a detector on NORMAL images only (files, folders, globs or .txt/.csv lists).
 
     A random --calib-fraction of them is held out: the detector's score normalisation and
@@ -180,7 +184,7 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
         critic_epochs = 30 if "critic" in residual else 0
     t0 = time.time()
     size = image_size or DEFAULT_IMAGE_SIZE[method]
-    imgs, mm, errors = _normals(inputs, size, mask_dir, segment, minimum=6)
+    imgs, mm, errors = _normals(inputs, size, mask_dir, segment, minimum=6, max_pixels=max_pixels)
     try:
         det = fit_detector(imgs, method, size, epochs=epochs, batch_size=batch_size,
                            lr=lr, calib_fraction=calib_fraction, calib_masks=mm if any(m is not None for m in mm) else None,
@@ -216,7 +220,10 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to list unreadable inputs (default: errors.csv next to OUTPUT).")
-def calibrate(inputs, detector, output, target_fpr, mask_dir, segment, threads, errors_path) -> None:
+@options.max_pixels
+@options.trust_checkpoint
+def calibrate(inputs, detector, output, target_fpr, mask_dir, segment, threads, errors_path, max_pixels,
+              trust_checkpoint) -> None:
     """Recalibrate a detector on local NORMAL images (another site, scanner or protocol).
 
     Every image given is used as a held-out normal: the per-region normalisation and
@@ -225,8 +232,8 @@ def calibrate(inputs, detector, output, target_fpr, mask_dir, segment, threads, 
     """
     _setup(threads)
     t0 = time.time()
-    det = _load_detector(detector)
-    imgs, mm, errors = _normals(inputs, det.image_size, mask_dir, segment, minimum=5)
+    det = _load_detector(detector, trust_checkpoint)
+    imgs, mm, errors = _normals(inputs, det.image_size, mask_dir, segment, minimum=5, max_pixels=max_pixels)
     det.calibrate(imgs, mm if any(m is not None for m in mm) else None, target_fpr)
     det.meta["recalibrated_on"] = {"n": len(imgs), "inputs": [str(p) for p in inputs], "command": " ".join(sys.argv)}
     det.save(output)
@@ -270,7 +277,10 @@ def _row(res) -> list[str]:
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to list failed inputs (default: errors.csv next to OUTPUT).")
-def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_size, threads, errors_path) -> None:
+@options.max_pixels
+@options.trust_checkpoint
+def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_size, threads, errors_path,
+          max_pixels, trust_checkpoint) -> None:
     """Score radiographs: scores.csv with image_id, path, score, anomalous and per-region scores.
 
     score is normalised on held-out normals (0 = their mean, 1 = one standard deviation
@@ -285,7 +295,7 @@ def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_
     from anatomix.io.atomic import atomic_write
 
     t0 = time.time()
-    det = _load_detector(detector)
+    det = _load_detector(detector, trust_checkpoint)
     if no_mask:
         mask_dir, segment = None, False
     paths, ids, errors = _expand(inputs)
@@ -293,7 +303,7 @@ def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_
     n_flag = 0
     for start in tqdm(range(0, len(paths), batch_size), desc="score", unit="batch", leave=False,
                       disable=len(paths) <= batch_size):
-        items, read_errors = read_images(paths[start:start + batch_size], ids[start:start + batch_size])
+        items, read_errors = read_images(paths[start:start + batch_size], ids[start:start + batch_size], max_pixels)
         errors += read_errors
         if not items:
             continue

@@ -9,6 +9,8 @@ from typing import Optional
 
 import click
 
+from anatomix.cli import options
+
 
 @click.command("evaluate")
 @click.option("--model", default="graph", show_default=True, help="Bundled name or checkpoint path.")
@@ -22,8 +24,9 @@ import click
 @click.option("--spacing", type=float, help="Pixel spacing in mm when the files do not say it "
                                             "(JSRT pack cases: 0.7 mm at 512 px, known).")
 @click.option("--device", default="auto", show_default=True)
+@options.trust_checkpoint
 def evaluate(model: str, data: Path, split_file: Optional[Path], out: Optional[Path],
-             spacing: Optional[float], device: str) -> None:
+             spacing: Optional[float], device: str, trust_checkpoint: bool) -> None:
     """Dice, HD95 (px and mm), landmark error and contour self-intersections per structure."""
     from anatomix.runtime import quiet_imports
 
@@ -34,11 +37,15 @@ def evaluate(model: str, data: Path, split_file: Optional[Path], out: Optional[P
     from anatomix.batch import load_segmenter
     from anatomix.data.cases import is_pack, labelled_cases, split_cases
     from anatomix.data.datasets import case_landmarks
+    from anatomix.errors import AnatomixError
     from anatomix.evaluation import case_spacing, evaluate_case, summarise
     from anatomix.io import read_mask, read_radiograph
     from anatomix.runtime import resolve_device
 
-    segmenter = load_segmenter(model, resolve_device(device))
+    try:
+        segmenter = load_segmenter(model, resolve_device(device), trust=trust_checkpoint)
+    except AnatomixError as e:
+        raise click.BadParameter(str(e), param_hint="'--model'") from None
     cases = labelled_cases(data)
     if split_file is not None:
         keep = set(json.loads(split_file.read_text())["val"])

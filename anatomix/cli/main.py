@@ -38,10 +38,11 @@ def info() -> None:
 
 # the commands themselves import nothing heavy at module level
 from anatomix.cli.anomaly import anomaly  # noqa: E402
+from anatomix.cli.checkpoint import convert_checkpoint  # noqa: E402
 from anatomix.cli.evaluate import evaluate  # noqa: E402
 from anatomix.cli.qc import qc  # noqa: E402
 from anatomix.cli.segment import segment  # noqa: E402
 from anatomix.cli.train import train  # noqa: E402
 
-for command in (segment, qc, evaluate, train, anomaly):
+for command in (segment, qc, evaluate, train, anomaly, convert_checkpoint):
     cli.add_command(command)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from anatomix.cli import options
+
 
 @click.command("qc")
 @click.argument("source", type=click.Path(exists=True))
@@ -24,7 +26,10 @@ import click
 @click.option("--report-max", type=int, default=1000, show_default=True,
               help="Images shown in the report (the worst ones); the summary counts all.")
 @click.option("--limit", type=int, default=None, help="Check only the first N images.")
-def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_max, limit):
+@options.max_pixels
+@options.trust_checkpoint
+def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_max, limit, max_pixels,
+       trust_checkpoint):
     """Check masks and write a QC table and an HTML report.
 
     SOURCE is a CheXmask CSV (.csv/.csv.gz: RLE mask columns and/or Landmarks) or a folder of
@@ -47,9 +52,9 @@ def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_
 
     src = Path(source)
     if src.is_dir():
-        items = iter_folder(src)
+        items = iter_folder(src, max_pixels)
     elif src.name.lower().endswith((".csv", ".csv.gz")):
-        items = iter_chexmask(src, images)
+        items = iter_chexmask(src, images, max_pixels)
     else:
         raise click.UsageError(f"{src}: expected a folder or a CheXmask .csv/.csv.gz")
     try:
@@ -62,7 +67,7 @@ def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_
         from anatomix.models import resolve
 
         try:
-            segmenter = GraphSegmenter.from_checkpoint(resolve(flip_model))
+            segmenter = GraphSegmenter.from_checkpoint(resolve(flip_model), trust=trust_checkpoint)
         except AnatomixError as e:
             raise click.ClickException(str(e))
     out_dir = Path(out)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from anatomix.cli import options
+
 EPILOG = """\b
 Outputs in OUT:
   segmentations.csv              CheXmask layout: image_id, path, Height, Width, Landmarks,
@@ -13,6 +15,7 @@ Outputs in OUT:
   masks/<id>_<structure>.png     0/255 masks at original size (.nii.gz with --format nifti)
   overlays/<id>.png              with --overlays
   errors.csv                     path, reason for every input that failed
+                                 (unreadable, or larger than --max-pixels)
 \b
 Rerun the same command to resume: finished images are kept, the rest is done
 (keep --batch-size as it was: results are then bit-identical to an uninterrupted run).
@@ -44,9 +47,11 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
                    "node_std_mean); 0 skips it.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
+@options.max_pixels
+@options.trust_checkpoint
 def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_size: int, workers: int,
             threads: int, formats: tuple[str, ...], overlays: bool, overwrite: bool, no_qc: bool,
-            uncertainty: int, progress: bool | None) -> None:
+            uncertainty: int, progress: bool | None, max_pixels: int, trust_checkpoint: bool) -> None:
     """Segment lungs and heart in every radiograph of INPUTS.
 
     INPUTS are files, directories (searched recursively), glob patterns, or .txt / .csv files
@@ -78,7 +83,7 @@ def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_s
         if not torch.cuda.is_available():
             raise click.BadParameter("CUDA is not available on this machine", param_hint="'--device'")
     try:
-        segmenter = load_segmenter(model, dev)
+        segmenter = load_segmenter(model, dev, trust=trust_checkpoint)
         if hasattr(segmenter, "uncertainty_samples") and not no_qc:
             segmenter.uncertainty_samples = uncertainty
     except AnatomixError as e:
@@ -86,7 +91,7 @@ def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_s
     try:
         summary = segment_batch(inputs, out, segmenter, batch_size=batch_size, workers=workers,
                                 formats=formats, overlays=overlays, overwrite=overwrite,
-                                qc=not no_qc, progress=progress,
+                                qc=not no_qc, progress=progress, max_pixels=max_pixels,
                                 expanded=(paths, bad))
     except AnatomixError as e:
         raise click.UsageError(str(e)) from None

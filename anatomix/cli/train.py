@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from anatomix.models import TRUST_HELP
+
 
 def load_split(data: Path, val_fraction: float, seed: int, out: Path):
     """Cases of the pack (``data`` holds ``cxr-seg``) or of a labelled folder, split and
@@ -43,6 +45,7 @@ def loop_options(f):
         click.option("--aug-strength", default=1.0, show_default=True,
                      help="Multiplies the spatial augmentation ranges (rotation 10 deg, zoom 10 %, shift 6 %)."),
         click.option("--init", "init_from", default="", help="Start from this checkpoint's weights (fine-tune)."),
+        click.option("--trust-checkpoint", "trust_init", is_flag=True, help=f"For --init: {TRUST_HELP}"),
     ]):
         f = opt(f)
     return f
@@ -65,7 +68,7 @@ def train() -> None:
 @click.option("--kl-weight", default=1e-6, show_default=True,
               help="Weight of the KL term (summed over latent dims, mean over the batch).")
 def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
-          template, image_size, latent_dim, encoder_channels, graph_channels, kl_weight) -> None:
+          template, image_size, latent_dim, encoder_channels, graph_channels, kl_weight, trust_init) -> None:
     """Train a HybridGNet landmark model."""
     from anatomix.runtime import quiet_imports
 
@@ -88,7 +91,7 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
     task = GraphTask(GraphConfig(template=template, image_size=image_size, latent_dim=latent_dim, **widths),
                      kl_weight=kl_weight)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
-                      workers=workers, threads=threads, init_from=init_from)
+                      workers=workers, threads=threads, init_from=init_from, trust_init=trust_init)
     best = fit(task, train_set, val_set, cfg, out)
     click.echo(f"best checkpoint: {best}")
 
@@ -106,7 +109,7 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
 @click.option("--backbone", default="efficientnet-b0", show_default=True,
               help="flexible_unet: backbone (always built without pretrained weights).")
 def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
-          arch, image_size, channels, res_units, encoder, backbone) -> None:
+          arch, image_size, channels, res_units, encoder, backbone, trust_init) -> None:
     """Train a dense (pixel) multi-label segmenter: lungR, lungL, heart (MONAI Dice + BCE)."""
     from anatomix.runtime import quiet_imports
 
@@ -131,6 +134,6 @@ def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
     val_set = MaskDataset(val_cases, image_size, keep_original=True)
     task = PixelTask(PixelConfig(arch=arch, image_size=image_size, kwargs=kwargs), reference=val_set)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
-                      workers=workers, threads=threads, init_from=init_from)
+                      workers=workers, threads=threads, init_from=init_from, trust_init=trust_init)
     best = fit(task, train_set, val_set, cfg, out)
     click.echo(f"best checkpoint: {best}")

@@ -37,11 +37,17 @@ class GraphSegmenter:
         self.size = self.config.image_size
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str, device: str | torch.device = "cpu") -> "GraphSegmenter":
-        """Load a checkpoint written by ``anatomix train graph`` (``best.pt``) or a bundled one."""
-        from anatomix.graphs.model import GraphConfig, HybridGNet
+    def from_checkpoint(cls, path: Path | str, device: str | torch.device = "cpu",
+                        trust: bool = False) -> "GraphSegmenter":
+        """Load a checkpoint written by ``anatomix train graph`` (``best.pt``) or a bundled one.
 
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        ``trust`` allows a file that needs a full unpickle, which RUNS CODE FROM THE FILE
+        (:func:`anatomix.models.load_checkpoint` refuses it otherwise, with a CheckpointError).
+        """
+        from anatomix.graphs.model import GraphConfig, HybridGNet
+        from anatomix.models import load_checkpoint
+
+        state = load_checkpoint(path, trust=trust)
         model = HybridGNet(GraphConfig.from_dict(state["graph_config"]))
         model.load_state_dict(state["model"])
         return cls(model, device)

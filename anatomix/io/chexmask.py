@@ -37,6 +37,7 @@ import numpy as np
 
 from anatomix.anatomy import STRUCTURE_BY_KEY, STRUCTURES
 from anatomix.errors import ReadError
+from anatomix.limits import MAX_PIXELS
 
 PathLike = str | os.PathLike
 
@@ -228,9 +229,10 @@ class _Layout:
     mask_columns: tuple[str, ...]
     has_landmarks: bool
     extra_columns: tuple[str, ...]
+    max_pixels: int = MAX_PIXELS
 
     @classmethod
-    def from_header(cls, header: Sequence[str] | None) -> _Layout:
+    def from_header(cls, header: Sequence[str] | None, max_pixels: int = MAX_PIXELS) -> _Layout:
         if not header:
             raise ValueError("empty file (no header)")
         id_column = next((c for c in ID_COLUMNS if c in header), None)
@@ -244,7 +246,7 @@ class _Layout:
         if not masks and not has_landmarks:
             raise ValueError(f"no {LANDMARKS_COLUMN} and no mask column ({', '.join(_MASK_LABELS)})")
         taken = {id_column, "Height", "Width", LANDMARKS_COLUMN, *masks}
-        return cls(id_column, masks, has_landmarks, tuple(c for c in header if c not in taken))
+        return cls(id_column, masks, has_landmarks, tuple(c for c in header if c not in taken), max_pixels)
 
     def parse(self, record: Mapping[str | None, str | None]) -> ChexmaskRow:
         """Turn one csv.DictReader record into a row (ValueError when malformed)."""
@@ -254,10 +256,13 @@ class _Layout:
             raise ValueError(f"empty {self.id_column}")
         landmarks = record[LANDMARKS_COLUMN].strip() if self.has_landmarks else ""
         rles = {c: _clean_rle(record[c]) for c in self.mask_columns}
+        height, width = _parse_size(record["Height"], "Height"), _parse_size(record["Width"], "Width")
+        if height * width > self.max_pixels:
+            raise ValueError(f"Height x Width = {height}x{width} is over the limit of {self.max_pixels} pixels")
         return ChexmaskRow(
             image_id=record[self.id_column],
-            height=_parse_size(record["Height"], "Height"),
-            width=_parse_size(record["Width"], "Width"),
+            height=height,
+            width=width,
             landmarks=parse_landmarks(landmarks) if landmarks and landmarks.lower() != "nan" else None,
             rles=rles,
             extra={c: record[c] for c in self.extra_columns},
@@ -296,7 +301,7 @@ def _allow_large_fields() -> None:
 _READ_ERRORS = (OSError, EOFError, csv.Error, ValueError)  # ValueError covers UnicodeDecodeError
 
 
-def _open_rows(path: Path) -> tuple[tuple[str, ...], Iterator[ChexmaskRow]]:
+def _open_rows(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[tuple[str, ...], Iterator[ChexmaskRow]]:
     """Open a CheXmask CSV, check its header; return (header, iterator of rows)."""
     _allow_large_fields()
     try:
@@ -305,7 +310,7 @@ def _open_rows(path: Path) -> tuple[tuple[str, ...], Iterator[ChexmaskRow]]:
         raise ReadError(path, e.strerror or str(e)) from e
     try:
         reader = csv.DictReader(stream)
-        layout = _Layout.from_header(reader.fieldnames)
+        layout = _Layout.from_header(reader.fieldnames, max_pixels)
     except _READ_ERRORS as e:
         stream.close()
         raise ReadError(path, f"header: {e}") from e
@@ -325,13 +330,14 @@ def _iter_rows(path: Path, stream: IO[str], reader: csv.DictReader, layout: _Lay
             yield row
 
 
-def iter_chexmask_csv(path: PathLike) -> Iterator[ChexmaskRow]:
+def iter_chexmask_csv(path: PathLike, max_pixels: int = MAX_PIXELS) -> Iterator[ChexmaskRow]:
     """Stream the rows of a CheXmask CSV (``.csv`` or ``.csv.gz``).
 
     The file is opened and its header checked at once; rows are parsed as they are iterated.
 
     Args:
         path: the file.
+        max_pixels: largest ``Height`` x ``Width`` accepted (decoding a row's masks allocates it).
 
     Returns:
         An iterator of :class:`ChexmaskRow`.
@@ -339,14 +345,15 @@ def iter_chexmask_csv(path: PathLike) -> Iterator[ChexmaskRow]:
     Raises:
         ReadError: if the file cannot be opened, lacks the required columns (an id column,
             ``Height``, ``Width``, and ``Landmarks`` or a mask column), or, while iterating, a row
-            is malformed (the message names the row number, 1 = first row after the header).
+            is malformed or larger than ``max_pixels`` (the message names the row number,
+            1 = first row after the header).
     """
-    return _open_rows(Path(path))[1]
+    return _open_rows(Path(path), max_pixels)[1]
 
 
-def read_chexmask_csv(path: PathLike) -> list[ChexmaskRow]:
+def read_chexmask_csv(path: PathLike, max_pixels: int = MAX_PIXELS) -> list[ChexmaskRow]:
     """Read every row of a CheXmask CSV (``.csv`` or ``.csv.gz``); see :func:`iter_chexmask_csv`."""
-    return list(iter_chexmask_csv(path))
+    return list(iter_chexmask_csv(path, max_pixels))
 
 
 # -- writing -----------------------------------------------------------------------------------

@@ -23,12 +23,20 @@ Intensity becomes float32 in [0, 1]:
 
 Every failure caused by the file raises :class:`~anatomix.errors.ReadError` whose message names
 the file and the cause.
+
+Resource guards: every reader checks the image size the file declares (Pillow's header, DICOM
+Rows/Columns/frames/BitsAllocated, NIfTI dims, the ``.npy`` header) against ``max_pixels``
+(default :data:`MAX_PIXELS`) before it allocates or decompresses anything; compressed data are
+inflated no further than the declared image needs (``.nii.gz`` streams, DICOM RLE segments,
+deflated DICOM data sets, JPEG-family DICOM frames through Pillow). See SECURITY.md.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import struct
+import zlib
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +48,7 @@ import numpy as np
 
 from anatomix.errors import ReadError
 from anatomix.io.record import Radiograph
+from anatomix.limits import BYTES_PER_PIXEL, MAX_PIXELS, METADATA_BYTES
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (
     ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz", ".npy",
@@ -49,8 +58,6 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (
 MIN_SIDE = 16
 """Smallest accepted image side in pixels; anything smaller is not a usable radiograph."""
 
-MAX_PIXELS = 200_000_000
-"""Largest accepted PNG/JPEG/TIFF in pixels (Pillow's decompression-bomb guard, raised locally)."""
 
 _KIND_BY_SUFFIX = {
     ".png": "pil", ".jpg": "pil", ".jpeg": "pil", ".tif": "pil", ".tiff": "pil",
@@ -68,11 +75,13 @@ _RAS = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
 PathLike = str | os.PathLike
 
 
-def read_radiograph(path: PathLike) -> Radiograph:
+def read_radiograph(path: PathLike, max_pixels: int = MAX_PIXELS) -> Radiograph:
     """Read one radiograph file into a :class:`Radiograph` in its original frame.
 
     Args:
         path: a PNG, JPEG, TIFF, DICOM, NIfTI or ``.npy`` file (see the module docstring).
+        max_pixels: largest image accepted (rows x columns), checked against what the file
+            declares before anything is decoded (default :data:`MAX_PIXELS`).
 
     Returns:
         A :class:`Radiograph` whose ``pixels`` are float32 (H, W) in [0, 1], row 0 at the top,
@@ -84,14 +93,16 @@ def read_radiograph(path: PathLike) -> Radiograph:
     Raises:
         ReadError: the path is missing, a directory, a dangling link, empty, of an unsupported
             type, corrupt or truncated, not 2D (e.g. a 3D volume), smaller than
-            :data:`MIN_SIDE` pixels on a side, larger than :data:`MAX_PIXELS` pixels, or holds
-            NaN/infinite values.
+            :data:`MIN_SIDE` pixels on a side, larger than ``max_pixels`` pixels (or its
+            compressed data inflate past what its size needs), or holds NaN/infinite values.
     """
+    if int(max_pixels) < MIN_SIDE * MIN_SIDE:
+        raise ValueError(f"max_pixels must be at least {MIN_SIDE * MIN_SIDE}, got {max_pixels}")
     p = Path(path)
     _check_file(p)
     kind = _kind(p)
     try:
-        return _READERS[kind](p)
+        return _READERS[kind](p, int(max_pixels))
     except ReadError:
         raise
     except Exception as e:  # any library failure on a hostile file is the file's fault
@@ -100,14 +111,15 @@ def read_radiograph(path: PathLike) -> Radiograph:
 
 # -- file checks -------------------------------------------------------------------------------
 
-def read_mask(path: PathLike) -> np.ndarray:
+def read_mask(path: PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A binary mask image (0/1 or 0/255 PNG, or any format :func:`read_radiograph` reads)
     -> (H, W) bool, True where the pixel is non-zero.
 
     Raises:
         ReadError: as :func:`read_radiograph`.
     """
-    return read_radiograph(path).pixels > 0
+    return read_radiograph(path, max_pixels).pixels > 0
+
 
 def _check_file(p: Path) -> None:
     if not p.exists():
@@ -136,6 +148,13 @@ def _kind(p: Path) -> str:
         return "dicom"
     raise ReadError(p, f"unsupported file type {suffix or '(no suffix)'!r} "
                        f"(supported: {', '.join(SUPPORTED_SUFFIXES)}, or DICOM)")
+
+
+def _check_pixels(p: Path, rows: int, cols: int, max_pixels: int) -> None:
+    """Refuse a declared image size over ``max_pixels`` (before anything is allocated)."""
+    if rows * cols > max_pixels:
+        raise ReadError(p, f"image too large: {rows}x{cols} = {rows * cols} pixels declared, over the "
+                           f"limit of {max_pixels} (max_pixels / --max-pixels)")
 
 
 def _check_size(p: Path, shape: Sequence[int]) -> None:
@@ -185,18 +204,19 @@ def _finish(p: Path, data: np.ndarray, bits: int | None, meta: dict[str, Any],
 
 # -- PNG / JPEG / TIFF -------------------------------------------------------------------------
 @contextmanager
-def _pil_pixel_limit() -> Iterator[None]:
-    """Let Pillow open up to MAX_PIXELS pixels; restore its global limit afterwards.
+def _pil_pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Let Pillow open up to ``max_pixels`` pixels; restore its global limit afterwards.
 
     Pillow warns above ``MAX_IMAGE_PIXELS`` and raises above twice that; the warning is made an
-    error here so that the limit is exactly MAX_PIXELS. The lock keeps threads from interleaving.
+    error here so that the limit is exactly ``max_pixels``. The lock keeps threads from
+    interleaving.
     """
     from PIL import Image
 
     with _PIL_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
         try:
             yield
         finally:
@@ -228,17 +248,17 @@ def _pil_bits(p: Path, fmt: str, mode: str) -> int | None:
     return bits
 
 
-def _read_pil(p: Path) -> Radiograph:
+def _read_pil(p: Path, max_pixels: int) -> Radiograph:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with _pil_pixel_limit():
+        with _pil_pixel_limit(max_pixels):
             im = Image.open(p, formats=_PIL_FORMATS)
     except UnidentifiedImageError:
         raise ReadError(p, "cannot identify image data (not a valid PNG, JPEG or TIFF file)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ReadError(p, f"image too large, over {MAX_PIXELS} pixels "
-                           f"(possible decompression bomb): {e}") from e
+        raise ReadError(p, f"image too large, over the limit of {max_pixels} pixels "
+                           f"(max_pixels / --max-pixels; possible decompression bomb): {e}") from e
     with im:
         fmt, mode = im.format, im.mode
         _check_size(p, (im.height, im.width))
@@ -274,25 +294,121 @@ def _dicom_spacing(ds: Any) -> tuple[float, float] | None:
     return None
 
 
-def _read_dicom(p: Path) -> Radiograph:
+_DICOM_BITS = (1, 8, 16, 32, 64)
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_CHUNK = 1 << 20
+
+
+def _inflated_size(stream, cap: int, wbits: int) -> int:
+    """Bytes that a zlib/deflate ``stream`` inflates to, counted in chunks and never past ``cap``
+    (so at most ``_CHUNK`` bytes are held at a time): the size, or ``cap + 1`` when larger."""
+    inflater, total = zlib.decompressobj(wbits), 0
+    while total <= cap:
+        data = inflater.unconsumed_tail or stream.read(_CHUNK)
+        if not data:
+            break
+        total += len(inflater.decompress(data, _CHUNK))
+        if inflater.eof:
+            break
+    return min(total, cap + 1)
+
+
+def _check_deflated_dicom(p: Path, max_pixels: int) -> None:
+    """A deflated DICOM data set (which pydicom inflates whole) must inflate to at most
+    ``max_pixels`` x :data:`BYTES_PER_PIXEL` + :data:`METADATA_BYTES` bytes."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    with open(p, "rb") as f:
+        read_preamble(f, True)
+        meta = _read_file_meta_info(f)
+        if meta.get("TransferSyntaxUID") != _DEFLATED:
+            return
+        cap = max_pixels * BYTES_PER_PIXEL + METADATA_BYTES
+        if _inflated_size(f, cap, -zlib.MAX_WBITS) > cap:
+            raise ReadError(p, f"deflated DICOM data set inflates past {cap} bytes "
+                               f"(the limit for {max_pixels} pixels; possible decompression bomb)")
+
+
+def _check_dicom_declared(p: Path, ds: Any, max_pixels: int) -> None:
+    """Refuse a DICOM whose declared frame (Rows, Columns, frames, BitsAllocated) is not a
+    single radiograph within ``max_pixels``, before any pixel data are read."""
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise ReadError(p, f"multi-frame DICOM ({ds.NumberOfFrames} frames) is not a radiograph")
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    if bits not in _DICOM_BITS:
+        raise ReadError(p, f"unsupported BitsAllocated {bits} (expected one of {_DICOM_BITS})")
+    if int(ds.get("SamplesPerPixel", 1) or 1) not in (1, 3):
+        raise ReadError(p, f"unsupported SamplesPerPixel {ds.SamplesPerPixel} (expected 1 or 3)")
+    _check_pixels(p, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), max_pixels)
+
+
+def _rle_segment_size(segment: bytes, cap: int) -> int:
+    """Decoded size of one DICOM RLE (PackBits) segment, counted from its run headers without
+    decoding, and no further than just past ``cap``."""
+    size = pos = 0
+    while pos < len(segment) and size <= cap:
+        header = segment[pos]
+        if header > 128:  # replicate the next byte 257 - header times
+            size, pos = size + 257 - header, pos + 2
+        elif header < 128:  # copy the next header + 1 bytes
+            size, pos = size + header + 1, pos + header + 2
+        else:
+            pos += 1
+    return size
+
+
+def _check_rle_frame(p: Path, ds: Any) -> None:
+    """Refuse an RLE frame whose segments inflate past the declared Rows x Columns (pydicom
+    decodes a whole segment before it compares sizes)."""
+    from pydicom.encaps import generate_frames
+
+    plane = int(ds.Rows) * int(ds.Columns)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    count, *offsets = struct.unpack("<16L", frame[:64].ljust(64, b"\0"))
+    bounds = [*offsets[:min(count, 15)], len(frame)]
+    for start, end in zip(bounds, bounds[1:]):
+        if _rle_segment_size(frame[start:end], plane + 128) > plane + 128:
+            raise ReadError(p, f"RLE segment inflates past the declared {ds.Rows}x{ds.Columns} frame "
+                               f"(possible decompression bomb)")
+
+
+def _dicom_pixels(p: Path, ds: Any, max_pixels: int) -> np.ndarray:
+    """Decode the pixel data of a checked data set, inflating no more than the frame needs.
+
+    RLE segments are measured before pydicom decodes them; JPEG-family frames decoded by
+    Pillow are held to ``max_pixels`` by Pillow's own header check.
+    """
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    try:
+        if syntax is None or not syntax.is_encapsulated:
+            return ds.pixel_array
+        if syntax == "1.2.840.10008.1.2.5":  # RLE Lossless
+            _check_rle_frame(p, ds)
+            return ds.pixel_array
+        with _pil_pixel_limit(max_pixels):
+            return ds.pixel_array
+    except ReadError:
+        raise
+    except Exception as e:
+        name = getattr(syntax, "name", "unknown")
+        raise ReadError(p, f"cannot decode pixel data of transfer syntax {name} ({syntax}): {e}") from e
+
+
+def _read_dicom(p: Path, max_pixels: int) -> Radiograph:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(p)
+        _check_deflated_dicom(p, max_pixels)
+        ds = pydicom.dcmread(p, defer_size=_CHUNK)  # large values are read when used
     except InvalidDicomError as e:
         raise ReadError(p, f"not a DICOM file ({e})") from e
     if "PixelData" not in ds:
         raise ReadError(p, "DICOM file has no pixel data (PixelData element missing)")
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise ReadError(p, f"multi-frame DICOM ({ds.NumberOfFrames} frames) is not a radiograph")
+    _check_dicom_declared(p, ds, max_pixels)
     syntax = ds.file_meta.get("TransferSyntaxUID")
-    try:
-        arr = ds.pixel_array
-    except Exception as e:
-        name = getattr(syntax, "name", "unknown")
-        raise ReadError(p, f"cannot decode pixel data of transfer syntax {name} ({syntax}): {e}") from e
+    arr = _dicom_pixels(p, ds, max_pixels)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     stored = int(ds.get("BitsStored", arr.dtype.itemsize * 8))
     meta = {"format": "dicom", "dtype": str(arr.dtype), "bit_depth": stored,
@@ -393,10 +509,47 @@ def display_to_nifti(pixels: np.ndarray, affine: np.ndarray,
     return apply_orientation(canon, ornt_transform(_RAS, ornt)).reshape(tuple(shape))
 
 
-def _read_nifti(p: Path) -> Radiograph:
+def _nifti_header(p: Path, head: bytes):
+    """The NIfTI-1 or NIfTI-2 header at the start of ``head`` (chosen by ``sizeof_hdr``)."""
     import nibabel as nib
 
-    img = nib.load(p)
+    for cls, size in ((nib.Nifti1Header, 348), (nib.Nifti2Header, 540)):
+        if len(head) >= size and size in struct.unpack("<i", head[:4]) + struct.unpack(">i", head[:4]):
+            return cls(head[:size])
+    raise ReadError(p, "not a NIfTI-1 or NIfTI-2 file (bad or truncated header)")
+
+
+def _nifti_bytes(p: Path, max_pixels: int) -> tuple[type, bytes]:
+    """(image class, file bytes) of a ``.nii``/``.nii.gz``, read after its header is checked.
+
+    The header's dims must hold at most ``max_pixels`` values and its ``vox_offset`` at most
+    :data:`METADATA_BYTES`; then exactly ``vox_offset`` + the data's size is read, so a gzip
+    stream is inflated no further than the declared image needs, whatever follows.
+    """
+    import nibabel as nib
+
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rb") as f:
+        head = f.read(540)
+        header = _nifti_header(p, head)
+        shape = tuple(int(s) for s in header.get_data_shape())
+        values = int(np.prod(shape, dtype=object)) if shape else 0
+        if values > max_pixels:
+            raise ReadError(p, f"image too large: NIfTI dims {shape} = {values} pixels declared, over the "
+                               f"limit of {max_pixels} (max_pixels / --max-pixels)")
+        offset = int(header.get_data_offset())
+        if not 0 <= offset <= METADATA_BYTES:
+            raise ReadError(p, f"NIfTI vox_offset {offset} outside 0..{METADATA_BYTES}")
+        size = max(offset, header.sizeof_hdr) + values * header.get_data_dtype().itemsize
+        data = head + f.read(max(0, size - len(head)))
+    return (nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image), data
+
+
+def _read_nifti(p: Path, max_pixels: int) -> Radiograph:
+    import nibabel as nib
+
+    cls, data = _nifti_bytes(p, max_pixels)
+    img = cls.from_bytes(data)
     try:
         _plane_axes(img.shape, nib.orientations.io_orientation(img.affine))  # before loading data
     except ValueError as e:
@@ -411,8 +564,39 @@ def _read_nifti(p: Path) -> Radiograph:
 
 
 # -- NumPy -------------------------------------------------------------------------------------
-def _read_npy(p: Path) -> Radiograph:
-    arr = np.load(p, allow_pickle=False)
+def load_npy(path: PathLike, max_values: int) -> np.ndarray:
+    """A numeric ``.npy`` array whose header is checked before any data are read.
+
+    The header (format 1.0 or 2.0, at most numpy's 10000 bytes) must declare a bool, integer or
+    float dtype and at most ``max_values`` values; the data are then memory-mapped, never
+    unpickled.
+
+    Returns:
+        A read-only memory map of the declared shape.
+
+    Raises:
+        ReadError: not a ``.npy`` file, another version or dtype, or too many values.
+    """
+    p = Path(path)
+    fmt = np.lib.format
+    with open(p, "rb") as f:
+        try:
+            version = fmt.read_magic(f)
+            read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}[version]
+            shape, _, dtype = read_header(f)
+        except (ValueError, KeyError, EOFError) as e:
+            raise ReadError(p, f"not a readable .npy header ({type(e).__name__}: {e})") from None
+    if dtype.kind not in "biuf":
+        raise ReadError(p, f"unsupported .npy dtype {dtype}")
+    values = int(np.prod(shape, dtype=object)) if shape else 1
+    if values > max_values:
+        raise ReadError(p, f"array too large: shape {tuple(shape)} declared ({values} values), over the "
+                           f"limit of {max_values} values (max_pixels / --max-pixels)")
+    return np.load(p, mmap_mode="r", allow_pickle=False)
+
+
+def _read_npy(p: Path, max_pixels: int) -> Radiograph:
+    arr = load_npy(p, 4 * max_pixels)  # channel-last colour has up to 4 values a pixel
     if arr.ndim == 3 and 1 in arr.shape:
         arr = np.squeeze(arr, axis=arr.shape.index(1))
     bits = _dtype_bits(arr.dtype)
@@ -420,9 +604,11 @@ def _read_npy(p: Path) -> Radiograph:
             "photometric": "MONOCHROME2", "mode": None}
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         arr, meta["photometric"] = _luminance(arr), "RGB"
+    if arr.ndim == 2:
+        _check_pixels(p, *arr.shape, max_pixels)
     return _finish(p, arr, bits, meta)
 
 
-_READERS: dict[str, Callable[[Path], Radiograph]] = {
+_READERS: dict[str, Callable[[Path, int], Radiograph]] = {
     "pil": _read_pil, "dicom": _read_dicom, "nifti": _read_nifti, "npy": _read_npy,
 }

@@ -58,11 +58,16 @@ class PixelSegmenter:
 
     @classmethod
     def from_checkpoint(cls, path: Path | str, device: str | torch.device = "cpu",
-                        postprocess: bool = True) -> "PixelSegmenter":
-        """Load a checkpoint written by ``anatomix train pixel`` (``best.pt``) or a bundled one."""
+                        postprocess: bool = True, trust: bool = False) -> "PixelSegmenter":
+        """Load a checkpoint written by ``anatomix train pixel`` (``best.pt``) or a bundled one.
+
+        ``trust`` allows a file that needs a full unpickle, which RUNS CODE FROM THE FILE
+        (:func:`anatomix.models.load_checkpoint` refuses it otherwise, with a CheckpointError).
+        """
+        from anatomix.models import load_checkpoint
         from anatomix.pixel.models import PixelConfig
 
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path, trust=trust)
         if state.get("family", "pixel") != "pixel" or "pixel_config" not in state:
             raise ValueError(f"{path} is not a pixel-model checkpoint (family={state.get('family')!r})")
         config = PixelConfig.from_dict(state["pixel_config"])

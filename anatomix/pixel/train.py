@@ -77,9 +77,9 @@ def bundle_checkpoint(src, dst) -> Dict[str, Any]:
     validation ``metrics``, ``train_config``); drops optimiser and RNG state. Returns what was
     written.
     """
-    from anatomix.training import save_checkpoint
+    from anatomix.training import load_checkpoint, save_checkpoint
 
-    state = torch.load(src, map_location="cpu", weights_only=False)
+    state = load_checkpoint(src)
     if state.get("family") != "pixel":
         raise ValueError(f"{src} is not a pixel-model checkpoint")
     keep = {k: state[k] for k in ("model", "family", "pixel_config", "epoch", "metrics", "train_config")

@@ -22,6 +22,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from anatomix.anatomy import FULL, LUNGS_HEART
+from anatomix.limits import MAX_PIXELS
 from anatomix.segmentation import Segmentation
 
 QC_KEYS = ("lungR", "lungL", "heart")
@@ -61,23 +62,24 @@ def _resize_to(pixels: np.ndarray, shape) -> np.ndarray:
     return np.asarray(img, np.float32)
 
 
-def iter_folder(folder: Path | str) -> Iterator[QCItem]:
-    """QC items of a folder of images with ``<stem>_<structure>.png`` masks next to them."""
+def iter_folder(folder: Path | str, max_pixels: int = MAX_PIXELS) -> Iterator[QCItem]:
+    """QC items of a folder of images with ``<stem>_<structure>.png`` masks next to them
+    (images and masks of at most ``max_pixels``)."""
     from anatomix.data.cases import folder_cases
-    from anatomix.io.read import read_mask, read_radiograph
+    from anatomix.io.read import load_npy, read_mask, read_radiograph
 
     for case in folder_cases(folder):
         try:
             if not case.masks:
                 raise ValueError("no lungR/lungL/heart mask PNG")
-            pixels = read_radiograph(case.image).pixels
-            masks = {k: read_mask(p) for k, p in case.masks.items() if k in QC_KEYS}
+            pixels = read_radiograph(case.image, max_pixels).pixels
+            masks = {k: read_mask(p, max_pixels) for k, p in case.masks.items() if k in QC_KEYS}
             if not masks:
                 raise ValueError("no lungR/lungL/heart mask PNG")
             for k, m in masks.items():
                 if m.shape != pixels.shape:
                     raise ValueError(f"mask {k} is {masks[k].shape[:2]}, image is {pixels.shape}")
-            lm = np.load(case.landmarks) if case.landmarks is not None else None
+            lm = np.asarray(load_npy(case.landmarks, 2 * FULL.n_nodes)) if case.landmarks is not None else None
             template, lm = _template_for(lm)
             seg = Segmentation(case.case_id, case.image, pixels.shape, template, lm, masks)
             yield QCItem(case.case_id, seg, pixels)
@@ -101,8 +103,10 @@ def find_image(images: Optional[Path], image_id: str) -> Optional[Path]:
     return None
 
 
-def iter_chexmask(csv_path: Path | str, images: Optional[Path | str] = None) -> Iterator[QCItem]:
-    """QC items of a CheXmask CSV; images (optional) looked up under ``images``.
+def iter_chexmask(csv_path: Path | str, images: Optional[Path | str] = None,
+                  max_pixels: int = MAX_PIXELS) -> Iterator[QCItem]:
+    """QC items of a CheXmask CSV; images (optional) looked up under ``images``. Rows and
+    images larger than ``max_pixels`` are refused (unreadable items).
 
     A row whose mask cells are all empty but which has landmarks gets masks rasterised from them.
     An image whose size differs from the row's Height x Width is resampled to it (the masks'
@@ -113,7 +117,7 @@ def iter_chexmask(csv_path: Path | str, images: Optional[Path | str] = None) -> 
     from anatomix.io.read import read_radiograph
 
     images = Path(images) if images is not None else None
-    for row in iter_chexmask_csv(csv_path):
+    for row in iter_chexmask_csv(csv_path, max_pixels):
         try:
             shape = (row.height, row.width)
             masks = {k: m for k, m in row.masks().items() if k in QC_KEYS}
@@ -123,7 +127,7 @@ def iter_chexmask(csv_path: Path | str, images: Optional[Path | str] = None) -> 
             path = find_image(images, row.image_id)
             pixels = None
             if path is not None:
-                pixels = read_radiograph(path).pixels
+                pixels = read_radiograph(path, max_pixels).pixels
                 if pixels.shape != shape:
                     pixels = _resize_to(pixels, shape)
             seg = Segmentation(row.image_id, path, shape, template, lm, masks)

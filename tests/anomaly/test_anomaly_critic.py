@@ -116,5 +116,5 @@ def test_critic_fit_resumes_exactly(tmp_path):
     b = fit_critic(model, imgs, checkpoint=tmp_path / "b.ckpt", **kw)
     for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(v, w), k
-    saved = torch.load(tmp_path / "b.ckpt", weights_only=False)["model"]
+    saved = torch.load(tmp_path / "b.ckpt", weights_only=True)["model"]
     assert saved and all(k.startswith("critic.") for k in saved)

@@ -31,7 +31,7 @@ def test_train_pixel_runs_and_resumes(tmp_path):
             "--image-size", "32", "--channels", "4,8", "--res-units", "0", "--val-every", "1", "--threads", "1"]
     r = CliRunner().invoke(train, args)
     assert r.exit_code == 0, r.output
-    state = torch.load(out / "best.pt", weights_only=False)
+    state = torch.load(out / "best.pt", weights_only=True)
     assert state["family"] == "pixel" and state["pixel_config"]["image_size"] == 32
     assert (out / "split.json").is_file()
     # a rerun with more epochs continues from last.pt

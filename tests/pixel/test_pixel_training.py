@@ -61,7 +61,7 @@ def test_overfits_and_checkpoint_reloads_identically(tmp_path):
     task = PixelTask(_config())
     cfg = TrainConfig(epochs=60, batch_size=2, lr=1e-2, val_every=10, threads=1)
     best = fit(task, data, data, cfg, tmp_path, progress=False)
-    state = torch.load(best, weights_only=False)
+    state = torch.load(best, weights_only=True)
     assert state["family"] == "pixel"
     assert state["metrics"]["score"] > 0.9, state["metrics"]
 
