@@ -4,33 +4,69 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import click
 
 from anatomix.models import TRUST_HELP
 
 
-def load_split(data: Path, val_fraction: float, seed: int, out: Path):
-    """Cases of the pack (``data`` holds ``cxr-seg``) or of a labelled folder, split and
-    recorded in ``out/split.json`` so that evaluation uses the same held-out cases."""
+def load_split(data: Sequence[Path], val_fraction: float, seed: int, out: Path, sources: str = ""):
+    """Cases of every ``data`` folder (the pack, a pack folder such as ``cxr-lungs``, or a
+    labelled folder), split by patient and stratified by source and label, and recorded in
+    ``out/split.json`` so that evaluation uses the same held-out cases."""
+    from collections import Counter
+
     from anatomix.data.cases import labelled_cases, split_cases
 
-    cases = labelled_cases(data)
+    keep = tuple(s for s in sources.split(",") if s) or None
+    cases = [c for folder in data for c in labelled_cases(folder, keep)]
     if not cases:
-        raise click.UsageError(f"no labelled cases found in {data}")
+        raise click.UsageError(f"no labelled cases found in {', '.join(map(str, data))}")
     train, val = split_cases(cases, val_fraction, seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps(
-        {"data": str(data), "val_fraction": val_fraction, "seed": seed,
+        {"data": [str(d) for d in data], "sources": keep, "val_fraction": val_fraction, "seed": seed,
          "train": [c.case_id for c in train], "val": [c.case_id for c in val]}, indent=1))
+    held = {c.case_id for c in val}
+    counts = Counter((c.source, c.case_id in held) for c in cases)
+    click.echo("; ".join(f"{s}: {counts[(s, False)]} train / {counts[(s, True)]} val"
+                         for s in sorted({c.source for c in cases})))
     return train, val
+
+
+def training_inputs(train_set, balance: bool, seed: int):
+    """The training dataset as the loop sees it: source-balanced unless ``balance`` is off."""
+    from anatomix.data.datasets import SourceBalanced
+
+    return SourceBalanced(train_set, seed=seed) if balance else train_set
+
+
+def augment_config(recipe: str, strength: float):
+    """The named augmentation recipe (``sites`` or ``jsrt``) with its spatial ranges scaled."""
+    from anatomix.data.augment import AugmentConfig
+
+    base = AugmentConfig.sites() if recipe == "sites" else AugmentConfig()
+    return base.scaled(strength)
 
 
 def loop_options(f):
     """Options of the shared training loop."""
     for opt in reversed([
         click.option("--data", "data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                     required=True, help="The data pack (../shared/data) or a labelled folder."),
+                     required=True, multiple=True,
+                     help="The data pack (../shared/data: cxr-seg and cxr-lungs), one of its folders, or a "
+                          "labelled folder (<id>.png + <id>_<structure>.png); repeat to train on several."),
+        click.option("--sources", default="", help="Comma-separated manifest sources to keep "
+                     "(jsrt, montgomery, shenzhen); default: all."),
+        click.option("--balance/--no-balance", default=True, show_default=True,
+                     help="Every source gets the same share of each epoch."),
+        click.option("--crop-borders/--no-crop-borders", default=True, show_default=True,
+                     help="Crop black/white border bands to the exposed field before the model "
+                          "(saved in the checkpoint; inference does the same)."),
+        click.option("--augment", "augment_recipe", type=click.Choice(["sites", "jsrt"]), default="sites",
+                     show_default=True, help="Augmentation recipe: 'sites' looks like other hospitals "
+                     "(tilt, zoom, wide borders, blur, noise, inverted contrast); 'jsrt' the first recipe."),
         click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
                      help="Run folder: checkpoints, log.csv, split.json. Rerun to resume."),
         click.option("--epochs", default=300, show_default=True),
@@ -67,32 +103,37 @@ def train() -> None:
               help="Node feature widths per graph level, coarse to fine, comma-separated.")
 @click.option("--kl-weight", default=1e-6, show_default=True,
               help="Weight of the KL term (summed over latent dims, mean over the batch).")
+@click.option("--mask-weight", default=1.0, show_default=True,
+              help="Weight of the mask loss (Chamfer between contours and mask boundaries), which "
+                   "lets cases without landmarks teach the contours.")
 def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
-          template, image_size, latent_dim, encoder_channels, graph_channels, kl_weight, trust_init) -> None:
+          trust_init, sources, balance, crop_borders, augment_recipe, template, image_size, latent_dim,
+          encoder_channels, graph_channels, kl_weight, mask_weight) -> None:
     """Train a HybridGNet landmark model."""
     from anatomix.runtime import quiet_imports
 
     quiet_imports()
     from anatomix.anatomy import TEMPLATES
-    from anatomix.data.augment import AugmentConfig, LandmarkAugment
+    from anatomix.data.augment import LandmarkAugment
     from anatomix.data.datasets import LandmarkDataset
     from anatomix.graphs.model import GraphConfig
     from anatomix.graphs.train import GraphTask
     from anatomix.training import TrainConfig, fit
 
-    train_cases, val_cases = load_split(data, val_fraction, seed, out)
+    train_cases, val_cases = load_split(data, val_fraction, seed, out, sources)
     tmpl = TEMPLATES[template]
     click.echo(f"{len(train_cases)} training / {len(val_cases)} validation cases; preloading...")
-    augment = LandmarkAugment(AugmentConfig().scaled(aug_strength), seed=seed)
-    train_set = LandmarkDataset(train_cases, tmpl, image_size, augment)
-    val_set = LandmarkDataset(val_cases, tmpl, image_size)
+    augment = LandmarkAugment(augment_config(augment_recipe, aug_strength), seed=seed)
+    train_set = LandmarkDataset(train_cases, tmpl, image_size, augment, crop_borders)
+    val_set = LandmarkDataset(val_cases, tmpl, image_size, crop_borders=crop_borders, keep_masks=True)
     widths = {"encoder_channels": tuple(int(c) for c in encoder_channels.split(",")),
               "graph_channels": tuple(int(c) for c in graph_channels.split(","))}
-    task = GraphTask(GraphConfig(template=template, image_size=image_size, latent_dim=latent_dim, **widths),
-                     kl_weight=kl_weight)
+    config = GraphConfig(template=template, image_size=image_size, latent_dim=latent_dim,
+                         crop_borders=crop_borders, **widths)
+    task = GraphTask(config, kl_weight=kl_weight, mask_weight=mask_weight)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
                       workers=workers, threads=threads, init_from=init_from, trust_init=trust_init)
-    best = fit(task, train_set, val_set, cfg, out)
+    best = fit(task, training_inputs(train_set, balance, seed), val_set, cfg, out)
     click.echo(f"best checkpoint: {best}")
 
 
@@ -109,12 +150,13 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
 @click.option("--backbone", default="efficientnet-b0", show_default=True,
               help="flexible_unet: backbone (always built without pretrained weights).")
 def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
-          arch, image_size, channels, res_units, encoder, backbone, trust_init) -> None:
-    """Train a dense (pixel) multi-label segmenter: lungR, lungL, heart (MONAI Dice + BCE)."""
+          trust_init, sources, balance, crop_borders, augment_recipe, arch, image_size, channels, res_units,
+          encoder, backbone) -> None:
+    """Train a dense (pixel) multi-label segmenter: lungR, lungL, heart (soft Dice + BCE per channel)."""
     from anatomix.runtime import quiet_imports
 
     quiet_imports()
-    from anatomix.data.augment import AugmentConfig, MaskAugment
+    from anatomix.data.augment import MaskAugment
     from anatomix.data.mask_dataset import MaskDataset
     from anatomix.pixel.models import PixelConfig, pixel_model_names
     from anatomix.pixel.train import PixelTask
@@ -128,12 +170,14 @@ def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
         kwargs = {"backbone": backbone}
     else:
         kwargs = {"encoder_name": encoder}
-    train_cases, val_cases = load_split(data, val_fraction, seed, out)
+    train_cases, val_cases = load_split(data, val_fraction, seed, out, sources)
     click.echo(f"{len(train_cases)} training / {len(val_cases)} validation cases; preloading...")
-    train_set = MaskDataset(train_cases, image_size, MaskAugment(AugmentConfig().scaled(aug_strength), seed=seed))
-    val_set = MaskDataset(val_cases, image_size, keep_original=True)
-    task = PixelTask(PixelConfig(arch=arch, image_size=image_size, kwargs=kwargs), reference=val_set)
+    augment = MaskAugment(augment_config(augment_recipe, aug_strength), seed=seed)
+    train_set = MaskDataset(train_cases, image_size, augment, crop_borders=crop_borders)
+    val_set = MaskDataset(val_cases, image_size, keep_original=True, crop_borders=crop_borders)
+    config = PixelConfig(arch=arch, image_size=image_size, kwargs=kwargs, crop_borders=crop_borders)
+    task = PixelTask(config, reference=val_set)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
                       workers=workers, threads=threads, init_from=init_from, trust_init=trust_init)
-    best = fit(task, train_set, val_set, cfg, out)
+    best = fit(task, training_inputs(train_set, balance, seed), val_set, cfg, out)
     click.echo(f"best checkpoint: {best}")

@@ -55,7 +55,7 @@ class GraphSegmenter:
     def prepare(self, radiograph: Radiograph):
         """The model input of one radiograph: ((S, S) float32 image, its frame). Batch readers
         call this in their threads and pass the results to :meth:`predict` as ``prepared``."""
-        return to_model_frame(radiograph.pixels, self.size)
+        return to_model_frame(radiograph.pixels, self.size, self.config.crop_borders)
 
     def _inputs(self, radiographs: Sequence[Radiograph], prepared=None):
         images, frames = zip(*(prepared or [self.prepare(r) for r in radiographs]))

@@ -75,15 +75,21 @@ class PixelSegmenter:
         model.load_state_dict(state["model"])
         return cls(model, config, device, postprocess)
 
-    def _inputs(self, radiographs: Sequence[Radiograph]):
-        images, frames = zip(*(to_model_frame(r.pixels, self.size) for r in radiographs))
+    def model_inputs(self, radiographs: Sequence[Radiograph]):
+        """((B, 1, S, S) model input on the device, the frame of each radiograph)."""
+        images, frames = zip(*(to_model_frame(r.pixels, self.size, self.config.crop_borders)
+                               for r in radiographs))
         x = torch.from_numpy(np.stack(images))[:, None].to(self.device)
         return x, frames
 
     @torch.no_grad()
     def probabilities(self, radiographs: Sequence[Radiograph]) -> np.ndarray:
         """(B, C, S, S) float32 sigmoid probabilities in the model frame (channel order: ``keys``)."""
-        x, _ = self._inputs(radiographs)
+        return self.probabilities_of(self.model_inputs(radiographs)[0])
+
+    @torch.no_grad()
+    def probabilities_of(self, x: torch.Tensor) -> np.ndarray:
+        """(B, C, S, S) float32 sigmoid probabilities of a :meth:`model_inputs` batch."""
         return torch.sigmoid(self.model(x)).cpu().numpy()
 
     @torch.no_grad()
@@ -105,8 +111,8 @@ class PixelSegmenter:
             family's primary output (the batch writers use them as they are).
         """
         post = self.postprocess if postprocess is None else postprocess
-        x, frames = self._inputs(radiographs)
-        prob = torch.sigmoid(self.model(x)).cpu().numpy()
+        x, frames = self.model_inputs(radiographs)
+        prob = self.probabilities_of(x)
         out = []
         for r, frame, p in zip(radiographs, frames, prob):
             original = np.stack([frame.map_to_original(p[c]) for c in range(len(self.keys))])

@@ -16,8 +16,12 @@ from anatomix.anatomy import dice
 class PixelTask:
     """Dense multi-label segmenters for :func:`anatomix.training.fit`.
 
-    The loss is MONAI's ``DiceCELoss`` with ``sigmoid=True`` (soft Dice + binary cross-entropy
-    per channel: lungs and heart overlap, so channels are independent).
+    The loss is soft Dice (MONAI ``DiceLoss``, ``sigmoid=True``) + binary cross-entropy per
+    case and channel (lungs and heart overlap, so channels are independent), averaged over the
+    (case, channel) pairs that are labelled (``has_mask``): a structure a case does not label
+    contributes no loss and no gradient. (MONAI's ``DiceCELoss(sigmoid=True)``, used before,
+    applies softmax cross-entropy across channels when there are several, which suits
+    exclusive classes, not overlapping structures.)
 
     Attributes:
         config: the model's :class:`anatomix.pixel.models.PixelConfig`.
@@ -35,39 +39,64 @@ class PixelTask:
     reference: Optional[Any] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        from monai.losses import DiceCELoss
+        from monai.losses import DiceLoss
 
-        self._loss = DiceCELoss(sigmoid=True, lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce)
+        self._dice = DiceLoss(sigmoid=True, reduction="none")
 
     def build_model(self) -> torch.nn.Module:
         return self.config.build()
 
     def loss(self, model, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         logits = model(batch["image"])
-        loss = self._loss(logits, batch["masks"])
+        loss = partial_dice_ce(logits, batch["masks"], batch.get("has_mask"), self._dice,
+                               self.lambda_dice, self.lambda_ce)
         return loss, {"loss": loss.item()}
 
     def validate(self, model, loader) -> Dict[str, float]:
-        """Per-structure Dice of the thresholded probabilities (original frame when
-        :attr:`reference` is set); ``score`` is their mean."""
+        """Dice of the thresholded probabilities per source and labelled structure (original
+        frame when :attr:`reference` is set); ``score`` weighs every source the same."""
+        from anatomix.evaluation import per_source_scores
+
         keys = self.config.keys
-        dices: Dict[str, list] = {k: [] for k in keys}
+        data = loader.dataset
+        dices: Dict[tuple, list] = {}
         for batch in loader:
             prob = torch.sigmoid(model(batch["image"])).numpy()
-            for p, t, i in zip(prob, batch["masks"].numpy(), batch["index"].tolist()):
+            has_mask = batch.get("has_mask", torch.ones(prob.shape[:2], dtype=torch.bool)).numpy()
+            for p, t, has, i in zip(prob, batch["masks"].numpy(), has_mask, batch["index"].tolist()):
                 for c, k in enumerate(keys):
+                    if not has[c]:
+                        continue
                     if self.reference is not None and self.reference.original_masks:
                         frame = self.reference.frames[i]
                         pred = frame.map_to_original(p[c]) >= self.config.threshold
-                        dices[k].append(dice(pred, self.reference.original_masks[i][k]))
+                        d = dice(pred, self.reference.original_masks[i][k])
                     else:
-                        dices[k].append(dice(p[c] >= self.config.threshold, t[c] > 0.5))
-        metrics = {f"dice_{k}": float(np.mean(v)) for k, v in dices.items()}
-        metrics["score"] = float(np.mean(list(metrics.values())))
-        return metrics
+                        d = dice(p[c] >= self.config.threshold, t[c] > 0.5)
+                    source = data.cases[i].source if hasattr(data, "cases") else "all"
+                    dices.setdefault((source, k), []).append(d)
+        return per_source_scores(dices)
 
     def checkpoint_extra(self) -> Dict[str, Any]:
         return {"family": "pixel", "pixel_config": self.config.to_dict()}
+
+
+def partial_dice_ce(logits: torch.Tensor, target: torch.Tensor, has_mask: Optional[torch.Tensor],
+                    dice_loss, lambda_dice: float = 1.0, lambda_ce: float = 1.0) -> torch.Tensor:
+    """Soft Dice + BCE per (case, channel), averaged over the labelled pairs.
+
+    Shapes:
+        logits, target: (B, C, S, S); has_mask: (B, C) bool or None (all labelled) -> scalar
+
+    ``dice_loss`` is a MONAI ``DiceLoss(sigmoid=True, reduction="none")``. With no labelled
+    pair the loss is 0 (still connected to the graph, so backward works).
+    """
+    import torch.nn.functional as F
+
+    per = lambda_dice * dice_loss(logits, target).flatten(2).mean(-1) \
+        + lambda_ce * F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(2).mean(-1)
+    keep = torch.ones_like(per) if has_mask is None else has_mask.to(per.dtype)
+    return (per * keep).sum() / keep.sum().clamp(min=1.0)
 
 
 def bundle_checkpoint(src, dst) -> Dict[str, Any]:
