@@ -389,7 +389,8 @@ def load_segmenter(name_or_path: str = "graph", device: Any = "cpu", trust: bool
 
     The checkpoint's ``family`` key picks the class: ``"graph"`` ->
     :class:`anatomix.graphs.inference.GraphSegmenter`, ``"pixel"`` ->
-    :class:`anatomix.pixel.inference.PixelSegmenter`. The file is read by
+    :class:`anatomix.pixel.inference.PixelSegmenter`, ``"refined"`` ->
+    :class:`anatomix.refine.RefinedSegmenter` (which names a graph and a pixel model). The file is read by
     :func:`anatomix.models.load_checkpoint`: without ``trust``, a file that needs a full
     unpickle is refused and nothing in it runs.
 
@@ -426,7 +427,11 @@ def load_segmenter(name_or_path: str = "graph", device: Any = "cpu", trust: bool
         except ImportError as e:
             raise AnatomixError(f"{path}: pixel models are not available ({e})") from e
         return PixelSegmenter.from_checkpoint(path, device, trust=trust)
-    raise AnatomixError(f"{path}: unknown model family {family!r} (expected 'graph' or 'pixel')")
+    if family == "refined":
+        from anatomix.refine import load_refined
+
+        return load_refined(state, path, load_segmenter, device, trust)
+    raise AnatomixError(f"{path}: unknown model family {family!r} (expected 'graph', 'pixel' or 'refined')")
 
 
 # -- QC hook -----------------------------------------------------------------------------------

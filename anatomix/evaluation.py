@@ -60,16 +60,27 @@ def mask_metrics(pred: np.ndarray, true: np.ndarray, spacing: Optional[float]) -
     return out
 
 
+def topology_errors(seg: Segmentation) -> Dict[str, bool]:
+    """{structure: True when its mask is not exactly one component without holes, or its
+    contour crosses itself} for every structure of ``seg.masks``."""
+    from anatomix.qc.plausibility import plausibility
+
+    p = plausibility(seg.masks, seg.landmarks, seg.template)
+    return {k: p["components"][k] != 1 or p["holes"][k] > 0 or k in p["self_intersecting"] for k in seg.masks}
+
+
 def evaluate_case(seg: Segmentation, true_masks: Dict[str, np.ndarray],
                   true_landmarks: Optional[np.ndarray], spacing: Optional[float]) -> List[Dict]:
-    """One row per structure: image_id, structure, dice, hd95_px, hd95_mm, landmark_px."""
+    """One row per structure that both have: image_id, structure, dice, hd95_px, hd95_mm,
+    topology_error (see :func:`topology_errors`), landmark_px (with reference landmarks)."""
     rows = []
     slices = seg.template.slices()
+    topology = topology_errors(seg)
     for key in seg.template.keys:
         if key not in true_masks or key not in seg.masks:
             continue
         row = {"image_id": seg.image_id, "structure": key,
-               **mask_metrics(seg.masks[key], true_masks[key], spacing)}
+               **mask_metrics(seg.masks[key], true_masks[key], spacing), "topology_error": topology[key]}
         if true_landmarks is not None and seg.landmarks is not None:
             d = np.linalg.norm(seg.landmarks[slices[key]] - true_landmarks[slices[key]], axis=1)
             row["landmark_px"] = float(d.mean())
@@ -84,14 +95,16 @@ def _mean(values: np.ndarray) -> float:
 
 
 def summarise(rows: Sequence[Dict]) -> List[Dict]:
-    """Per structure: n, mean and std of Dice, mean HD95 (px, mm), mean landmark error."""
+    """Per source (when rows say it) and structure: n, mean / std / min of Dice, mean HD95
+    (px, mm), mean landmark error, number of topological errors."""
     out = []
-    for key in dict.fromkeys(r["structure"] for r in rows):
-        sel = [r for r in rows if r["structure"] == key]
+    for source, key in dict.fromkeys((r.get("source", ""), r["structure"]) for r in rows):
+        sel = [r for r in rows if r["structure"] == key and r.get("source", "") == source]
         col = lambda name: np.array([r.get(name, np.nan) for r in sel], dtype=float)  # noqa: E731
         dice = col("dice")
-        out.append({"structure": key, "n": len(sel),
+        out.append({"source": source, "structure": key, "n": len(sel),
                     "dice_mean": _mean(dice), "dice_std": float(np.std(dice)), "dice_min": float(dice.min()),
                     "hd95_px": _mean(col("hd95_px")), "hd95_mm": _mean(col("hd95_mm")),
-                    "landmark_px": _mean(col("landmark_px"))})
+                    "landmark_px": _mean(col("landmark_px")),
+                    "topology_errors": int(sum(bool(r.get("topology_error")) for r in sel))})
     return out

@@ -62,18 +62,9 @@ def corrupt(pixels: np.ndarray, masks: Dict[str, np.ndarray], variant: str, seed
     raise ValueError(variant)
 
 
-def topology_errors(seg) -> Dict[str, bool]:
-    """{structure: True when its mask is not one component without holes, or its contour
-    crosses itself}."""
-    from anatomix.qc.plausibility import plausibility
-
-    p = plausibility(seg.masks, seg.landmarks, seg.template)
-    return {k: p["components"][k] != 1 or p["holes"][k] > 0 or k in p["self_intersecting"] for k in seg.masks}
-
-
 def evaluate(models, cases, variants) -> List[dict]:
     """One row per (model, variant, case, structure)."""
-    from anatomix.evaluation import mask_metrics
+    from anatomix.evaluation import mask_metrics, topology_errors
     from anatomix.io import read_mask, read_radiograph
     from anatomix.io.record import Radiograph
 
@@ -124,6 +115,7 @@ def pediatric(models, data: Path, n: int) -> str:
     """Topology and hard plausibility failures on ``n`` ZhangLab images (no truth)."""
     import csv
 
+    from anatomix.evaluation import topology_errors
     from anatomix.io import read_radiograph
     from anatomix.qc.plausibility import plausibility
 

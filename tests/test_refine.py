@@ -83,3 +83,26 @@ def test_refuses_a_pixel_model_without_the_structures():
     pixel.keys = ("lungR", "lungL")
     with pytest.raises(ValueError, match="heart"):
         RefinedSegmenter(_Graph(), pixel)
+
+
+def test_refined_checkpoint_names_its_models(tmp_path):
+    import shutil
+
+    import torch
+
+    from anatomix.batch import load_segmenter
+    from anatomix.errors import CheckpointError
+    from anatomix.models import resolve
+    from anatomix.refine import save_refined
+
+    # relative paths resolve against the checkpoint's folder; registry names as they are
+    shutil.copy(resolve("pixel"), tmp_path / "p.pt")
+    save_refined(tmp_path / "r.pt", "graph", "p.pt", RefineConfig(max_shift=5.0))
+    assert torch.load(tmp_path / "r.pt", weights_only=True)["family"] == "refined"
+    seg = load_segmenter(str(tmp_path / "r.pt"))
+    assert isinstance(seg, RefinedSegmenter) and seg.config.max_shift == 5.0
+    out = seg.predict([Radiograph(np.random.default_rng(0).random((96, 80)).astype(np.float32))])[0]
+    assert out.landmarks.shape == (120, 2) and set(out.masks) == set(LUNGS_HEART.keys)
+    save_refined(tmp_path / "bad.pt", "pixel", "p.pt")
+    with pytest.raises(CheckpointError, match="graph and a pixel"):
+        load_segmenter(str(tmp_path / "bad.pt"))

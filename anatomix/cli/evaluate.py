@@ -15,7 +15,10 @@ from anatomix.cli import options
 @click.command("evaluate")
 @click.option("--model", default="graph", show_default=True, help="Bundled name or checkpoint path.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="The data pack (../shared/data) or a labelled folder (<id>.png + <id>_<structure>.png).")
+              help="The data pack (../shared/data: every labelled source), one of its folders, or a "
+                   "labelled folder (<id>.png + <id>_<structure>.png).")
+@click.option("--sources", default="", help="Comma-separated manifest sources to keep (jsrt, montgomery, "
+                                            "shenzhen); default: all.")
 @click.option("--split", "split_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A split.json from `anatomix train`: evaluate its validation cases. "
                    "Default: the same held-out split (fraction 0.2, seed 0) for the pack, all cases for a folder.")
@@ -25,9 +28,9 @@ from anatomix.cli import options
                                             "(JSRT pack cases: 0.7 mm at 512 px, known).")
 @click.option("--device", default="auto", show_default=True)
 @options.trust_checkpoint
-def evaluate(model: str, data: Path, split_file: Optional[Path], out: Optional[Path],
+def evaluate(model: str, data: Path, sources: str, split_file: Optional[Path], out: Optional[Path],
              spacing: Optional[float], device: str, trust_checkpoint: bool) -> None:
-    """Dice, HD95 (px and mm), landmark error and contour self-intersections per structure."""
+    """Dice, HD95 (px and mm), landmark error and topological errors per source and structure."""
     from anatomix.runtime import quiet_imports
 
     quiet_imports()
@@ -46,7 +49,7 @@ def evaluate(model: str, data: Path, split_file: Optional[Path], out: Optional[P
         segmenter = load_segmenter(model, resolve_device(device), trust=trust_checkpoint)
     except AnatomixError as e:
         raise click.BadParameter(str(e), param_hint="'--model'") from None
-    cases = labelled_cases(data)
+    cases = labelled_cases(data, tuple(s for s in sources.split(",") if s) or None)
     if split_file is not None:
         keep = set(json.loads(split_file.read_text())["val"])
         cases = [c for c in cases if c.case_id in keep]
@@ -60,15 +63,18 @@ def evaluate(model: str, data: Path, split_file: Optional[Path], out: Optional[P
         seg = segmenter.predict([read_radiograph(case.image)])[0]
         truth = {k: read_mask(p) for k, p in case.masks.items()}
         landmarks = case_landmarks(case, template) if case.landmarks is not None else None
-        rows += evaluate_case(seg, truth, landmarks, case_spacing(case.meta) or spacing)
+        rows += [{"source": case.source, **row}
+                 for row in evaluate_case(seg, truth, landmarks, case_spacing(case.meta) or spacing)]
         crossed += sum(contour_self_intersects(c) for c in template.split(seg.landmarks).values())
     summary = summarise(rows)
     click.echo(f"model {model}: {len(cases)} cases\n")
-    click.echo("| structure | n | Dice mean ± sd | Dice min | HD95 px | HD95 mm | landmark px |")
-    click.echo("|---|---:|---:|---:|---:|---:|---:|")
+    click.echo("| source | structure | n | Dice mean ± sd | Dice min | HD95 px | HD95 mm | landmark px "
+               "| topological errors |")
+    click.echo("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in summary:
-        click.echo(f"| {s['structure']} | {s['n']} | {s['dice_mean']:.4f} ± {s['dice_std']:.4f} | "
-                   f"{s['dice_min']:.4f} | {s['hd95_px']:.2f} | {s['hd95_mm']:.2f} | {s['landmark_px']:.2f} |")
+        click.echo(f"| {s['source']} | {s['structure']} | {s['n']} | {s['dice_mean']:.4f} ± {s['dice_std']:.4f} | "
+                   f"{s['dice_min']:.4f} | {s['hd95_px']:.2f} | {s['hd95_mm']:.2f} | {s['landmark_px']:.2f} "
+                   f"| {s['topology_errors']} |")
     n_contours = len(cases) * len(template.structures)
     click.echo(f"\nself-intersecting contours: {crossed} of {n_contours} ({100 * crossed / n_contours:.1f}%)")
     if out is not None:

@@ -33,9 +33,33 @@ def test_evaluate_scores_reference_masks(tmp_path):
     out = tmp_path / "eval.csv"
     r = CliRunner().invoke(evaluate, ["--model", "graph", "--data", str(tmp_path), "-o", str(out)])
     assert r.exit_code == 0, r.output
-    assert "| lungR | 2 |" in r.output and "self-intersecting contours: 0 of 6" in r.output
+    assert "| folder | lungR | 2 |" in r.output and "self-intersecting contours: 0 of 6" in r.output
     rows = {(row["image_id"], row["structure"]): float(row["dice"]) for row in csv.DictReader(open(out))}
     assert len(rows) == 6
     cut = (sources[1].stem, "heart")
     assert all(d == 1.0 for k, d in rows.items() if k != cut)
     assert 0.2 < rows[cut] < 0.95
+
+
+def test_topology_errors_flag_split_and_holed_masks():
+    from anatomix.anatomy import LUNGS_HEART, landmarks_to_masks
+    from anatomix.evaluation import evaluate_case, summarise, topology_errors
+    from anatomix.segmentation import Segmentation
+
+    def ring(cx, cy, r, n):
+        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        return np.stack([cx + r * np.cos(t), cy + r * np.sin(-t)], axis=1)
+
+    xy = np.concatenate([ring(30, 50, 15, 44), ring(70, 50, 15, 50), ring(50, 70, 10, 26)])
+    masks = landmarks_to_masks(xy, (100, 100), LUNGS_HEART)
+    clean = Segmentation("a", None, (100, 100), LUNGS_HEART, xy, masks)
+    assert not any(topology_errors(clean).values())
+    broken = dict(masks)
+    broken["lungR"] = masks["lungR"].copy()
+    broken["lungR"][48:53, :] = False  # cut in two
+    broken["lungL"] = masks["lungL"].copy()
+    broken["lungL"][49:52, 69:72] = False  # a hole
+    seg = Segmentation("a", None, (100, 100), LUNGS_HEART, xy, broken)
+    assert topology_errors(seg) == {"lungR": True, "lungL": True, "heart": False}
+    rows = [{"source": "s", **r} for r in evaluate_case(seg, masks, None, None)]
+    assert {s["structure"]: s["topology_errors"] for s in summarise(rows)} == {"lungR": 1, "lungL": 1, "heart": 0}
