@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test fuzz install clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# coverage-guided fuzzing (atheris) of every reader of strangers' files, FUZZ_SECONDS per target;
+# new corpus entries and crash-* inputs land in tests/fuzz_corpus/<target>/ (replayed by `make test`)
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := png jpeg tiff dicom nifti nifti_gz npy mask chexmask
+fuzz: $(STAMP)
+	$(PY) -m pip install -q -e '.[fuzz]'
+	for t in $(FUZZ_TARGETS); do OMP_NUM_THREADS=1 $(PY) tests/fuzz/fuzz.py $$t $(FUZZ_SECONDS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
