@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,dicom,onnx,bundle]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -16,13 +16,16 @@ install: $(STAMP)
 ANATOMIX := $(VENV)/bin/anatomix
 DEMO := out/demo
 
-# the main job on the bundled example images: segment (with QC columns), QC report, anomaly scores
+# the main job on the bundled example images: segment (with QC columns), QC report, anomaly scores;
+# then the DICOM path: a full-size DICOM in, a DICOM-SEG referencing it out, QC read from that SEG
 demo: $(STAMP)
 	$(ANATOMIX) info
 	$(ANATOMIX) segment examples/images -o $(DEMO) --overlays
 	$(ANATOMIX) qc $(DEMO)/segmentations.csv --images examples/images -o $(DEMO)/qc
 	$(ANATOMIX) anomaly score examples/images -o $(DEMO)/anomaly/scores.csv \
 		--maps $(DEMO)/anomaly/maps --masks $(DEMO)/masks
+	$(ANATOMIX) segment examples/dicom -o $(DEMO)/dicom --format png --format dicom-seg --overlays
+	$(ANATOMIX) qc $(DEMO)/dicom/dicom-seg --images examples/dicom -o $(DEMO)/dicom/qc --no-report
 	$(PY) examples/quickstart.py
 	@echo "open $(DEMO)/qc/report/index.html and $(DEMO)/overlays/ to look at the results"
 

@@ -12,6 +12,10 @@
     at original resolution, row-major, 1-based starts; more mask columns when the model has more
     structures), then the QC columns of :mod:`anatomix.qc` when it provides ``assess``;
   - ``masks/<image_id>_<structure>.png`` (0/255, original size) and/or ``.nii.gz``;
+  - ``dicom-seg/<image_id>.dcm`` with format ``dicom-seg`` (:mod:`anatomix.io.dicom_seg`, extra
+    ``anatomix[dicom]``): one DICOM-SEG per DICOM input; an input that a SEG cannot reference
+    (not DICOM) keeps its other outputs and gets a line in ``notes.csv`` (``image_id``, ``path``,
+    ``note``) instead;
   - ``overlays/<image_id>.png`` when asked for;
   - ``errors.csv`` (``path``, ``reason``): every input that could not be processed.
 
@@ -61,8 +65,11 @@ ERRORS_NAME = "errors.csv"
 MASKS_DIR = "masks"
 OVERLAYS_DIR = "overlays"
 LOCK_NAME = ".anatomix-segment.lock"
-FORMATS: dict[str, str] = {"png": ".png", "nifti": ".nii.gz"}
-"""Mask formats and the suffix of their files."""
+FORMATS: dict[str, str] = {"png": ".png", "nifti": ".nii.gz", "dicom-seg": ".dcm"}
+"""Mask formats and the suffix of their files (``dicom-seg``: one file per image, all structures)."""
+DICOM_SEG = "dicom-seg"
+SEG_DIR = "dicom-seg"
+NOTES_NAME = "notes.csv"
 LIST_SUFFIXES = (".txt", ".csv")
 """Input files with these suffixes are lists of paths, not images."""
 LIST_PATH_COLUMNS = ("path", "Path", "file", "filename", "image", "image_path", "filepath")
@@ -406,6 +413,15 @@ def load_segmenter(name_or_path: str = "graph", device: Any = "cpu", trust: bool
         CheckpointError: missing, unreadable or refused file.
         AnatomixError: unknown name, bad checkpoint contents, unknown family.
     """
+    segmenter = _load_segmenter(name_or_path, device, trust)
+    try:  # what a DICOM-SEG names as its algorithm (anatomix.io.dicom_seg.algorithm_of)
+        segmenter.model_name = str(name_or_path)
+    except AttributeError:
+        pass
+    return segmenter
+
+
+def _load_segmenter(name_or_path: str, device: Any, trust: bool):
     from anatomix.models import load_checkpoint, resolve
 
     path = resolve(name_or_path)
@@ -511,7 +527,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
     """Delete ``.<name>.tmp-<pid>-<hex>`` files of atomic writes whose process died."""
-    for folder in (out_dir, out_dir / MASKS_DIR, out_dir / OVERLAYS_DIR):
+    for folder in (out_dir, out_dir / MASKS_DIR, out_dir / OVERLAYS_DIR, out_dir / SEG_DIR):
         if not folder.is_dir():
             continue
         for p in folder.glob(".*.tmp-*"):
@@ -573,6 +589,10 @@ class _Outputs:
 
     def __init__(self, out_dir: Path, structures: Sequence[str], formats: Sequence[str], overlays: bool):
         self.out_dir, self.structures, self.formats, self.overlays = out_dir, tuple(structures), tuple(formats), overlays
+        self.notes: dict[str, tuple[str, str]] = {}  # image_id -> (path, note): no DICOM-SEG for it
+
+    def seg(self, image_id: str) -> Path:
+        return self.out_dir / SEG_DIR / f"{image_id}{FORMATS[DICOM_SEG]}"
 
     def mask(self, image_id: str, structure: str, fmt: str) -> Path:
         return self.out_dir / MASKS_DIR / f"{image_id}_{structure}{FORMATS[fmt]}"
@@ -581,7 +601,9 @@ class _Outputs:
         return self.out_dir / OVERLAYS_DIR / f"{image_id}.png"
 
     def files(self, image_id: str) -> list[Path]:
-        out = [self.mask(image_id, s, f) for f in self.formats for s in self.structures]
+        out = [self.mask(image_id, s, f) for f in self.formats if f != DICOM_SEG for s in self.structures]
+        if DICOM_SEG in self.formats and image_id not in self.notes:
+            out.append(self.seg(image_id))
         return out + ([self.overlay(image_id)] if self.overlays else [])
 
     def complete(self, image_id: str) -> bool:
@@ -675,6 +697,14 @@ def _read_old_errors(path: Path) -> list[InputError]:
     return [InputError(r[0], r[1]) for r in rows]
 
 
+def _read_notes(path: Path) -> dict[str, tuple[str, str]]:
+    """``notes.csv`` of an earlier run: {image_id: (path, note)}."""
+    if not path.is_file():
+        return {}
+    header, rows, _ = _read_csv_table(path)
+    return {r[0]: (r[1], r[2]) for r in rows if header[:3] == ["image_id", "path", "note"]}
+
+
 def write_errors(path: Path, errors: Iterable[InputError]) -> None:
     """``errors.csv``: one ``path, reason`` row per failed input, written atomically."""
     _write_csv_table(path, ["path", "reason"], ([e.path, e.reason] for e in errors))
@@ -728,6 +758,8 @@ class _ImageWriter:
     def __init__(self, header: Sequence[str], outputs: _Outputs, qc: QCHook | None, segmenter=None):
         self.header, self.outputs, self.qc = list(header), outputs, qc
         self.qc_failures = 0
+        self.algorithm = ("anatomix", "")  # (name, version) named by DICOM-SEG outputs
+        self.notes: dict[str, tuple[str, str]] = {}  # image_id -> (path, note) of this run
         self._lock = threading.Lock()
         takes = qc is not None and (getattr(qc[1], "takes_segmenter", False) or _accepts(qc[1], "segmenter"))
         self.qc_kwargs = {"segmenter": segmenter} if takes and segmenter is not None else {}
@@ -749,6 +781,9 @@ class _ImageWriter:
             if m.shape != shape:
                 raise AnatomixError(f"mask {k!r} has shape {m.shape}, image is {shape}")
         for fmt in self.outputs.formats:
+            if fmt == DICOM_SEG:
+                self._write_seg(item, masks)
+                continue
             for k, m in masks.items():
                 target = self.outputs.mask(item.image_id, k, fmt)
                 if fmt == "png":
@@ -776,6 +811,22 @@ class _ImageWriter:
                 with self._lock:
                     self.qc_failures += 1
         return [cells.get(c, "") for c in self.header]
+
+    def _write_seg(self, item: BatchItem, masks: Mapping[str, np.ndarray]) -> None:
+        """The image's DICOM-SEG, or a note when its source cannot be referenced by one."""
+        from anatomix.io.dicom_seg import NotASegSource, source_header, write_dicom_seg
+
+        try:
+            header = source_header(item.path)
+        except NotASegSource as e:
+            with self._lock:
+                self.notes[item.image_id] = (str(item.path), str(e))
+            return
+        with self._lock:
+            self.notes.pop(item.image_id, None)
+        name, version = self.algorithm
+        write_dicom_seg(self.outputs.seg(item.image_id), masks, item.path, algorithm=name, version=version,
+                        header=header)
 
 
 # -- the batch ---------------------------------------------------------------------------------
@@ -825,7 +876,8 @@ def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter, *, b
         batch_size: images per ``predict`` call.
         workers: decoding threads ahead of the model and as many writing threads behind it;
             0 runs everything in the calling thread.
-        formats: mask formats, any of ``"png"`` and ``"nifti"``.
+        formats: mask formats, any of ``"png"``, ``"nifti"`` and ``"dicom-seg"`` (needs
+            highdicom: ``anatomix[dicom]``).
         overlays: also write ``overlays/<image_id>.png``.
         overwrite: redo images that an earlier run finished.
         qc: True: QC columns from :func:`default_qc` when available; False/None: none;
@@ -853,6 +905,10 @@ def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter, *, b
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(f"unknown mask format(s) {bad}; choose from {list(FORMATS)}")
+    if DICOM_SEG in formats:
+        from anatomix.io.dicom_seg import require_highdicom
+
+        require_highdicom()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise AnatomixError(f"{out}: exists and is not a directory")
@@ -881,6 +937,8 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
     paths = [p for p in paths if not _key(p).startswith(inside)]
     summary = BatchSummary(out_dir=out, total=len(paths) + len(input_errors), qc_columns=qc_columns)
     outputs = _Outputs(out, structures, formats, overlays)
+    if DICOM_SEG in formats:
+        outputs.notes = _read_notes(out / NOTES_NAME)
     _remove_stale_temporaries(out)
     csv_path = out / CSV_NAME
     header, done, foreign = _prepare_csv(csv_path, header, paths, outputs, overwrite)
@@ -909,6 +967,10 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
     model_lock = threading.Lock()
     locked = _LockedSegmenter(segmenter, model_lock)
     writer = _ImageWriter(header, outputs, qc_hook, locked)
+    if DICOM_SEG in formats:
+        from anatomix.io.dicom_seg import algorithm_of
+
+        writer.algorithm = algorithm_of(segmenter)
     rows = _RowWriter(csv_path)
     bar = _progress_bar(len(todo), summary.skipped, progress)
     succeeded: set[str] = set()
@@ -931,6 +993,11 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
         old = [e for e in _read_old_errors(out / ERRORS_NAME) if e.path not in settled and _key(e.path) not in settled]
         summary.errors = sorted(errors, key=lambda e: e.path)
         write_errors(out / ERRORS_NAME, sorted(summary.errors + old, key=lambda e: e.path))
+        if DICOM_SEG in formats:  # notes of the images finished before, then of this run's
+            notes = {i: n for i, n in outputs.notes.items() if i in set(done.values())}
+            notes.update((i, n) for i, n in writer.notes.items() if _key(n[0]) in succeeded)
+            _write_csv_table(out / NOTES_NAME, ["image_id", "path", "note"],
+                             ([i, *notes[i]] for i in sorted(notes)))
         _fsync_dir(out)
     return summary
 

@@ -40,9 +40,10 @@ def info() -> None:
 from anatomix.cli.anomaly import anomaly  # noqa: E402
 from anatomix.cli.checkpoint import convert_checkpoint  # noqa: E402
 from anatomix.cli.evaluate import evaluate  # noqa: E402
+from anatomix.cli.export import export  # noqa: E402
 from anatomix.cli.qc import qc  # noqa: E402
 from anatomix.cli.segment import segment  # noqa: E402
 from anatomix.cli.train import train  # noqa: E402
 
-for command in (segment, qc, evaluate, train, anomaly, convert_checkpoint):
+for command in (segment, qc, evaluate, train, anomaly, convert_checkpoint, export):
     cli.add_command(command)

@@ -10,7 +10,8 @@ from anatomix.cli import options
 @click.command("qc")
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--images", type=click.Path(exists=True, file_okay=False),
-              help="Folder of the images of a CheXmask CSV (found as <images>/<image_id>[.png|.jpg|...]).")
+              help="Folder of the images of a CheXmask CSV (found as <images>/<image_id>[.png|.jpg|...]), "
+                   "or of the DICOM sources of DICOM-SEG files (found by the SOP Instance UID they reference).")
 @click.option("--reference", default=None, type=click.Path(exists=True),
               help="RCA reference set: labelled folder (<id>.png + <id>_lungR/_lungL/_heart.png) "
                    "or .npz. Default: the bundled derived atlases.")
@@ -34,7 +35,8 @@ def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_
 
     SOURCE is a CheXmask CSV (.csv/.csv.gz: RLE mask columns and/or Landmarks) or a folder of
     images with <stem>_lungR.png, <stem>_lungL.png, <stem>_heart.png masks next to them (0/1 or
-    0/255). Writes OUT/qc.csv (image_id, path, then the QC columns of anatomix.qc.QC_COLUMNS) and
+    0/255), or DICOM-SEG files (a .dcm file, or a folder holding SEGs such as the dicom-seg/ folder
+    of `anatomix segment --format dicom-seg`). Writes OUT/qc.csv (image_id, path, then the QC columns of anatomix.qc.QC_COLUMNS) and
     OUT/report/index.html (worst first; open it in a browser). Exit status 0 even when masks fail:
     read the qc_pass column.
     """
@@ -46,17 +48,20 @@ def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_
 
     quiet_imports()
     from anatomix.errors import AnatomixError
+    from anatomix.io.dicom_seg import find_seg_files, is_dicom_seg
     from anatomix.qc import QC_COLUMNS, assess, format_row, load_references
-    from anatomix.qc.inputs import iter_chexmask, iter_folder
+    from anatomix.qc.inputs import iter_chexmask, iter_dicom_seg, iter_folder
     from anatomix.qc.report import ReportWriter
 
     src = Path(source)
-    if src.is_dir():
+    if (src.is_file() and is_dicom_seg(src)) or (src.is_dir() and find_seg_files(src)):
+        items = iter_dicom_seg(src, images, max_pixels)
+    elif src.is_dir():
         items = iter_folder(src, max_pixels)
     elif src.name.lower().endswith((".csv", ".csv.gz")):
         items = iter_chexmask(src, images, max_pixels)
     else:
-        raise click.UsageError(f"{src}: expected a folder or a CheXmask .csv/.csv.gz")
+        raise click.UsageError(f"{src}: expected a folder, a CheXmask .csv/.csv.gz or a DICOM-SEG file")
     try:
         refs = None if no_rca else load_references(reference)
     except AnatomixError as e:

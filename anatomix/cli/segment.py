@@ -13,6 +13,9 @@ Outputs in OUT:
   segmentations.csv              CheXmask layout: image_id, path, Height, Width, Landmarks,
                                  Right Lung, Left Lung, Heart (RLE), QC columns
   masks/<id>_<structure>.png     0/255 masks at original size (.nii.gz with --format nifti)
+  dicom-seg/<id>.dcm             with --format dicom-seg: one DICOM-SEG per DICOM input,
+                                 referencing it (needs anatomix[dicom]); notes.csv names
+                                 the inputs that got none (not DICOM)
   overlays/<id>.png              with --overlays
   errors.csv                     path, reason for every input that failed
                                  (unreadable, or larger than --max-pixels)
@@ -35,8 +38,8 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
               help="Images per model call (keep it when resuming).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
               help="Threads decoding ahead of and writing behind the model (0: all in one thread).")
-@click.option("--format", "formats", type=click.Choice(["png", "nifti"]), multiple=True,
-              default=("png",), show_default=True, help="Mask format; repeat for both.")
+@click.option("--format", "formats", type=click.Choice(["png", "nifti", "dicom-seg"]), multiple=True,
+              default=("png",), show_default=True, help="Mask format; repeat for several.")
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
               help="torch threads for the model (0: torch's default, all cores).")
 @click.option("--overlays", is_flag=True, help="Also write overlays/<id>.png.")
@@ -45,13 +48,19 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
 @click.option("--uncertainty", default=10, show_default=True, type=click.IntRange(min=0),
               help="Latent draws per image for node-wise uncertainty (graph models; QC column "
                    "node_std_mean); 0 skips it.")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="onnx: run the model with onnxruntime (CPU; needs anatomix[onnx]); --model is then a "
+                   "bundled name or checkpoint (exported in memory) or a folder written by "
+                   "`anatomix export MODEL --format onnx`. Same pipeline, outputs equal within float "
+                   "tolerance; no latent sampling (node_std_mean stays empty).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 @options.max_pixels
 @options.trust_checkpoint
 def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_size: int, workers: int,
             threads: int, formats: tuple[str, ...], overlays: bool, overwrite: bool, no_qc: bool,
-            uncertainty: int, progress: bool | None, max_pixels: int, trust_checkpoint: bool) -> None:
+            uncertainty: int, runtime: str, progress: bool | None, max_pixels: int,
+            trust_checkpoint: bool) -> None:
     """Segment lungs and heart in every radiograph of INPUTS.
 
     INPUTS are files, directories (searched recursively), glob patterns, or .txt / .csv files
@@ -83,7 +92,12 @@ def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_s
         if not torch.cuda.is_available():
             raise click.BadParameter("CUDA is not available on this machine", param_hint="'--device'")
     try:
-        segmenter = load_segmenter(model, dev, trust=trust_checkpoint)
+        if runtime == "onnx":
+            from anatomix.export.runtime import load_onnx_segmenter
+
+            segmenter = load_onnx_segmenter(model, trust=trust_checkpoint, threads=threads or None)
+        else:
+            segmenter = load_segmenter(model, dev, trust=trust_checkpoint)
         if hasattr(segmenter, "uncertainty_samples") and not no_qc:
             segmenter.uncertainty_samples = uncertainty
     except AnatomixError as e:

@@ -134,3 +134,38 @@ def iter_chexmask(csv_path: Path | str, images: Optional[Path | str] = None,
             yield QCItem(row.image_id, seg, pixels)
         except Exception as e:
             yield QCItem(row.image_id, None, None, f"{type(e).__name__}: {e}")
+
+
+def iter_dicom_seg(source: Path | str, images: Path | str | None = None,
+                   max_pixels: int = MAX_PIXELS) -> Iterator[QCItem]:
+    """QC items of DICOM-SEG files (a SEG file or a folder searched recursively).
+
+    Each SEG's masks are read with pydicom (:func:`anatomix.io.dicom_seg.read_dicom_seg`, no
+    highdicom needed). Its image is the DICOM under ``images`` whose SOP Instance UID the SEG
+    references (else the SEG's folder is searched); without it the masks are still checked,
+    without the image-based figures. The item's id is the SEG file's stem.
+    """
+    from anatomix.io.dicom_seg import find_seg_files, index_sources, read_dicom_seg
+    from anatomix.io.read import read_radiograph
+
+    files = find_seg_files(source)
+    roots = [Path(images)] if images is not None else [Path(source) if Path(source).is_dir() else Path(source).parent]
+    sources = index_sources(roots)
+    for f in files:
+        image_id = f.name.removesuffix(".dcm").removesuffix(".seg")
+        try:
+            seg_file = read_dicom_seg(f, max_pixels)
+            masks = {k: m for k, m in seg_file.masks.items() if k in QC_KEYS}
+            if not masks:
+                raise ValueError("no lungR/lungL/heart segment")
+            path = next((sources[u] for u in seg_file.referenced_sop_instance_uids if u in sources), None)
+            pixels = None
+            if path is not None:
+                pixels = read_radiograph(path, max_pixels).pixels
+                if pixels.shape != seg_file.shape:
+                    raise ValueError(f"SEG is {seg_file.shape}, its source image is {pixels.shape}")
+            template, lm = _template_for(None)
+            seg = Segmentation(image_id, path or f, seg_file.shape, template, lm, masks)
+            yield QCItem(image_id, seg, pixels)
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop a batch
+            yield QCItem(image_id, None, None, f"{type(e).__name__}: {e}")

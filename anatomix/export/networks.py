@@ -1,0 +1,154 @@
+"""The networks of anatomix models in the form that leaves the package (MONAI Bundle, ONNX).
+
+Every exported network takes the model input that :func:`anatomix.data.preprocess.to_model_frame`
+(segmenters) or :func:`anatomix.anomaly.detector.preprocess` (detectors) makes: ``image``
+``(B, 1, S, S)`` float32 in [0, 1]. What each returns:
+
+- :class:`GraphNet` (graph family): ``landmarks`` ``(B, N, 2)``, node (x, y) positions
+  normalised to the model frame (multiply by ``S`` for model-frame pixels; pixel column ``c``
+  spans ``[c / S, (c + 1) / S)``), the latent mean as decoded in evaluation mode. The Chebyshev
+  graph convolutions run on dense scaled Laplacians (buffers) instead of sparse message passing,
+  so the exporter sees only matrix products; results equal the torch model's to float rounding
+  (tested).
+- :func:`pixel_network` (pixel family): ``logits`` ``(B, C, S, S)``; ``sigmoid`` gives each
+  structure's probability (multi-label), thresholded at the model's ``threshold``.
+- :class:`AnomalyNet` (anomaly detectors): ``residual`` ``(B, 1, S, S)``, the reconstruction
+  residual map of the detector's residual kind, and, with a critic, ``critic_logits``
+  ``(B, 1, S/4 - 1, S/4 - 1)`` (the critic's mean patch logits); smoothing, normalisation and
+  region scores stay in :class:`~anatomix.anomaly.detector.Detector`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def dense_laplacian(conv, edge_index: Tensor, n_nodes: int) -> Tensor:
+    """The scaled Laplacian ``L_hat`` of a torch_geometric ``ChebConv`` as a dense (N, N) matrix.
+
+    Built by the layer's own normalisation and propagation applied to the identity matrix, so
+    ``L_hat @ x`` is exactly what the layer's sparse ``propagate`` computes (up to summation order).
+    """
+    eye = torch.eye(n_nodes, dtype=torch.float32, device=edge_index.device)
+    index, norm = conv.__norm__(edge_index, n_nodes, None, conv.normalization, None, dtype=eye.dtype)
+    return conv.propagate(index, x=eye, norm=norm)
+
+
+def dense_cheb(conv, x: Tensor, lap: Tensor) -> Tensor:
+    """``ChebConv(x)`` with a dense scaled Laplacian: ``sum_k T_k(L_hat) x Theta_k + b``.
+
+    Shapes:
+        x: (B, N, C_in), lap: (N, N) -> (B, N, C_out)
+    """
+    tx0 = x
+    out = conv.lins[0](tx0)
+    if len(conv.lins) > 1:
+        tx1 = torch.matmul(lap, x)
+        out = out + conv.lins[1](tx1)
+        for lin in conv.lins[2:]:
+            tx2 = 2.0 * torch.matmul(lap, tx1) - tx0
+            out = out + lin(tx2)
+            tx0, tx1 = tx1, tx2
+    if conv.bias is not None:
+        out = out + conv.bias
+    return out
+
+
+class GraphNet(nn.Module):
+    """HybridGNet in evaluation mode with dense graph convolutions (see the module docstring).
+
+    Args:
+        graph_config: :meth:`anatomix.graphs.model.GraphConfig.to_dict` of the model.
+
+    Its ``state_dict`` is ``net.`` + the HybridGNet's.
+
+    Shapes:
+        image: (B, 1, S, S) -> landmarks (B, N, 2), normalised (x, y)
+    """
+
+    def __init__(self, graph_config: Mapping[str, Any]) -> None:
+        super().__init__()
+        from anatomix.graphs.model import GraphConfig, HybridGNet
+
+        self.net = HybridGNet(GraphConfig.from_dict(dict(graph_config))).eval()
+        dec = self.net.decoder
+        for level, n in enumerate(self.net.pyramid.n_nodes):
+            conv = dec.head.conv
+            lap = dense_laplacian(conv, getattr(dec, f"edges_{level}"), n)
+            self.register_buffer(f"lap_{level}", lap, persistent=False)
+
+    @property
+    def cfg(self):
+        return self.net.cfg
+
+    def train(self, mode: bool = True):  # always evaluation: the exported model decodes the mean
+        return super().train(False)
+
+    def forward(self, image: Tensor) -> Tensor:
+        net, dec, cfg = self.net, self.net.decoder, self.net.cfg
+        mu, _, maps = net.encoder(image)
+        skip_maps = [maps[s] for s in cfg.skip_stages]
+        from anatomix.graphs.model import sample_nodes
+
+        h = F.relu(dec.fc(mu)).view(mu.shape[0], *dec.top_shape)
+        top = len(dec.blocks) - 1
+        for level, blocks in zip(range(top, -1, -1), dec.blocks):
+            lap = getattr(self, f"lap_{level}")
+            if level < top:
+                h = torch.matmul(getattr(dec, f"up_{level}"), h)
+            if str(level) in dec.skips:
+                head = dec.skips[str(level)].pos
+                pos = torch.sigmoid(dense_cheb(head.conv, h, lap) + head.offset)
+                h = torch.cat([h, sample_nodes(skip_maps[level], pos), pos], dim=-1)
+            for block in blocks:
+                h = F.relu(block.norm(dense_cheb(block.conv, h, lap)))
+        return dense_cheb(dec.head.conv, h, self.lap_0) + dec.head.offset
+
+
+def pixel_network(pixel_config: Mapping[str, Any]) -> nn.Module:
+    """The pixel model's network (``logits``), built from its saved config (for bundle configs)."""
+    from anatomix.pixel.models import PixelConfig
+
+    return PixelConfig.from_dict(dict(pixel_config)).build()
+
+
+class AnomalyNet(nn.Module):
+    """A detector's reconstruction model (and critic): image -> residual map (, critic logits).
+
+    Args:
+        method: the detector's method (``ae``, ``memae``, ``mae``, ``squid``).
+        model_config: its model config.
+        residual: the residual part of the detector's ``scoring.residual`` (``ssim`` for
+            ``ssim+critic``), computed by the model's own ``anomaly_map``.
+        critic_config: the critic's config, or None.
+
+    Shapes:
+        image: (B, 1, S, S) -> residual (B, 1, S, S)[, critic_logits (B, 1, S/4 - 1, S/4 - 1)]
+    """
+
+    def __init__(self, method: str, model_config: Mapping[str, Any], residual: str,
+                 critic_config: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        from anatomix.anomaly.models import create_model
+
+        self.residual = residual
+        self.model = create_model(method, **dict(model_config)).eval()
+        self.critic = None
+        if critic_config is not None:
+            from anatomix.anomaly.critic import PatchCritic
+
+            self.critic = PatchCritic(**dict(critic_config)).eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, image: Tensor):
+        residual = self.model.anomaly_map(image, self.residual)
+        if self.critic is None:
+            return residual
+        return residual, self.critic(image)

@@ -1,0 +1,182 @@
+"""Run exported ONNX models with onnxruntime inside anatomix's own per-image pipeline.
+
+The segmenters here are the package's :class:`~anatomix.graphs.inference.GraphSegmenter`,
+:class:`~anatomix.pixel.inference.PixelSegmenter` and :class:`~anatomix.refine.RefinedSegmenter`
+with their torch network replaced by an onnxruntime session (:class:`OrtNetwork`): reading,
+preprocessing, mapping back to the original frame, post-processing and writing are the same
+code as with torch. ``--runtime onnx`` on ``anatomix segment`` uses :func:`load_onnx_segmenter`.
+
+Not exported: the graph model's latent sampling (node-wise uncertainty): an ONNX graph
+segmenter has ``uncertainty_samples`` fixed at 0 (the QC column ``node_std_mean`` stays empty).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from anatomix.errors import AnatomixError
+from anatomix.export.onnx import MANIFEST, require_onnx, session
+from anatomix.graphs.inference import GraphSegmenter
+from anatomix.pixel.inference import PixelSegmenter
+
+
+class OrtNetwork(nn.Module):
+    """An onnxruntime session in the place of a torch network (CPU; no parameters).
+
+    ``forward(image)`` returns the session's outputs as torch tensors: one tensor, or a
+    namespace with ``landmarks`` for graph models (as :class:`HybridGNet` returns it).
+    """
+
+    def __init__(self, sess, outputs: list[str], wrap_landmarks: bool = False, **attributes: Any) -> None:
+        super().__init__()
+        self.sess, self.outputs, self.wrap_landmarks = sess, list(outputs), wrap_landmarks
+        self._cache: tuple[np.ndarray, list] | None = None
+        for k, v in attributes.items():
+            setattr(self, k, v)
+
+    def run(self, image: torch.Tensor) -> list[np.ndarray]:
+        x = np.ascontiguousarray(image.detach().cpu().numpy(), dtype=np.float32)
+        if self._cache is not None and self._cache[0].shape == x.shape and np.array_equal(self._cache[0], x):
+            return self._cache[1]
+        got = self.sess.run(self.outputs, {"image": x})
+        self._cache = (x, got)
+        return got
+
+    def forward(self, image: torch.Tensor):
+        got = [torch.from_numpy(g) for g in self.run(image)]
+        if self.wrap_landmarks:
+            return SimpleNamespace(landmarks=got[0])
+        return got[0] if len(got) == 1 else tuple(got)
+
+
+class OnnxGraphSegmenter(GraphSegmenter):
+    """:class:`GraphSegmenter` whose network runs in onnxruntime (no latent sampling)."""
+
+    runtime = "onnxruntime"
+
+    @property
+    def uncertainty_samples(self) -> int:
+        return 0
+
+    @uncertainty_samples.setter
+    def uncertainty_samples(self, n: int) -> None:
+        pass  # latent sampling is not part of the exported network
+
+    def sample(self, radiograph, n: int = 50, seed: int = 0):
+        raise AnatomixError("node-wise uncertainty (latent sampling) is not available with the ONNX runtime")
+
+
+class OnnxPixelSegmenter(PixelSegmenter):
+    """:class:`PixelSegmenter` whose network runs in onnxruntime."""
+
+    runtime = "onnxruntime"
+
+
+def _read_manifest(folder: Path) -> dict:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise AnatomixError(f"{folder}: not an anatomix ONNX export ({MANIFEST}: {e})") from None
+
+
+def _graph(sess_or_file, config: dict, threads) -> OnnxGraphSegmenter:
+    from anatomix.graphs.model import GraphConfig
+
+    cfg = GraphConfig.from_dict(config["graph_config"])
+    net = OrtNetwork(session(sess_or_file, threads), ["landmarks"], wrap_landmarks=True, cfg=cfg)
+    return OnnxGraphSegmenter(net, "cpu")
+
+
+def _pixel(sess_or_file, config: dict, threads) -> OnnxPixelSegmenter:
+    from anatomix.pixel.models import PixelConfig
+
+    cfg = PixelConfig.from_dict(config["pixel_config"])
+    return OnnxPixelSegmenter(OrtNetwork(session(sess_or_file, threads), ["logits"]), cfg, "cpu")
+
+
+def load_onnx_segmenter(name_or_path: str, trust: bool = False, threads: int | None = None):
+    """A segmenter that runs ONNX: from an export folder (``anatomix export ... --format onnx``),
+    or exported in memory from a bundled name or checkpoint.
+
+    Raises:
+        AnatomixError: onnxruntime missing, not a segmenter, or a bad export folder.
+    """
+    require_onnx()
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        info = _read_manifest(folder)
+        kind = info["kind"]
+        files = {p: folder / v["file"] for p, v in info["parts"].items()}
+        configs = {p: v["config"] for p, v in info["parts"].items()}
+        refine = info["extra"].get("refine_config")
+        name = info.get("name", folder.name)
+    else:
+        from anatomix.export import load_spec
+        from anatomix.export.onnx import onnx_bytes
+
+        spec = load_spec(name_or_path, trust)
+        kind, refine, name = spec.kind, spec.extra.get("refine_config"), name_or_path
+        files, configs = {}, {}
+        for part, (net, config) in spec.networks.items():
+            outputs = ["landmarks" if (kind == "graph" or part == "graph") else "logits"]
+            files[part], configs[part] = onnx_bytes(net, spec.image_size, outputs), config
+    if kind == "graph":
+        seg = _graph(files["model"], configs["model"], threads)
+    elif kind == "pixel":
+        seg = _pixel(files["model"], configs["model"], threads)
+    elif kind == "refined":
+        from anatomix.refine import RefineConfig, RefinedSegmenter
+
+        seg = RefinedSegmenter(_graph(files["graph"], configs["graph"], threads),
+                               _pixel(files["pixel"], configs["pixel"], threads), RefineConfig(**refine))
+        seg.runtime = "onnxruntime"
+    else:
+        raise AnatomixError(f"{name_or_path}: a {kind!r} model is not a segmenter")
+    seg.model_name = str(name)
+    return seg
+
+
+def onnx_detector(detector, sess_or_file, threads: int | None = None):
+    """The same :class:`~anatomix.anomaly.detector.Detector` (scoring, calibration, statistics)
+    with its reconstruction model and critic running in onnxruntime.
+
+    Args:
+        detector: the detector as loaded from its file.
+        sess_or_file: its exported ``model.onnx`` (path or bytes).
+    """
+    import copy
+
+    det = copy.copy(detector)
+    outputs = ["residual"] + (["critic_logits"] if detector.critic is not None else [])
+    net = OrtNetwork(session(sess_or_file, threads), outputs)
+    part = detector._parts()[0]
+    exported = part if part != "critic" else "ssim"
+
+    class _Model(nn.Module):
+        method, image_size = detector.method, detector.image_size
+
+        def __init__(self):
+            super().__init__()
+            self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # tells Detector the device
+
+        def anomaly_map(self, x, residual="auto"):
+            if residual != exported:
+                raise AnatomixError(f"the ONNX export holds the {exported!r} residual, not {residual!r}")
+            out = net(x)
+            return out[0] if isinstance(out, tuple) else out
+
+    class _Critic(nn.Module):
+        def forward(self, x):
+            return net(x)[1]
+
+    det.model = _Model().eval()
+    det.critic = _Critic().eval() if detector.critic is not None else None
+    det.runtime = "onnxruntime"
+    return det
