@@ -97,7 +97,7 @@ def inference_config(spec: ExportSpec) -> dict[str, Any]:
     _, config = spec.networks["model"]
     pre = spec.preprocessing
     if spec.kind == "graph":
-        network_def = {"_target_": "anatomix.export.networks.GraphNet", **config}
+        network_def = {"_target_": "anatomix.export.networks.GraphNet", **config, "dense": False}
         to_original = {"_target_": "anatomix.export.transforms.ToOriginalFramed", "keys": "pred", "kind": "graph",
                        "template": spec.extra["template"]}
     else:

@@ -6,10 +6,11 @@ Every exported network takes the model input that :func:`anatomix.data.preproces
 
 - :class:`GraphNet` (graph family): ``landmarks`` ``(B, N, 2)``, node (x, y) positions
   normalised to the model frame (multiply by ``S`` for model-frame pixels; pixel column ``c``
-  spans ``[c / S, (c + 1) / S)``), the latent mean as decoded in evaluation mode. The Chebyshev
-  graph convolutions run on dense scaled Laplacians (buffers) instead of sparse message passing,
-  so the exporter sees only matrix products; results equal the torch model's to float rounding
-  (tested).
+  spans ``[c / S, (c + 1) / S)``), the latent mean as decoded in evaluation mode. With
+  ``dense=True`` (the ONNX export) the Chebyshev graph convolutions run on dense scaled
+  Laplacians (buffers) instead of sparse message passing, so the exporter sees only matrix
+  products; results equal the torch model's to float rounding (tested). With ``dense=False``
+  (the MONAI Bundle) it runs the model's own forward: the same arithmetic as anatomix.
 - :func:`pixel_network` (pixel family): ``logits`` ``(B, C, S, S)``; ``sigmoid`` gives each
   structure's probability (multi-label), thresholded at the model's ``threshold``.
 - :class:`AnomalyNet` (anomaly detectors): ``residual`` ``(B, 1, S, S)``, the reconstruction
@@ -64,6 +65,7 @@ class GraphNet(nn.Module):
 
     Args:
         graph_config: :meth:`anatomix.graphs.model.GraphConfig.to_dict` of the model.
+        dense: dense graph convolutions (for ONNX) instead of the model's sparse ones.
 
     Its ``state_dict`` is ``net.`` + the HybridGNet's.
 
@@ -71,10 +73,11 @@ class GraphNet(nn.Module):
         image: (B, 1, S, S) -> landmarks (B, N, 2), normalised (x, y)
     """
 
-    def __init__(self, graph_config: Mapping[str, Any]) -> None:
+    def __init__(self, graph_config: Mapping[str, Any], dense: bool = True) -> None:
         super().__init__()
         from anatomix.graphs.model import GraphConfig, HybridGNet
 
+        self.dense = bool(dense)
         self.net = HybridGNet(GraphConfig.from_dict(dict(graph_config))).eval()
         dec = self.net.decoder
         for level, n in enumerate(self.net.pyramid.n_nodes):
@@ -90,6 +93,8 @@ class GraphNet(nn.Module):
         return super().train(False)
 
     def forward(self, image: Tensor) -> Tensor:
+        if not self.dense:
+            return self.net(image).landmarks
         net, dec, cfg = self.net, self.net.decoder, self.net.cfg
         mu, _, maps = net.encoder(image)
         skip_maps = [maps[s] for s in cfg.skip_stages]

@@ -32,21 +32,30 @@ class OrtNetwork(nn.Module):
 
     ``forward(image)`` returns the session's outputs as torch tensors: one tensor, or a
     namespace with ``landmarks`` for graph models (as :class:`HybridGNet` returns it).
+
+    Args:
+        share_once: keep the outputs of the last run for ONE more call with the same input
+            (a detector asks for its residual map and then for its critic map of the same batch,
+            which one session run gives together); then forget them.
     """
 
-    def __init__(self, sess, outputs: list[str], wrap_landmarks: bool = False, **attributes: Any) -> None:
+    def __init__(self, sess, outputs: list[str], wrap_landmarks: bool = False, share_once: bool = False,
+                 **attributes: Any) -> None:
         super().__init__()
         self.sess, self.outputs, self.wrap_landmarks = sess, list(outputs), wrap_landmarks
-        self._cache: tuple[np.ndarray, list] | None = None
+        self.share_once = share_once
+        self._kept: tuple[np.ndarray, list] | None = None
         for k, v in attributes.items():
             setattr(self, k, v)
 
     def run(self, image: torch.Tensor) -> list[np.ndarray]:
         x = np.ascontiguousarray(image.detach().cpu().numpy(), dtype=np.float32)
-        if self._cache is not None and self._cache[0].shape == x.shape and np.array_equal(self._cache[0], x):
-            return self._cache[1]
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0].shape == x.shape and np.array_equal(kept[0], x):
+            return kept[1]
         got = self.sess.run(self.outputs, {"image": x})
-        self._cache = (x, got)
+        if self.share_once:
+            self._kept = (x, got)
         return got
 
     def forward(self, image: torch.Tensor):
@@ -155,7 +164,7 @@ def onnx_detector(detector, sess_or_file, threads: int | None = None):
 
     det = copy.copy(detector)
     outputs = ["residual"] + (["critic_logits"] if detector.critic is not None else [])
-    net = OrtNetwork(session(sess_or_file, threads), outputs)
+    net = OrtNetwork(session(sess_or_file, threads), outputs, share_once=len(detector._parts()) > 1)
     part = detector._parts()[0]
     exported = part if part != "critic" else "ssim"
 
