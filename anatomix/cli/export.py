@@ -15,7 +15,8 @@ bundle: DIR/configs/metadata.json, DIR/configs/inference.json, DIR/models/model.
             --meta_file DIR/configs/metadata.json --bundle_root DIR \\
             --dataset_dir scans/ --output_dir out/
         (graph and pixel models; needs anatomix installed where it runs)
-onnx:   DIR/model.onnx (graph.onnx + pixel.onnx for a refined model), DIR/anatomix_onnx.json
+onnx:   DIR/model.onnx (graph.onnx + pixel.onnx for a refined model; graph models add
+        *_decoder.onnx for latent sampling), DIR/anatomix_onnx.json
         (inputs, outputs, preprocessing, opset, parity); anomaly detectors add DIR/detector.pt.
         Run it with: anatomix segment scans/ -o out/ --runtime onnx --model DIR
         (needs anatomix[onnx])

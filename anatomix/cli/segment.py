@@ -52,7 +52,7 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
               help="onnx: run the model with onnxruntime (CPU; needs anatomix[onnx]); --model is then a "
                    "bundled name or checkpoint (exported in memory) or a folder written by "
                    "`anatomix export MODEL --format onnx`. Same pipeline, outputs equal within float "
-                   "tolerance; no latent sampling (node_std_mean stays empty).")
+                   "tolerance, node-wise uncertainty included.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 @options.max_pixels

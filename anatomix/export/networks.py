@@ -92,15 +92,23 @@ class GraphNet(nn.Module):
     def train(self, mode: bool = True):  # always evaluation: the exported model decodes the mean
         return super().train(False)
 
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """(mu, logvar, the encoder maps the skips sample, finest level first)."""
+        mu, logvar, maps = self.net.encoder(image)
+        return mu, logvar, [maps[s] for s in self.net.cfg.skip_stages]
+
     def forward(self, image: Tensor) -> Tensor:
         if not self.dense:
             return self.net(image).landmarks
-        net, dec, cfg = self.net, self.net.decoder, self.net.cfg
-        mu, _, maps = net.encoder(image)
-        skip_maps = [maps[s] for s in cfg.skip_stages]
+        mu, _, skip_maps = self.encode(image)
+        return self.decode(mu, skip_maps)
+
+    def decode(self, z: Tensor, skip_maps: list[Tensor]) -> Tensor:
+        """Normalised node positions (B, N, 2) of latents ``z`` (B, latent_dim) (dense convolutions)."""
         from anatomix.graphs.model import sample_nodes
 
-        h = F.relu(dec.fc(mu)).view(mu.shape[0], *dec.top_shape)
+        dec = self.net.decoder
+        h = F.relu(dec.fc(z)).view(z.shape[0], *dec.top_shape)
         top = len(dec.blocks) - 1
         for level, blocks in zip(range(top, -1, -1), dec.blocks):
             lap = getattr(self, f"lap_{level}")
@@ -113,6 +121,37 @@ class GraphNet(nn.Module):
             for block in blocks:
                 h = F.relu(block.norm(dense_cheb(block.conv, h, lap)))
         return dense_cheb(dec.head.conv, h, self.lap_0) + dec.head.offset
+
+
+class GraphWithLatent(nn.Module):
+    """ONNX form of :class:`GraphNet`: also returns what latent sampling needs.
+
+    Shapes:
+        image: (B, 1, S, S) -> landmarks (B, N, 2), mu (B, D), logvar (B, D), skip_i (B, C_i, H_i, W_i)
+    """
+
+    def __init__(self, net: GraphNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: Tensor):
+        mu, logvar, skip_maps = self.net.encode(image)
+        return (self.net.decode(mu, skip_maps), mu, logvar, *skip_maps)
+
+
+class GraphLatentDecoder(nn.Module):
+    """ONNX form of the graph decoder alone, for latent sampling: (z, skip maps) -> landmarks.
+
+    Shapes:
+        z: (B, D), skip_i: (B, C_i, H_i, W_i) -> landmarks (B, N, 2)
+    """
+
+    def __init__(self, net: GraphNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, z: Tensor, *skip_maps: Tensor) -> Tensor:
+        return self.net.decode(z, list(skip_maps))
 
 
 def pixel_network(pixel_config: Mapping[str, Any]) -> nn.Module:

@@ -3,7 +3,10 @@
 ``export_onnx(spec, out_dir)`` writes, per network part, ``<part>.onnx`` (``model.onnx`` for a
 single network; ``graph.onnx`` and ``pixel.onnx`` for a refined model) with input ``image``
 ``(batch, 1, S, S)``, a dynamic batch axis and opset :data:`anatomix.export.OPSET`, and
-``anatomix_onnx.json``: the model kind, its inputs and outputs, the preprocessing, the
+for graph models also ``<part>_decoder.onnx``
+(latent ``z`` ``(batch, D)`` and the encoder maps ``skip_i`` -> ``landmarks``: the decoder alone,
+for node-wise uncertainty by latent sampling; the main file then also outputs ``mu``,
+``logvar`` and ``skip_i``), and ``anatomix_onnx.json``: the model kind, its inputs and outputs, the preprocessing, the
 config the runtime needs, the opset, the source checkpoint's SHA-256 and the parity measured
 right after the export (torch vs onnxruntime on the same random inputs, batch of 2). The same
 JSON is stored in each ONNX file's ``metadata_props`` (key ``anatomix``).
@@ -34,24 +37,58 @@ def require_onnx() -> None:
         raise AnatomixError(INSTALL_HINT) from None
 
 
+def _is_graph(spec: ExportSpec, part: str) -> bool:
+    return spec.kind == "graph" or (spec.kind == "refined" and part == "graph")
+
+
+def _skips(net) -> list[str]:
+    return [f"skip_{i}" for i in range(net.cfg.n_skips)]
+
+
 def _outputs(spec: ExportSpec, part: str) -> list[str]:
     if spec.kind == "anomaly":
         return list(spec.io["model"]["outputs"])
-    return ["landmarks" if (spec.kind == "graph" or part == "graph") else "logits"]
+    if _is_graph(spec, part):
+        return ["landmarks", "mu", "logvar", *_skips(spec.networks[part][0])]
+    return ["logits"]
+
+
+def _export(net, inputs: tuple, input_names: list[str], outputs: list[str], opset: int) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    axes = {name: {0: "batch"} for name in (*input_names, *outputs)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+        torch.onnx.export(net.eval(), inputs, buf, dynamo=False, opset_version=opset, input_names=input_names,
+                          output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
+    return buf.getvalue()
 
 
 def onnx_bytes(net, size: int, outputs: list[str], opset: int = OPSET) -> bytes:
-    """Serialised ONNX model of ``net`` for ``(batch, 1, size, size)`` inputs (dynamic batch)."""
+    """Serialised ONNX model of ``net`` for ``(batch, 1, size, size)`` inputs (dynamic batch).
+
+    A :class:`~anatomix.export.networks.GraphNet` with more outputs than ``landmarks`` is
+    exported as :class:`~anatomix.export.networks.GraphWithLatent`.
+    """
     import torch
 
-    x = torch.rand(2, 1, size, size)
-    buf = io.BytesIO()
-    axes = {"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        torch.onnx.export(net.eval(), (x,), buf, dynamo=False, opset_version=opset, input_names=["image"],
-                          output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
-    return buf.getvalue()
+    from anatomix.export.networks import GraphNet, GraphWithLatent
+
+    if isinstance(net, GraphNet) and len(outputs) > 1:
+        net = GraphWithLatent(net)
+    return _export(net, (torch.rand(2, 1, size, size),), ["image"], outputs, opset)
+
+
+def decoder_bytes(net, opset: int = OPSET) -> bytes:
+    """Serialised ONNX model of a :class:`GraphNet`'s decoder: inputs ``z`` and ``skip_i``."""
+    import torch
+
+    from anatomix.export.networks import GraphLatentDecoder
+
+    with torch.no_grad():
+        mu, _, maps = net.encode(torch.rand(2, 1, net.cfg.image_size, net.cfg.image_size))
+    return _export(GraphLatentDecoder(net), (mu, *maps), ["z", *_skips(net)], ["landmarks"], opset)
 
 
 def session(model: bytes | str | Path, threads: int | None = None):
@@ -72,6 +109,10 @@ def parity(net, sess, size: int, outputs: list[str], n: int = 2, seed: int = 0) 
     """Max |torch - onnxruntime| of every output on ``n`` random inputs."""
     import torch
 
+    from anatomix.export.networks import GraphNet, GraphWithLatent
+
+    if isinstance(net, GraphNet) and len(outputs) > 1:
+        net = GraphWithLatent(net)
     x = torch.from_numpy(np.random.default_rng(seed).random((n, 1, size, size), dtype=np.float32))
     with torch.no_grad():
         ref = net.eval()(x)
@@ -86,8 +127,10 @@ def manifest(spec: ExportSpec, opset: int = OPSET) -> dict[str, Any]:
 
     parts = {}
     for part, (_, config) in spec.networks.items():
-        parts[part] = {"file": f"{'model' if len(spec.networks) == 1 else part}.onnx", "config": config,
-                       "outputs": _outputs(spec, part), "io": spec.io[part]}
+        stem = "model" if len(spec.networks) == 1 else part
+        parts[part] = {"file": f"{stem}.onnx", "config": config, "outputs": _outputs(spec, part), "io": spec.io[part]}
+        if _is_graph(spec, part):
+            parts[part]["decoder_file"] = f"{stem}_decoder.onnx"
     extra = {k: v for k, v in spec.extra.items() if k not in ("detector", "parts")}
     if spec.kind == "anomaly":
         det = spec.extra["detector"]
@@ -128,6 +171,9 @@ def export_onnx(spec: ExportSpec, out_dir: str | Path, opset: int = OPSET) -> di
         model.producer_name = "anatomix"
         with atomic_write(out / info["parts"][part]["file"]) as tmp:
             onnx.save(model, str(tmp))
+        if "decoder_file" in info["parts"][part]:
+            with atomic_write(out / info["parts"][part]["decoder_file"]) as tmp:
+                tmp.write_bytes(decoder_bytes(net, opset))
     if spec.kind == "anomaly":
         import shutil
 

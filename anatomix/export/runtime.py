@@ -6,8 +6,9 @@ with their torch network replaced by an onnxruntime session (:class:`OrtNetwork`
 preprocessing, mapping back to the original frame, post-processing and writing are the same
 code as with torch. ``--runtime onnx`` on ``anatomix segment`` uses :func:`load_onnx_segmenter`.
 
-Not exported: the graph model's latent sampling (node-wise uncertainty): an ONNX graph
-segmenter has ``uncertainty_samples`` fixed at 0 (the QC column ``node_std_mean`` stays empty).
+Node-wise uncertainty (latent sampling) runs too: the graph export's main file also returns
+``mu``, ``logvar`` and the skip maps, and its decoder file decodes latents drawn here with the same
+seeded torch generator as :meth:`~anatomix.graphs.model.HybridGNet.sample`.
 """
 
 from __future__ import annotations
@@ -65,21 +66,35 @@ class OrtNetwork(nn.Module):
         return got[0] if len(got) == 1 else tuple(got)
 
 
+class OrtGraph(OrtNetwork):
+    """The graph model's sessions: ``forward`` as :class:`HybridGNet` (landmarks) and
+    :meth:`sample`, as ``HybridGNet.sample`` (the same draws of the same generator)."""
+
+    def __init__(self, sess, decoder, cfg) -> None:
+        outputs = [o.name for o in sess.get_outputs()]
+        super().__init__(sess, outputs, wrap_landmarks=True, cfg=cfg)
+        self.decoder = decoder
+
+    def sample(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.decoder is None:
+            raise AnatomixError("this ONNX export has no decoder file: no latent sampling (re-export it)")
+        got = dict(zip(self.outputs, self.run(x)))
+        mu, logvar = torch.from_numpy(got["mu"]), torch.from_numpy(got["logvar"])
+        b, d = mu.shape
+        eps = torch.randn((n, b, d), generator=generator, device=mu.device, dtype=mu.dtype)
+        z = (mu + eps * torch.exp(0.5 * logvar)).reshape(n * b, d)
+        feeds = {"z": z.numpy()}
+        for name in self.outputs:
+            if name.startswith("skip_"):
+                feeds[name] = np.ascontiguousarray(np.tile(got[name], (n, 1, 1, 1)))
+        landmarks = self.decoder.run(["landmarks"], feeds)[0]
+        return torch.from_numpy(landmarks).view(n, b, -1, 2)
+
+
 class OnnxGraphSegmenter(GraphSegmenter):
-    """:class:`GraphSegmenter` whose network runs in onnxruntime (no latent sampling)."""
+    """:class:`GraphSegmenter` whose network runs in onnxruntime."""
 
     runtime = "onnxruntime"
-
-    @property
-    def uncertainty_samples(self) -> int:
-        return 0
-
-    @uncertainty_samples.setter
-    def uncertainty_samples(self, n: int) -> None:
-        pass  # latent sampling is not part of the exported network
-
-    def sample(self, radiograph, n: int = 50, seed: int = 0):
-        raise AnatomixError("node-wise uncertainty (latent sampling) is not available with the ONNX runtime")
 
 
 class OnnxPixelSegmenter(PixelSegmenter):
@@ -95,11 +110,11 @@ def _read_manifest(folder: Path) -> dict:
         raise AnatomixError(f"{folder}: not an anatomix ONNX export ({MANIFEST}: {e})") from None
 
 
-def _graph(sess_or_file, config: dict, threads) -> OnnxGraphSegmenter:
+def _graph(sess_or_file, config: dict, threads, decoder=None) -> OnnxGraphSegmenter:
     from anatomix.graphs.model import GraphConfig
 
     cfg = GraphConfig.from_dict(config["graph_config"])
-    net = OrtNetwork(session(sess_or_file, threads), ["landmarks"], wrap_landmarks=True, cfg=cfg)
+    net = OrtGraph(session(sess_or_file, threads), None if decoder is None else session(decoder, threads), cfg)
     return OnnxGraphSegmenter(net, "cpu")
 
 
@@ -123,27 +138,29 @@ def load_onnx_segmenter(name_or_path: str, trust: bool = False, threads: int | N
         info = _read_manifest(folder)
         kind = info["kind"]
         files = {p: folder / v["file"] for p, v in info["parts"].items()}
+        decoders = {p: folder / v["decoder_file"] for p, v in info["parts"].items() if "decoder_file" in v}
         configs = {p: v["config"] for p, v in info["parts"].items()}
         refine = info["extra"].get("refine_config")
         name = info.get("name", folder.name)
     else:
         from anatomix.export import load_spec
-        from anatomix.export.onnx import onnx_bytes
+        from anatomix.export.onnx import _is_graph, _outputs, decoder_bytes, onnx_bytes
 
         spec = load_spec(name_or_path, trust)
         kind, refine, name = spec.kind, spec.extra.get("refine_config"), name_or_path
-        files, configs = {}, {}
+        files, configs, decoders = {}, {}, {}
         for part, (net, config) in spec.networks.items():
-            outputs = ["landmarks" if (kind == "graph" or part == "graph") else "logits"]
-            files[part], configs[part] = onnx_bytes(net, spec.image_size, outputs), config
+            files[part], configs[part] = onnx_bytes(net, spec.image_size, _outputs(spec, part)), config
+            if _is_graph(spec, part):
+                decoders[part] = decoder_bytes(net)
     if kind == "graph":
-        seg = _graph(files["model"], configs["model"], threads)
+        seg = _graph(files["model"], configs["model"], threads, decoders.get("model"))
     elif kind == "pixel":
         seg = _pixel(files["model"], configs["model"], threads)
     elif kind == "refined":
         from anatomix.refine import RefineConfig, RefinedSegmenter
 
-        seg = RefinedSegmenter(_graph(files["graph"], configs["graph"], threads),
+        seg = RefinedSegmenter(_graph(files["graph"], configs["graph"], threads, decoders.get("graph")),
                                _pixel(files["pixel"], configs["pixel"], threads), RefineConfig(**refine))
         seg.runtime = "onnxruntime"
     else:

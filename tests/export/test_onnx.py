@@ -65,6 +65,15 @@ def test_graph_landmark_parity(exported, radiographs):
         assert np.abs(a.landmarks - b.landmarks).max() < 0.01
 
 
+def test_graph_latent_sampling_parity(exported, radiographs):
+    assert (exported["graph"][0] / "model_decoder.onnx").is_file()
+    torch_seg, onnx_seg = load_segmenter("graph"), load_onnx_segmenter(str(exported["graph"][0]))
+    for r in radiographs[:2]:
+        (m_t, s_t), (m_o, s_o) = torch_seg.sample(r, n=8, seed=3), onnx_seg.sample(r, n=8, seed=3)
+        assert s_t.mean() > 0.01  # the draws do spread
+        assert np.abs(m_t - m_o).max() < 0.01 and np.abs(s_t - s_o).max() < 0.01
+
+
 def test_pixel_probability_parity(exported, radiographs):
     torch_seg = load_segmenter("pixel")
     onnx_seg = load_onnx_segmenter(str(exported["pixel"][0]))
@@ -109,7 +118,7 @@ def test_segment_runtime_onnx_cli(tmp_path):
     def run(*extra):
         out = tmp_path / ("onnx" if extra else "torch")
         result = CliRunner().invoke(segment, [str(EXAMPLES), "-o", str(out), "--workers", "1",
-                                              "--uncertainty", "0", *extra], catch_exceptions=False)
+                                              "--uncertainty", "5", *extra], catch_exceptions=False)
         assert result.exit_code == 0, result.output
         with open(out / "segmentations.csv", newline="") as f:
             return {r["image_id"]: r for r in csv.DictReader(f)}
@@ -120,6 +129,7 @@ def test_segment_runtime_onnx_cli(tmp_path):
         a, b = parse_landmarks(row["Landmarks"]), parse_landmarks(onnx_rows[k]["Landmarks"])
         assert np.abs(np.asarray(a) - np.asarray(b)).max() < 0.01
         assert row["qc_pass"] == onnx_rows[k]["qc_pass"]
+        assert abs(float(row["node_std_mean"]) - float(onnx_rows[k]["node_std_mean"])) < 0.01
 
 
 def test_export_cli_onnx(tmp_path):
