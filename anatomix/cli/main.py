@@ -34,6 +34,11 @@ def info() -> None:
     click.echo("bundled models:" if models else "bundled models: none")
     for m in models:
         click.echo(f"  {m.name:<16} {m.kind:<8} {'ok' if m.available else 'missing weights'}  {m.summary}")
+    import importlib.util
+
+    extras = [(name, module, importlib.util.find_spec(module) is not None)
+              for name, module in (("dicom", "highdicom"), ("onnx", "onnxruntime"))]
+    click.echo("optional extras: " + ", ".join(f"{n} ({m}) {'ok' if ok else 'missing'}" for n, m, ok in extras))
 
 
 # the commands themselves import nothing heavy at module level

@@ -205,3 +205,19 @@ def test_qc_reads_dicom_seg(batch_run, tmp_path):
     for name, row in rows.items():
         assert row["path"] == str(inputs / f"{name}.dcm")  # the source found by its SOP Instance UID
         assert "unreadable" not in row["qc_reasons"]
+
+
+def test_qc_of_a_seg_without_its_image(batch_run, tmp_path):
+    from click.testing import CliRunner
+
+    from anatomix.cli.qc import qc
+
+    _, out, _, _ = batch_run
+    seg = out / "dicom-seg" / "mono2.dcm"
+    result = CliRunner().invoke(qc, [str(seg), "-o", str(tmp_path / "qc"), "--no-rca", "--no-report"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "qc" / "qc.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["image_id"] == "mono2" and row["path"] == str(seg)  # checked on the masks alone
+    assert "unreadable" not in row["qc_reasons"]
