@@ -219,14 +219,24 @@ class Detector:
         ``+critic`` sum z-scored and added, and per-pixel normalised when ``scoring.pixel_norm``
         and ``normalise``)."""
         images = np.asarray(images, dtype=np.float32)
+        return self._combine(lambda p: self._part_maps(images, p, batch_size), normalise)
+
+    def maps_from_parts(self, raw: Mapping[str, np.ndarray], normalise: bool = True) -> np.ndarray:
+        """:meth:`model_maps` from UNSMOOTHED part maps ``{part: (B, S, S)}`` that a network
+        computed elsewhere (an exported model: ``anatomix.export``); same smoothing and sums."""
+        return self._combine(lambda p: smooth(np.asarray(raw[p], dtype=np.float32), self.scoring.smooth_sigma),
+                             normalise)
+
+    def _combine(self, part_maps, normalise: bool) -> np.ndarray:
+        """The score map of ``part_maps(part) -> smoothed (B, S, S)`` (see :meth:`model_maps`)."""
         parts = self._parts()
         if len(parts) == 1:
-            maps = self._part_maps(images, parts[0], batch_size)
+            maps = part_maps(parts[0])
         else:
             if self._missing_component_stats():
                 raise RuntimeError(f"residual {self.scoring.residual!r} sums normalised parts but their "
                                    f"normal statistics are missing; call calibrate() or set_component_stats()")
-            maps = sum((self._part_maps(images, p, batch_size) - self.component_stats[p][0])
+            maps = sum((part_maps(p) - self.component_stats[p][0])
                        / self.component_stats[p][1] for p in parts).astype(np.float32)
         if normalise and self.scoring.pixel_norm:
             if self.pixel_stats is None:

@@ -14,7 +14,7 @@ bundle: DIR/configs/metadata.json, DIR/configs/inference.json, DIR/models/model.
         python -m monai.bundle run --config_file DIR/configs/inference.json \\
             --meta_file DIR/configs/metadata.json --bundle_root DIR \\
             --dataset_dir scans/ --output_dir out/
-        (graph and pixel models; needs anatomix installed where it runs)
+        (graph, pixel and anomaly models; needs anatomix installed where it runs)
 onnx:   DIR/model.onnx (graph.onnx + pixel.onnx for a refined model; graph models add
         *_decoder.onnx for latent sampling), DIR/anatomix_onnx.json
         (inputs, outputs, preprocessing, opset, parity); anomaly detectors add DIR/detector.pt.

@@ -196,3 +196,40 @@ class AnomalyNet(nn.Module):
         if self.critic is None:
             return residual
         return residual, self.critic(image)
+
+
+class AnomalyMapNet(nn.Module):
+    """MONAI Bundle form of a detector's networks: image -> its unsmoothed part maps, stacked.
+
+    Channel ``i`` is part ``i`` of the detector's ``scoring.residual`` (``ssim+critic``: the SSIM
+    residual, then the critic's un-realness map), each computed exactly as
+    :meth:`~anatomix.anomaly.detector.Detector.model_maps` computes it before smoothing; the
+    rest of the score (smoothing, z-scored sum, regions, calibration) is
+    :meth:`~anatomix.anomaly.detector.Detector.maps_from_parts` in the bundle's postprocessing.
+
+    Shapes:
+        image: (B, 1, S, S) -> (B, P, S, S)
+    """
+
+    def __init__(self, method: str, model_config: Mapping[str, Any], parts: list[str],
+                 critic_config: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        from anatomix.anomaly.models import create_model
+
+        self.parts = list(parts)
+        self.model = create_model(method, **dict(model_config)).eval()
+        self.critic = None
+        if critic_config is not None:
+            from anatomix.anomaly.critic import PatchCritic
+
+            self.critic = PatchCritic(**dict(critic_config)).eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, image: Tensor) -> Tensor:
+        from anatomix.anomaly.critic import critic_map
+
+        maps = [critic_map(self.critic, image) if p == "critic" else self.model.anomaly_map(image, p)
+                for p in self.parts]
+        return torch.cat(maps, dim=1)

@@ -160,6 +160,39 @@ class SaveAnatomyd(MapTransform):
         return d
 
 
+class AnomalyScored(MapTransform):
+    """Score ``pred`` (the part maps of :class:`~anatomix.export.networks.AnomalyMapNet`,
+    ``(P, S, S)``) with the detector file's own scoring and calibration
+    (:meth:`~anatomix.anomaly.detector.Detector.maps_from_parts`, then ``result``; whole image
+    or the detector's prior masks, as ``anatomix anomaly score`` without masks) and write
+    ``<output_dir>/<image_id>.json`` (score, anomalous, threshold, score_region, regions, raw)."""
+
+    def __init__(self, keys="pred", detector: str = "models/detector.pt", output_dir: str = "eval",
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        from anatomix.anomaly.detector import Detector
+
+        self.detector, self.output_dir = Detector.load(detector), Path(output_dir)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from anatomix.io.atomic import atomic_write
+
+        d = dict(data)
+        frame = frame_from_array(d["frame"])
+        for key in self.key_iterator(d):
+            pred = d[key].detach().cpu().numpy() if isinstance(d[key], torch.Tensor) else np.asarray(d[key])
+            raw = {p: pred[i][None] for i, p in enumerate(self.detector._parts())}
+            m = self.detector.maps_from_parts(raw)[0]
+            res = self.detector.result(str(d["image_id"]), d.get("image_path"), m, None, frame)
+            d["score"], d["anomalous"] = res.score, res.anomalous
+            record = {"image_id": res.image_id, "path": res.path, "score": res.score, "anomalous": res.anomalous,
+                      "threshold": res.threshold, "score_region": res.score_region, "regions": res.regions,
+                      "raw": res.raw}
+            with atomic_write(self.output_dir / f"{res.image_id}.json") as tmp:
+                tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
+        return d
+
+
 class BundleEvaluator:
     """Run ``network`` over ``dataloader`` with ``inferer`` and apply ``postprocessing`` to each
     decollated item (inference only, no gradients).
@@ -186,5 +219,6 @@ class BundleEvaluator:
                 batch = dict(batch, pred=pred)
                 for item in decollate_batch(batch):
                     out = self.postprocessing(item)
-                    self.results.append({k: out[k] for k in ("image_id", "landmarks") if k in out})
+                    self.results.append({k: out[k] for k in ("image_id", "landmarks", "score", "anomalous")
+                                         if k in out})
         return self.results

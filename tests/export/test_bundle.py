@@ -1,5 +1,6 @@
 """MONAI Bundle export: the bundle runs through MONAI's own bundle tools and gives anatomix's
-results (landmarks within 1e-4 px, masks equal), and the dense graph network equals the model."""
+results (landmarks within 1e-4 px, masks equal; anomaly scores and verdicts equal), and the
+dense graph network equals the model."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_dense_graph_network_equals_the_model():
     assert set(net.state_dict()) == {f"net.{k}" for k in seg.model.state_dict()}
 
 
-@pytest.fixture(scope="module", params=["graph", "pixel"])
+@pytest.fixture(scope="module", params=["graph", "pixel", "anomaly"])
 def bundle(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"bundle_{request.param}")
     export_bundle(load_spec(request.param), out)
@@ -52,7 +53,8 @@ def test_layout_and_metadata(bundle):
         for spec in meta["network_data_format"][side].values():
             for key in ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range"):
                 assert key in spec, (side, key)
-    assert "JSRT" in meta["data_source"] and "research" in meta["data_source"]
+    assert ("CC BY 4.0" if name == "anomaly" else "JSRT") in meta["data_source"]
+    assert "research" in meta["data_source"].lower()
     assert meta["network_data_format"]["inputs"]["image"]["value_range"] == [0, 1]
     card = (Path(load_spec(name).source).with_suffix(".md"))
     assert (out / "docs/README.md").read_text() == card.read_text()
@@ -69,6 +71,17 @@ def test_verify_net_in_out(bundle):
 
 
 def _check_outputs(name: str, folder: Path, images: list[Path]):
+    if name == "anomaly":
+        from anatomix.anomaly import Detector
+        from anatomix.models import resolve
+
+        det = Detector.load(resolve("anomaly"))
+        for path in images:
+            record = json.loads((folder / f"{path.stem}.json").read_text())
+            ref = det.score([read_radiograph(path)])[0]
+            assert abs(record["score"] - ref.score) < 1e-6 and record["anomalous"] == ref.anomalous, path.name
+            assert record["regions"].keys() == ref.regions.keys()
+        return
     seg = load_segmenter(name)
     for path in images:
         record = json.loads((folder / f"{path.stem}.json").read_text())
@@ -112,10 +125,12 @@ def test_monai_bundle_runner(bundle, tmp_path):
     _check_outputs(name, tmp_path / "eval", [data / image.name])
 
 
-def test_no_bundle_for_a_detector(tmp_path):
+def test_no_bundle_for_a_refined_model(tmp_path):
     from click.testing import CliRunner
 
     from anatomix.cli.export import export
+    from anatomix.refine import save_refined
 
-    result = CliRunner().invoke(export, ["anomaly", "--format", "bundle", "-o", str(tmp_path / "b")])
+    save_refined(tmp_path / "refined.pt", "graph", "pixel")
+    result = CliRunner().invoke(export, [str(tmp_path / "refined.pt"), "--format", "bundle", "-o", str(tmp_path / "b")])
     assert result.exit_code == 2 and "use --format onnx" in result.output

@@ -117,13 +117,13 @@ def test_segment_runtime_onnx_cli(tmp_path):
 
     def run(*extra):
         out = tmp_path / ("onnx" if extra else "torch")
-        result = CliRunner().invoke(segment, [str(EXAMPLES), "-o", str(out), "--workers", "1",
+        result = CliRunner().invoke(segment, [str(EXAMPLES), "-o", str(out), "--workers", "1", "--model", "graph",
                                               "--uncertainty", "5", *extra], catch_exceptions=False)
         assert result.exit_code == 0, result.output
         with open(out / "segmentations.csv", newline="") as f:
             return {r["image_id"]: r for r in csv.DictReader(f)}
 
-    torch_rows, onnx_rows = run(), run("--runtime", "onnx", "--model", "graph")
+    torch_rows, onnx_rows = run(), run("--runtime", "onnx")
     assert torch_rows.keys() == onnx_rows.keys() and len(torch_rows) == 4
     for k, row in torch_rows.items():
         a, b = parse_landmarks(row["Landmarks"]), parse_landmarks(onnx_rows[k]["Landmarks"])

@@ -142,7 +142,7 @@ def batch_run(tmp_path_factory):
     Image.open(EXAMPLE).convert("L").save(inputs / "plain.png")
     out = root / "out"
     args = [str(inputs), "-o", str(out), "--format", "png", "--format", "dicom-seg", "--no-qc",
-            "--workers", "0", "--device", "cpu"]
+            "--workers", "0", "--device", "cpu", "--model", "graph"]
     result = CliRunner().invoke(segment, args, catch_exceptions=False)
     return inputs, out, result, args
 
