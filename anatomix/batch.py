@@ -391,8 +391,9 @@ def assign_image_ids(paths: Sequence[PathLike], taken: Iterable[str] = ()) -> li
 
 
 # -- segmenters --------------------------------------------------------------------------------
-def load_segmenter(name_or_path: str = "graph", device: Any = "cpu", trust: bool = False):
-    """Load a segmenter by bundled name (``graph``, ``pixel``) or checkpoint path.
+def load_segmenter(name_or_path: str = "refined", device: Any = "cpu", trust: bool = False):
+    """Load a segmenter by bundled name (``refined``, the default; ``graph``; ``pixel``) or
+    checkpoint path.
 
     The checkpoint's ``family`` key picks the class: ``"graph"`` ->
     :class:`anatomix.graphs.inference.GraphSegmenter`, ``"pixel"`` ->

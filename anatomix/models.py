@@ -17,7 +17,7 @@ class ModelEntry:
 
     Attributes:
         name: registry name (``graph``, ``pixel``, ``anomaly``...).
-        kind: ``graph`` | ``pixel`` | ``anomaly`` | ``qc``.
+        kind: ``graph`` | ``pixel`` | ``refined`` | ``anomaly`` | ``qc``.
         filename: checkpoint file inside ``anatomix/weights``.
         summary: one line for ``anatomix info``.
     """
@@ -48,12 +48,16 @@ def register(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
+register(ModelEntry("refined", "refined", "refined_lungs_heart.pt",
+                    "Default: graph contours refined onto the pixel model's boundaries (names 'graph' and "
+                    "'pixel'; research use)"))
 register(ModelEntry("graph", "graph", "hybridgnet_lungs_heart.pt",
-                    "HybridGNet lungs+heart landmark contours (JSRT/SCR, research use)"))
+                    "HybridGNet lungs+heart landmark contours (JSRT + Montgomery + Shenzhen, research use)"))
 register(ModelEntry("qc_atlases", "qc", "qc_atlases.npz",
                     "RCA reference atlases for mask QC: 11 cluster-mean images (JSRT/SCR, research use)"))
 register(ModelEntry("pixel", "pixel", "pixel_unet_lungs_heart.pt",
-                    "MONAI UNet lungs+heart dense masks, landmarks traced (JSRT/SCR, research use)"))
+                    "MONAI UNet lungs+heart dense masks, landmarks traced (JSRT + Montgomery + Shenzhen, "
+                    "research use)"))
 register(ModelEntry("anomaly", "anomaly", "anomaly_pediatric.pt",
                     "Normal-only anomaly detector (conv AE + realness critic, 64 px), ZhangLab pediatric "
                     "normals, CC BY 4.0"))

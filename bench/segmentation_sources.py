@@ -24,7 +24,9 @@ Usage:
         --model refined=... --pediatric 200 --worst bench/results/segmentation_worst.png \
         --out bench/results/segmentation_sources.md
 
-Models are registry names or checkpoint paths (``name=path``). Prints markdown tables.
+Models are registry names or checkpoint paths (``name=path``). ``--speed N`` times ``predict``
+on N validation images per model in the same process (ratios to the first model). Prints
+markdown tables.
 """
 
 from __future__ import annotations
@@ -173,6 +175,28 @@ def worst_picture(rows, model: str, cases, models, path: Path, k: int = 10) -> s
     return "\n".join(lines)
 
 
+def speed(models, cases, n: int, repeats: int = 3) -> str:
+    """Images/s of ``predict`` (one image per call, masks included) per model, same process:
+    median of ``repeats`` passes over ``n`` images already read; ratio to the first model."""
+    from anatomix.io import read_radiograph
+
+    images = [read_radiograph(c.image) for c in cases[:n]]
+    rates = {}
+    for name, model in models.items():
+        model.predict(images[:1])  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for r in images:
+                model.predict([r])
+            times.append(time.perf_counter() - t0)
+        rates[name] = len(images) / float(np.median(times))
+    first = next(iter(rates.values()))
+    lines = ["| model | images/s (1 thread) | time vs first |", "|---|---:|---:|"]
+    lines += [f"| {name} | {rate:.1f} | {first / rate:.2f}x |" for name, rate in rates.items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -181,6 +205,7 @@ def main() -> None:
     ap.add_argument("--pediatric", type=int, default=0)
     ap.add_argument("--worst", type=Path)
     ap.add_argument("--limit", type=int, default=0, help="at most this many cases per source (0: all)")
+    ap.add_argument("--speed", type=int, default=0, help="time predict on this many validation images")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -209,6 +234,8 @@ def main() -> None:
         first = next(iter(models))
         parts += [f"\n## ten worst clean validation cases of `{first}` ({args.worst.name}; white: truth, colour: prediction)\n",
                   worst_picture(rows, first, val, models, args.worst)]
+    if args.speed:
+        parts += [f"\n## speed ({args.speed} validation images, 512 px, one thread)\n", speed(models, val, args.speed)]
     parts.append(f"\n({time.perf_counter() - t0:.0f} s)\n")
     text = "\n".join(parts)
     print(text)

@@ -31,8 +31,9 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
 @click.option("-o", "--out", "out", required=True,
               type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
               help="Output folder (created; rerun on it to resume).")
-@click.option("--model", default="graph", show_default=True,
-              help="Bundled model name (graph, pixel) or a checkpoint path.")
+@click.option("--model", default="refined", show_default=True,
+              help="Bundled model name (refined: graph contours on the pixel model's boundaries; graph; "
+                   "pixel) or a checkpoint path.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Images per model call (keep it when resuming).")

@@ -63,7 +63,7 @@ def test_no_labelled_pair_gives_zero_loss_that_still_backpropagates():
     landmarks = _template_rings(1).requires_grad_(True)
     loss = boundary_loss(_output(landmarks), torch.zeros(1, 3, 8, 2), torch.zeros(1, 3, dtype=torch.bool))
     loss.backward()
-    assert float(loss) == 0.0 and torch.all(landmarks.grad == 0)
+    assert loss.item() == 0.0 and torch.all(landmarks.grad == 0)
 
 
 def test_case_without_landmarks_gets_no_landmark_gradient():
