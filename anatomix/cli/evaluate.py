@@ -13,7 +13,7 @@ from anatomix.cli import options
 
 
 @click.command("evaluate")
-@click.option("--model", default="graph", show_default=True, help="Bundled name or checkpoint path.")
+@click.option("--model", default="refined", show_default=True, help="Bundled name (refined, graph, pixel) or checkpoint path.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="The data pack (../shared/data: every labelled source), one of its folders, or a "
                    "labelled folder (<id>.png + <id>_<structure>.png).")
