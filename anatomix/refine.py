@@ -22,6 +22,7 @@ import numpy as np
 
 from anatomix.anatomy import contour_self_intersects, landmarks_to_masks, signed_area
 from anatomix.io.record import Radiograph
+from anatomix.qc.agreement import GRAPH_LANDMARKS_KEY, PIXEL_MASKS_KEY
 from anatomix.segmentation import Segmentation
 
 
@@ -147,6 +148,11 @@ class RefinedSegmenter:
             masks = landmarks_to_masks(xy, r.shape, self.template) if with_masks else {}
             out.append(Segmentation(r.image_id, r.path, r.shape, self.template, xy, masks,
                                     node_std=seg.node_std))
+            # both models' own results (pixel: at the refinement's iso-line), pixel-model frame,
+            # for QC (anatomix.qc.agreement.refined_agreement)
+            out[-1].extra[GRAPH_LANDMARKS_KEY] = model_xy
+            out[-1].extra[PIXEL_MASKS_KEY] = {key: prob[channel[key]] >= self.config.threshold
+                                              for key in self.template.keys}
         return out
 
 
