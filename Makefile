@@ -35,7 +35,7 @@ test: $(STAMP)
 # coverage-guided fuzzing (atheris) of every reader of strangers' files, FUZZ_SECONDS per target;
 # new corpus entries and crash-* inputs land in tests/fuzz_corpus/<target>/ (replayed by `make test`)
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := png jpeg tiff dicom nifti nifti_gz npy mask chexmask
+FUZZ_TARGETS := png jpeg tiff dicom nifti nifti_gz npy mask chexmask dicom_seg
 fuzz: $(STAMP)
 	$(PY) -m pip install -q -e '.[fuzz]'
 	for t in $(FUZZ_TARGETS); do OMP_NUM_THREADS=1 $(PY) tests/fuzz/fuzz.py $$t $(FUZZ_SECONDS) || exit 1; done

@@ -276,6 +276,19 @@ def read_dicom_seg(path: PathLike, max_pixels: int = MAX_PIXELS) -> DicomSeg:
         ds = pydicom.dcmread(p, stop_before_pixels=True)
     except Exception as e:  # noqa: BLE001
         raise ReadError(p, f"not a DICOM file ({type(e).__name__}: {e})") from None
+    try:
+        return _seg_of(p, ds, max_pixels)
+    except ReadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a malformed header or frame is the file's fault
+        raise ReadError(p, f"malformed DICOM-SEG ({type(e).__name__}: {e})") from None
+
+
+def _seg_of(p: Path, ds, max_pixels: int) -> DicomSeg:
+    """:func:`read_dicom_seg` of an already read header ``ds`` (may raise anything on a
+    malformed file; the caller turns that into :class:`ReadError`)."""
+    import pydicom
+
     if str(ds.get("SOPClassUID", "")) != SEG_SOP_CLASS_UID:
         raise ReadError(p, f"not a DICOM-SEG (SOP Class {ds.get('SOPClassUID', 'missing')})")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)

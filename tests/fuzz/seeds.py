@@ -63,13 +63,28 @@ def _chexmask() -> bytes:
             b"b,16,16,\"1,2,3,4\",,,,\n")
 
 
+def _dicom_seg() -> bytes:
+    """A two-segment SEG written by the package over a 20 x 24 synthetic source (needs highdicom)."""
+    from anatomix.io.dicom_seg import write_dicom_seg
+
+    folder = Path(tempfile.mkdtemp())
+    source = folder / "src.dcm"
+    source.write_bytes(_dicom("src.dcm", stored=(np.arange(20 * 24).reshape(20, 24) % 4096).astype(np.uint16),
+                              StudyInstanceUID="1.2.826.0.1.3680043.8.498.1", SeriesInstanceUID="1.2.826.0.1.3680043.8.498.2"))
+    masks = {"lungR": np.zeros((20, 24), bool), "lungL": np.zeros((20, 24), bool)}
+    masks["lungR"][4:16, 3:10] = True
+    masks["lungL"][4:16, 14:21] = True
+    return write_dicom_seg(folder / "s.dcm", masks, source, algorithm="anatomix seed", version="0").read_bytes()
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     """{target: {file name: bytes}}."""
     img = (np.arange(20 * 24).reshape(20, 24) * 7 % 4096).astype(np.uint16)
     return {"png": {"seed": _pil("PNG")}, "jpeg": {"seed": _pil("JPEG", quality=90)}, "tiff": {"seed": _pil("TIFF")},
             "dicom": {"seed": _dicom("n.dcm", stored=img), "seed_rle": _rle_dicom()},
             "nifti": {"seed": _nifti()}, "nifti_gz": {"seed": gzip.compress(_nifti(), mtime=0)},
-            "npy": {"seed": _npy()}, "mask": {"seed": _pil("PNG")}, "chexmask": {"seed": _chexmask()}}
+            "npy": {"seed": _npy()}, "mask": {"seed": _pil("PNG")}, "chexmask": {"seed": _chexmask()},
+            "dicom_seg": {"seed": _dicom_seg()}}
 
 
 if __name__ == "__main__":

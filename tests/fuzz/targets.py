@@ -76,9 +76,22 @@ def chexmask(data: bytes) -> None:
             raise
 
 
+def dicom_seg(data: bytes) -> None:
+    """:func:`anatomix.io.dicom_seg.read_dicom_seg` (plain pydicom, as ``anatomix qc`` reads SEGs)."""
+    from anatomix.io.dicom_seg import read_dicom_seg
+
+    try:
+        seg = read_dicom_seg(_file(data, ".dcm"), MAX_PIXELS)
+    except ReadError:
+        return
+    shapes = {m.shape for m in seg.masks.values()}
+    assert len(shapes) <= 1 and all(m.dtype == bool for m in seg.masks.values())
+    assert not shapes or next(iter(shapes))[0] * next(iter(shapes))[1] <= MAX_PIXELS
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "png": _radiograph(".png"), "jpeg": _radiograph(".jpg"), "tiff": _radiograph(".tif"),
     "dicom": _radiograph(".dcm"), "nifti": _radiograph(".nii"), "nifti_gz": _radiograph(".nii.gz"),
-    "npy": _radiograph(".npy"), "mask": mask, "chexmask": chexmask,
+    "npy": _radiograph(".npy"), "mask": mask, "chexmask": chexmask, "dicom_seg": dicom_seg,
 }
 """Target name (also its corpus folder under ``tests/fuzz_corpus``) -> target."""
