@@ -161,7 +161,26 @@ def pixel_network(pixel_config: Mapping[str, Any]) -> nn.Module:
     return PixelConfig.from_dict(dict(pixel_config)).build()
 
 
-class AnomalyNet(nn.Module):
+class _DetectorNetworks(nn.Module):
+    """A detector's reconstruction model and optional critic, always in eval mode."""
+
+    def __init__(self, method: str, model_config: Mapping[str, Any],
+                 critic_config: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        from anatomix.anomaly.models import create_model
+
+        self.model = create_model(method, **dict(model_config)).eval()
+        self.critic = None
+        if critic_config is not None:
+            from anatomix.anomaly.critic import PatchCritic
+
+            self.critic = PatchCritic(**dict(critic_config)).eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+class AnomalyNet(_DetectorNetworks):
     """A detector's reconstruction model (and critic): image -> residual map (, critic logits).
 
     Args:
@@ -177,19 +196,8 @@ class AnomalyNet(nn.Module):
 
     def __init__(self, method: str, model_config: Mapping[str, Any], residual: str,
                  critic_config: Mapping[str, Any] | None = None) -> None:
-        super().__init__()
-        from anatomix.anomaly.models import create_model
-
+        super().__init__(method, model_config, critic_config)
         self.residual = residual
-        self.model = create_model(method, **dict(model_config)).eval()
-        self.critic = None
-        if critic_config is not None:
-            from anatomix.anomaly.critic import PatchCritic
-
-            self.critic = PatchCritic(**dict(critic_config)).eval()
-
-    def train(self, mode: bool = True):
-        return super().train(False)
 
     def forward(self, image: Tensor):
         residual = self.model.anomaly_map(image, self.residual)
@@ -198,7 +206,7 @@ class AnomalyNet(nn.Module):
         return residual, self.critic(image)
 
 
-class AnomalyMapNet(nn.Module):
+class AnomalyMapNet(_DetectorNetworks):
     """MONAI Bundle form of a detector's networks: image -> its unsmoothed part maps, stacked.
 
     Channel ``i`` is part ``i`` of the detector's ``scoring.residual`` (``ssim+critic``: the SSIM
@@ -213,19 +221,8 @@ class AnomalyMapNet(nn.Module):
 
     def __init__(self, method: str, model_config: Mapping[str, Any], parts: list[str],
                  critic_config: Mapping[str, Any] | None = None) -> None:
-        super().__init__()
-        from anatomix.anomaly.models import create_model
-
+        super().__init__(method, model_config, critic_config)
         self.parts = list(parts)
-        self.model = create_model(method, **dict(model_config)).eval()
-        self.critic = None
-        if critic_config is not None:
-            from anatomix.anomaly.critic import PatchCritic
-
-            self.critic = PatchCritic(**dict(critic_config)).eval()
-
-    def train(self, mode: bool = True):
-        return super().train(False)
 
     def forward(self, image: Tensor) -> Tensor:
         from anatomix.anomaly.critic import critic_map
