@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from line_task import LineTask, line_data
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -162,34 +163,6 @@ def test_detector_and_critic_checkpoints_load_with_weights_only(tmp_path):
 
 
 # -- older files ---------------------------------------------------------------------------------
-class _Line:
-    """y = 3x - 1; ``crash_at``: the epoch in which the run is killed."""
-
-    def __init__(self, crash_at: int | None = None):
-        self.crash_at = crash_at
-
-    def build_model(self):
-        return torch.nn.Linear(1, 1)
-
-    def loss(self, model, batch, epoch):
-        if epoch == self.crash_at:
-            raise KeyboardInterrupt("killed")
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        return loss, {"loss": loss.item()}
-
-    def validate(self, model, loader):
-        return {"score": -sum(float(torch.nn.functional.mse_loss(model(x), y)) for x, y in loader)}
-
-    def checkpoint_extra(self):
-        return {"family": "line"}
-
-
-def _line_data():
-    x = torch.rand(32, 1, generator=torch.Generator().manual_seed(0))
-    return torch.utils.data.TensorDataset(x, 3 * x - 1)
-
-
 def _to_old_format(path: Path) -> None:
     """Rewrite a last.pt as versions before plain types wrote it: numpy's RNG state tuple and
     numpy scalars (it then needs the numpy allow-list; a raw weights_only load refuses it)."""
@@ -204,11 +177,11 @@ def _to_old_format(path: Path) -> None:
 
 def test_old_last_pt_resumes_safely_and_identically(tmp_path):
     cfg = TrainConfig(epochs=4, batch_size=8, lr=0.05, val_every=1)
-    fit(_Line(), _line_data(), _line_data(), cfg, tmp_path / "full", progress=False)
+    fit(LineTask(), line_data(32), line_data(32), cfg, tmp_path / "full", progress=False)
     with pytest.raises(KeyboardInterrupt):
-        fit(_Line(crash_at=2), _line_data(), _line_data(), cfg, tmp_path / "old", progress=False)
+        fit(LineTask(crash_at_epoch=2), line_data(32), line_data(32), cfg, tmp_path / "old", progress=False)
     _to_old_format(tmp_path / "old" / "last.pt")
-    fit(_Line(), _line_data(), _line_data(), cfg, tmp_path / "old", progress=False)
+    fit(LineTask(), line_data(32), line_data(32), cfg, tmp_path / "old", progress=False)
     a, b = (_raw_safe_load(tmp_path / d / "last.pt") for d in ("full", "old"))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert torch.equal(a["numpy_rng"]["key"], b["numpy_rng"]["key"])
