@@ -1,0 +1,157 @@
+"""A predicted Dice per mask from cheap QC signals, and its leave-one-collection-out validation.
+
+A :class:`DiceModel` is ridge regression on standardised features (a closed form, numpy only),
+clipped to [0, 1]. What DEFINES it (feature names, scaling, coefficients) is fitted once on
+masks of known quality; the pass threshold on its output CALIBRATES it and is chosen apart
+(:func:`choose_threshold`).
+
+Leave one collection out (:func:`loco_splits`, :func:`loco_evaluate`): for each collection, the
+model and the threshold are fitted on the masks of the OTHER collections only and measured on
+the held-out one, which is how the estimate behaves on a hospital it was not built on.
+
+Shapes: ``features`` (n_masks, n_features) float; ``dice`` (n_masks,) true Dice; ``groups``
+(n_masks,) collection names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+FAILED_BELOW = 0.8
+"""A mask with true Dice below this is a failure that QC must flag."""
+
+GOOD_FROM = 0.93
+"""A mask with true Dice at or above this is good and QC must pass it."""
+
+
+@dataclass
+class DiceModel:
+    """Ridge regression of true Dice on standardised features, output clipped to [0, 1].
+
+    Attributes:
+        names: feature names (column order of ``features``).
+        mean, scale: per-feature standardisation fitted on the training masks.
+        coef: (n_features,) weights on standardised features; ``intercept`` the bias.
+        alpha: the ridge penalty (on the standardised weights, not on the intercept).
+    """
+
+    names: List[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    alpha: float = 1.0
+
+    @classmethod
+    def fit(cls, features: np.ndarray, dice: np.ndarray, names: Optional[Sequence[str]] = None,
+            alpha: float = 1.0) -> "DiceModel":
+        """Fit on (n, f) ``features`` and (n,) true ``dice``. Non-finite features are replaced by
+        the training mean (so a missing figure contributes nothing)."""
+        x = np.asarray(features, np.float64)
+        y = np.asarray(dice, np.float64)
+        if x.ndim != 2 or len(x) != len(y) or len(y) == 0:
+            raise ValueError(f"need (n, f) features and (n,) dice, got {x.shape} and {y.shape}")
+        mean = np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        x = np.where(np.isfinite(x), x, mean)
+        scale = x.std(axis=0)
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        z = (x - mean) / scale
+        y0 = y.mean()
+        coef = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (y - y0))
+        names = list(names) if names is not None else [f"f{i}" for i in range(x.shape[1])]
+        return cls(names, mean, scale, coef, float(y0), float(alpha))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """(n, f) features -> (n,) predicted Dice in [0, 1]."""
+        x = np.asarray(features, np.float64)
+        x = np.where(np.isfinite(x), x, self.mean)
+        return np.clip((x - self.mean) / self.scale @ self.coef + self.intercept, 0.0, 1.0)
+
+
+def pass_rates(pred: np.ndarray, dice: np.ndarray, threshold: float,
+               hard_fail: Optional[np.ndarray] = None) -> Tuple[float, float]:
+    """(fraction of failed masks flagged, fraction of good masks passed); NaN when there are none.
+
+    A mask passes when ``pred >= threshold`` and it has no hard failure.
+    """
+    pred, dice = np.asarray(pred, float), np.asarray(dice, float)
+    passed = pred >= threshold
+    if hard_fail is not None:
+        passed &= ~np.asarray(hard_fail, bool)
+    failed, good = dice < FAILED_BELOW, dice >= GOOD_FROM
+    flag = float((~passed[failed]).mean()) if failed.any() else float("nan")
+    keep = float(passed[good].mean()) if good.any() else float("nan")
+    return flag, keep
+
+
+def choose_threshold(pred: np.ndarray, dice: np.ndarray, hard_fail: Optional[np.ndarray] = None) -> float:
+    """The predicted-Dice threshold that maximises min(% failed flagged, % good passed) on these
+    masks (ties: the middle of the best run of candidates). Candidates are the midpoints between
+    sorted predictions. With no failed or no good masks, the other rate alone decides."""
+    p = np.unique(np.asarray(pred, float))
+    cands = np.concatenate([[p[0] - 1e-6], (p[:-1] + p[1:]) / 2, [p[-1] + 1e-6]]) if p.size else np.array([0.5])
+    scores = []
+    for t in cands:
+        flag, keep = pass_rates(pred, dice, t, hard_fail)
+        scores.append(np.nanmin([flag, keep]) if np.isfinite([flag, keep]).any() else 0.0)
+    scores = np.asarray(scores)
+    best = np.flatnonzero(scores == scores.max())
+    run = best[: np.argmax(np.diff(np.append(best, best[-1] + 2)) > 1) + 1]  # first contiguous run
+    return float(cands[run[len(run) // 2]])
+
+
+def loco_splits(groups: Sequence[str]) -> Iterator[Tuple[str, np.ndarray, np.ndarray]]:
+    """Leave one collection out: ``(held_out, train_index, test_index)`` per collection (sorted),
+    with every mask of ``held_out`` in the test part and none in the training part."""
+    g = np.asarray(groups).astype(str)
+    for held in sorted(set(g.tolist())):
+        yield held, np.flatnonzero(g != held), np.flatnonzero(g == held)
+
+
+@dataclass
+class LocoResult:
+    """One held-out collection: what was fitted on the others and how it did on it."""
+
+    held_out: str
+    n: int
+    n_failed: int
+    n_good: int
+    pearson_r: float
+    flagged_failed: float
+    passed_good: float
+    threshold: float
+    model: DiceModel = field(repr=False)
+    pred: np.ndarray = field(repr=False)
+
+
+def loco_evaluate(features: np.ndarray, dice: np.ndarray, groups: Sequence[str],
+                  names: Optional[Sequence[str]] = None, hard_fail: Optional[np.ndarray] = None,
+                  alpha: float = 1.0,
+                  fit: Callable[..., DiceModel] = DiceModel.fit) -> List[LocoResult]:
+    """Leave-one-collection-out validation of a :class:`DiceModel` and its threshold.
+
+    For each collection, ``fit`` and :func:`choose_threshold` see only the other collections'
+    rows; the held-out rows are only predicted and scored.
+
+    Args:
+        features: (n, f); dice: (n,) true Dice; groups: (n,) collection of each mask.
+        names: feature names; hard_fail: (n,) bool, masks failed by a hard plausibility check
+            whatever their predicted Dice; alpha: ridge penalty.
+        fit: the fitting function, ``fit(features, dice, names, alpha)`` (for tests and variants).
+    """
+    x, y = np.asarray(features, float), np.asarray(dice, float)
+    hf = np.zeros(len(y), bool) if hard_fail is None else np.asarray(hard_fail, bool)
+    out = []
+    for held, tr, te in loco_splits(groups):
+        model = fit(x[tr], y[tr], names, alpha)
+        threshold = choose_threshold(model.predict(x[tr]), y[tr], hf[tr])
+        pred = model.predict(x[te])
+        flag, keep = pass_rates(pred, y[te], threshold, hf[te])
+        r = float(np.corrcoef(pred, y[te])[0, 1]) if len(te) > 1 and pred.std() > 0 and y[te].std() > 0 else float("nan")
+        out.append(LocoResult(held, len(te), int((y[te] < FAILED_BELOW).sum()), int((y[te] >= GOOD_FROM).sum()),
+                              r, flag, keep, threshold, model, pred))
+    return out

@@ -1,0 +1,76 @@
+"""Predicted Dice (anatomix.qc.quality): ridge fit, threshold choice, and leave-one-collection-out
+validation that never lets a collection's masks into its own calibration."""
+
+import numpy as np
+import pytest
+
+from anatomix.qc.quality import (DiceModel, choose_threshold, loco_evaluate, loco_splits,
+                                 pass_rates)
+
+
+def _table(seed=0):
+    """Three collections; Dice = 0.5 + 0.5 * agreement-like feature, plus noise; 'poison' is
+    a collection whose Dice is the OPPOSITE of its feature."""
+    rng = np.random.default_rng(seed)
+    groups, xs, ys = [], [], []
+    for name, sign in (("alpha", 1), ("beta", 1), ("poison", -1)):
+        a = rng.uniform(0, 1, 40)
+        xs.append(np.stack([a, rng.normal(0, 1, 40)], axis=1))
+        ys.append(np.clip(0.5 + sign * 0.5 * (a - 0.5) + 0.5 * (sign < 0), 0, 1) + rng.normal(0, 0.005, 40))
+        groups += [name] * 40
+    return np.concatenate(xs), np.concatenate(ys), np.array(groups)
+
+
+def test_splits_hold_each_collection_out_entirely():
+    groups = np.array(["a", "b", "a", "c", "b", "c", "c"])
+    seen = []
+    for held, tr, te in loco_splits(groups):
+        seen.append(held)
+        assert set(groups[te]) == {held}
+        assert held not in set(groups[tr])
+        assert sorted(np.concatenate([tr, te]).tolist()) == list(range(len(groups)))
+    assert seen == ["a", "b", "c"]
+
+
+def test_fit_and_threshold_see_only_the_other_collections():
+    x, y, g = _table()
+    calls = []
+
+    def spy(features, dice, names, alpha):
+        calls.append(len(dice))
+        return DiceModel.fit(features, dice, names, alpha)
+
+    results = loco_evaluate(x, y, g, names=["agree", "noise"], fit=spy)
+    assert calls == [80, 80, 80]
+    for res in results:
+        train = g != res.held_out
+        # the same model and threshold as fitting on the other collections alone
+        ref = DiceModel.fit(x[train], y[train], ["agree", "noise"])
+        assert np.allclose(res.model.coef, ref.coef) and res.model.intercept == pytest.approx(ref.intercept)
+        assert res.threshold == pytest.approx(choose_threshold(ref.predict(x[train]), y[train]))
+    by = {r.held_out: r for r in results}
+    # held out, 'poison' is predicted by a law learnt on alpha + beta alone: exactly reversed
+    assert by["poison"].pearson_r < -0.9
+    # with 'poison' among the training collections (alpha held out), the learnt slope is weaker
+    assert by["alpha"].model.coef[0] < by["poison"].model.coef[0]
+
+
+def test_ridge_recovers_a_linear_law_and_clips():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 1, 200)
+    x = np.stack([a, rng.normal(0, 1, 200)], axis=1)
+    m = DiceModel.fit(x, 0.6 + 0.3 * a, alpha=1e-6)
+    assert np.allclose(m.predict(x), 0.6 + 0.3 * a, atol=1e-6)
+    assert m.predict(np.array([[10.0, 0.0]]))[0] == 1.0
+    # a missing figure is replaced by the training mean: contributes nothing
+    assert m.predict(np.array([[np.nan, 0.0]]))[0] == pytest.approx(0.6 + 0.3 * a.mean(), abs=1e-3)
+
+
+def test_threshold_separates_failed_from_good_and_hard_failures_flag():
+    dice = np.array([0.5, 0.7, 0.79, 0.95, 0.96, 0.97])
+    pred = np.array([0.6, 0.72, 0.8, 0.9, 0.92, 0.94])
+    t = choose_threshold(pred, dice)
+    assert 0.8 < t < 0.9
+    assert pass_rates(pred, dice, t) == (1.0, 1.0)
+    hard = np.array([False, False, False, True, False, False])
+    assert pass_rates(pred, dice, t, hard) == (1.0, pytest.approx(2 / 3))
