@@ -57,11 +57,11 @@ def masks_from_dir(mask_dir: Path, image_id: str, shape: tuple[int, int]) -> dic
 
 
 def segment_masks(radiographs: Sequence) -> list[dict[str, np.ndarray]]:
-    """Masks from the bundled graph segmenter (AnatomixError naming the missing weights when
-    it is not bundled)."""
+    """Masks from the default segmenter (``refined``; AnatomixError naming the missing weights
+    when it is not bundled)."""
     from anatomix.batch import load_segmenter
 
-    seg = load_segmenter("graph")
+    seg = load_segmenter()
     return [{k: v for k, v in s.masks.items() if k in STRUCTURES} for s in seg.predict(list(radiographs))]
 
 

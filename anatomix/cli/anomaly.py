@@ -149,7 +149,7 @@ def _normals(inputs, size: int, mask_dir, segment: bool, minimum: int, max_pixel
               help="Gaussian smoothing of the map (model pixels).")
 @click.option("--masks", "mask_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Folder of <image_id>_<structure>.png masks to calibrate the masked regions too.")
-@click.option("--segment", is_flag=True, help="Calibrate masked regions with the bundled graph segmenter.")
+@click.option("--segment", is_flag=True, help="Calibrate masked regions with the default segmenter (refined).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Resumable training checkpoint (default: OUTPUT.ckpt; rerun to resume).")
 @click.option("--model-config", default="{}", show_default=True,
@@ -216,7 +216,7 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
               help="False-positive rate to aim at (default: the detector's).")
 @click.option("--masks", "mask_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Folder of <image_id>_<structure>.png masks to calibrate the masked regions too.")
-@click.option("--segment", is_flag=True, help="Calibrate masked regions with the bundled graph segmenter.")
+@click.option("--segment", is_flag=True, help="Calibrate masked regions with the default segmenter (refined).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to list unreadable inputs (default: errors.csv next to OUTPUT).")
@@ -271,7 +271,7 @@ def _row(res) -> list[str]:
               help="Folder for heat-map overlays (<image_id>_anomaly.png, original size).")
 @click.option("--masks", "mask_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Folder of <image_id>_<structure>.png masks (as `anatomix segment` writes).")
-@click.option("--segment", is_flag=True, help="Get masks from the bundled graph segmenter.")
+@click.option("--segment", is_flag=True, help="Get masks from the default segmenter (refined).")
 @click.option("--no-mask", is_flag=True, help="Whole-image scores only (ignore --masks/--segment).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
