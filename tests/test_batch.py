@@ -409,8 +409,7 @@ def test_default_qc_columns_from_anatomix_qc(tmp_path):
     from anatomix.batch import default_qc
 
     hook = default_qc()
-    if hook is None:
-        pytest.skip("anatomix.qc does not provide QC_COLUMNS and assess yet")
+    assert hook is not None
     src = png(tmp_path / "a.png", xray(96, 96))
     s = segment_batch([src], tmp_path / "out", FakeSegmenter(), workers=0, qc=True)
     assert s.exit_code == 0 and s.qc_failures == 0 and s.qc_columns == tuple(hook[0])
