@@ -3,86 +3,57 @@ by a bounded amount, and the result stays one closed contour per structure."""
 
 import numpy as np
 import pytest
+from refine_doubles import CENTRES, GraphDouble, PixelDouble, circle, disk_probability
 
 from anatomix.anatomy import LUNGS_HEART, contour_self_intersects, dice
-from anatomix.io.geometry import SquareFrame
 from anatomix.io.record import Radiograph
-from anatomix.refine import RefineConfig, RefinedSegmenter, boundary_offsets, outward_normals, refine_contour
-from anatomix.segmentation import Segmentation
-
-CENTRES = {"lungR": (20.0, 30.0), "lungL": (44.0, 30.0), "heart": (34.0, 44.0)}
-
-
-def _circle(n, r, centre=(32.0, 32.0), clockwise=False):
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False) * (-1 if clockwise else 1)
-    return np.stack([centre[0] + r * np.cos(t), centre[1] + r * np.sin(t)], axis=1)
-
-
-def _disk(r, centre=(32.0, 32.0), size=64):
-    """A smooth probability map: 0.5 exactly on the circle of radius r."""
-    yy, xx = np.mgrid[:size, :size] + 0.5
-    d = np.hypot(xx - centre[0], yy - centre[1])
-    return (1.0 / (1.0 + np.exp((d - r) / 1.5))).astype(np.float32)
+from anatomix.refine import (
+    RefineConfig,
+    RefinedSegmenter,
+    boundary_offsets,
+    outward_normals,
+    refine_contour,
+)
 
 
 @pytest.mark.parametrize("clockwise", [False, True])
 def test_normals_point_outwards(clockwise):
-    c = _circle(40, 10, clockwise=clockwise)
+    c = circle(40, 10, clockwise=clockwise)
     radial = (c - 32.0) / 10.0
     assert np.allclose((outward_normals(c) * radial).sum(1), 1.0, atol=0.02)
 
 
 @pytest.mark.parametrize("r, expected", [(9.0, 3.0), (14.0, -2.0), (12.0, 0.0)])
 def test_offsets_reach_the_iso_line(r, expected):
-    offsets = boundary_offsets(_disk(12.0), _circle(44, r), RefineConfig(max_shift=6.0))
+    offsets = boundary_offsets(disk_probability(12.0), circle(44, r), RefineConfig(max_shift=6.0))
     assert np.abs(offsets - expected).max() < 0.1
 
 
 def test_moves_are_bounded_and_nodes_keep_their_angle():
-    contour = _circle(44, 4.0)
-    refined = refine_contour(_disk(20.0), contour, RefineConfig(max_shift=5.0))
+    contour = circle(44, 4.0)
+    refined = refine_contour(disk_probability(20.0), contour, RefineConfig(max_shift=5.0))
     assert np.abs(refined - contour).max() == 0.0  # the boundary is 16 px away: out of reach
-    contour = _circle(44, 17.0)
-    refined = refine_contour(_disk(20.0), contour, RefineConfig(max_shift=5.0))
-    angles = lambda c: np.arctan2(c[:, 1] - 32, c[:, 0] - 32)  # noqa: E731
+    contour = circle(44, 17.0)
+    refined = refine_contour(disk_probability(20.0), contour, RefineConfig(max_shift=5.0))
+    angles = lambda c: np.arctan2(c[:, 1] - 32, c[:, 0] - 32)
     assert np.allclose(angles(refined), angles(contour), atol=1e-6)
     assert np.allclose(np.linalg.norm(refined - 32.0, axis=1), 20.0, atol=0.1)
     assert not contour_self_intersects(refined)
 
 
-class _Graph:
-    """A graph-model double: circles of radius 6 at fixed places (original frame = model frame)."""
-    family, template, uncertainty_samples = "graph", LUNGS_HEART, 0
-
-    def predict(self, radiographs, with_masks=True):
-        xy = np.concatenate([_circle(s.count, 6.0, CENTRES[s.key]) for s in LUNGS_HEART.structures])
-        return [Segmentation(r.image_id, None, r.shape, LUNGS_HEART, xy, {}) for r in radiographs]
-
-
-class _Pixel:
-    """A pixel-model double whose probabilities are disks of radius 8 at the same places."""
-    family, keys = "pixel", ("lungR", "lungL", "heart")
-
-    def model_inputs(self, radiographs):
-        return None, [SquareFrame(64, 64, 64) for _ in radiographs]
-
-    def probabilities_of(self, _x):
-        return np.stack([_disk(8.0, CENTRES[k]) for k in self.keys])[None]
-
-
 def test_refined_segmenter_lands_on_the_pixel_boundary():
-    seg = RefinedSegmenter(_Graph(), _Pixel()).predict([Radiograph(np.zeros((64, 64), np.float32))])[0]
+    seg = RefinedSegmenter(GraphDouble(), PixelDouble()).predict([Radiograph(np.zeros((64, 64), np.float32))])[0]
     for key, sl in LUNGS_HEART.slices().items():
         radius = np.linalg.norm(seg.landmarks[sl] - CENTRES[key], axis=1)
         assert np.allclose(radius, 8.0, atol=0.1)
-        assert dice(seg.masks[key], _disk(8.0, CENTRES[key]) > 0.5) > 0.95
+        assert dice(seg.masks[key], disk_probability(8.0, CENTRES[key]) > 0.5) > 0.95
 
 
 def test_refuses_a_pixel_model_without_the_structures():
-    pixel = _Pixel()
+    pixel = PixelDouble()
     pixel.keys = ("lungR", "lungL")
     with pytest.raises(ValueError, match="heart"):
-        RefinedSegmenter(_Graph(), pixel)
+        RefinedSegmenter(GraphDouble(), pixel)
 
 
 def test_refined_checkpoint_names_its_models(tmp_path):

@@ -3,12 +3,17 @@ one image, and the refined segmenter's two results carried in ``Segmentation.ext
 
 import numpy as np
 import pytest
+from refine_doubles import GraphDouble, PixelDouble
 
 from anatomix.anatomy import LUNGS_HEART
-from anatomix.io.geometry import SquareFrame
 from anatomix.io.record import Radiograph
-from anatomix.qc.agreement import (GRAPH_LANDMARKS_KEY, PIXEL_MASKS_KEY, agreement_figures,
-                                   refined_agreement, structure_agreement)
+from anatomix.qc.agreement import (
+    GRAPH_LANDMARKS_KEY,
+    PIXEL_MASKS_KEY,
+    agreement_figures,
+    refined_agreement,
+    structure_agreement,
+)
 from anatomix.refine import RefinedSegmenter
 from anatomix.segmentation import Segmentation
 
@@ -56,38 +61,8 @@ def test_mismatched_shapes_or_missing_keys_raise():
         structure_agreement({"heart": np.zeros((8, 8), bool)}, {}, keys=["heart"])
 
 
-CENTRES = {"lungR": (20.0, 30.0), "lungL": (44.0, 30.0), "heart": (34.0, 44.0)}
-
-
-def _circle(n, r, centre):
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    return np.stack([centre[0] + r * np.cos(t), centre[1] + r * np.sin(t)], axis=1)
-
-
-class _Graph:
-    """Graph double: circles of radius 6 (no refinement moves them past 8 px)."""
-    family, template, uncertainty_samples = "graph", LUNGS_HEART, 0
-
-    def predict(self, radiographs, with_masks=True):
-        xy = np.concatenate([_circle(s.count, 6.0, CENTRES[s.key]) for s in LUNGS_HEART.structures])
-        return [Segmentation(r.image_id, None, r.shape, LUNGS_HEART, xy, {}) for r in radiographs]
-
-
-class _Pixel:
-    """Pixel double: probability 1 inside disks of radius 8 at the same centres, 0 outside."""
-    family, keys = "pixel", ("lungR", "lungL", "heart")
-
-    def model_inputs(self, radiographs):
-        return None, [SquareFrame(64, 64, 64) for _ in radiographs]
-
-    def probabilities_of(self, _x):
-        yy, xx = np.mgrid[:64, :64] + 0.5
-        return np.stack([(np.hypot(xx - CENTRES[k][0], yy - CENTRES[k][1]) < 8.0).astype(np.float32)
-                         for k in self.keys])[None]
-
-
 def test_refined_segmenter_carries_both_models_results():
-    seg = RefinedSegmenter(_Graph(), _Pixel()).predict([Radiograph(np.zeros((64, 64), np.float32))])[0]
+    seg = RefinedSegmenter(GraphDouble(), PixelDouble()).predict([Radiograph(np.zeros((64, 64), np.float32))])[0]
     assert seg.extra[GRAPH_LANDMARKS_KEY].shape == (LUNGS_HEART.n_nodes, 2)
     assert set(seg.extra[PIXEL_MASKS_KEY]) == {"lungR", "lungL", "heart"}
     per = refined_agreement(seg)
