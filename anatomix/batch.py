@@ -57,6 +57,7 @@ import numpy as np
 from anatomix.anatomy import landmarks_to_masks
 from anatomix.errors import AnatomixError, ReadError
 from anatomix.limits import MAX_PIXELS
+from anatomix.models import model_identity
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -70,6 +71,9 @@ FORMATS: dict[str, str] = {"png": ".png", "nifti": ".nii.gz", "dicom-seg": ".dcm
 DICOM_SEG = "dicom-seg"
 SEG_DIR = "dicom-seg"
 NOTES_NAME = "notes.csv"
+RUN_NAME = "run.json"
+"""The model that wrote the folder (:func:`anatomix.models.model_identity`): a resume with another
+model is refused, so one folder never mixes two models' results."""
 LIST_SUFFIXES = (".txt", ".csv")
 """Input files with these suffixes are lists of paths, not images."""
 LIST_PATH_COLUMNS = ("path", "Path", "file", "filename", "image", "image_path", "filepath")
@@ -415,7 +419,7 @@ def load_segmenter(name_or_path: str = "refined", device: Any = "cpu", trust: bo
         AnatomixError: unknown name, bad checkpoint contents, unknown family.
     """
     segmenter = _load_segmenter(name_or_path, device, trust)
-    try:  # what a DICOM-SEG names as its algorithm (anatomix.io.dicom_seg.algorithm_of)
+    try:  # how outputs name the model (anatomix.models.model_identity)
         segmenter.model_name = str(name_or_path)
     except AttributeError:
         pass
@@ -635,6 +639,33 @@ class _RowWriter:
         if not self._f.closed:
             self.sync()
             self._f.close()
+
+
+def _claim_for_model(out: Path, identity: tuple[str, str], overwrite: bool) -> None:
+    """Record ``identity`` in ``out/run.json``; refuse a folder that another model wrote.
+
+    Raises:
+        AnatomixError: ``run.json`` names another model (or version) and ``overwrite`` is off;
+            the message says to use a new folder or ``--overwrite`` (which redoes this run's images).
+    """
+    import json
+
+    from anatomix.io.atomic import atomic_write
+
+    path = out / RUN_NAME
+    record = {"model": identity[0], "version": identity[1]}
+    if path.is_file() and not overwrite:
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict) and old != record:
+            raise AnatomixError(
+                f"{out} holds results of {old.get('model')} {old.get('version')}, this run is "
+                f"{record['model']} {record['version']}: resuming would mix two models; use a new "
+                f"output folder, or --overwrite to redo this run's images")
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def _prepare_csv(path: Path, header: list[str], items: Sequence[Path], outputs: _Outputs,
@@ -941,6 +972,8 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
     if DICOM_SEG in formats:
         outputs.notes = _read_notes(out / NOTES_NAME)
     _remove_stale_temporaries(out)
+    identity = model_identity(segmenter)
+    _claim_for_model(out, identity, overwrite)
     csv_path = out / CSV_NAME
     header, done, foreign = _prepare_csv(csv_path, header, paths, outputs, overwrite)
 
@@ -969,9 +1002,7 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
     locked = _LockedSegmenter(segmenter, model_lock)
     writer = _ImageWriter(header, outputs, qc_hook, locked)
     if DICOM_SEG in formats:
-        from anatomix.io.dicom_seg import algorithm_of
-
-        writer.algorithm = algorithm_of(segmenter)
+        writer.algorithm = identity
     rows = _RowWriter(csv_path)
     bar = _progress_bar(len(todo), summary.skipped, progress)
     succeeded: set[str] = set()

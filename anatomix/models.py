@@ -267,3 +267,37 @@ def _same(a, b) -> bool:
     import torch
 
     return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+
+def model_identity(segmenter) -> tuple[str, str]:
+    """(name, version) of a loaded segmenter: what a DICOM-SEG names as its algorithm and what an
+    output folder records (``run.json``) so that a resume never mixes two models' results.
+
+    Name: ``anatomix <model>`` (the registry name or checkpoint stem that
+    :func:`anatomix.batch.load_segmenter` was given, else the model family). Version: the
+    anatomix version and 12 hex digits of a SHA-256 over the checkpoint's SHA-256 (and those of
+    a refined model's graph and pixel checkpoints) when the checkpoint is known
+    (``0.1.0+w3f2a...``).
+    """
+    import hashlib
+
+    from anatomix import __version__
+    from anatomix.errors import AnatomixError
+
+    source = getattr(segmenter, "model_name", None)
+    name = getattr(segmenter, "family", None) or "model"
+    version = __version__
+    if source:
+        name = source if source in REGISTRY else Path(source).name.removesuffix(".pt")
+        # a refined model's file only names its graph and pixel models: their weights count too
+        parts = [segmenter, *(getattr(segmenter, k, None) for k in ("graph", "pixel"))]
+        try:
+            digests = [hashlib.sha256(Path(resolve(p.model_name)).read_bytes()).hexdigest()
+                       for p in parts if getattr(p, "model_name", None)]
+            version = f"{__version__}+w{hashlib.sha256(''.join(digests).encode()).hexdigest()[:12]}"
+        except (AnatomixError, OSError):
+            pass
+    runtime = getattr(segmenter, "runtime", None)
+    if runtime:
+        name = f"{name} ({runtime})"
+    return f"anatomix {name}", version

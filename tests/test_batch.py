@@ -476,3 +476,26 @@ def test_prepare_runs_in_reader_threads_and_changes_nothing(tmp_path):
     a, b = snapshot(tmp_path / "a"), snapshot(tmp_path / "b")
     assert {k: v for k, v in a.items() if "i2" not in k and not k.endswith(".csv")} == \
         {k: v for k, v in b.items() if not k.endswith(".csv")}
+
+
+def test_a_folder_written_by_one_model_is_not_resumed_by_another(tmp_path):
+    import json
+
+    from anatomix.errors import AnatomixError
+
+    src = [png(tmp_path / f"{i}.png", xray()) for i in range(2)]
+    out = tmp_path / "out"
+    first = FakeSegmenter()
+    first.model_name = "model_a.pt"
+    segment_batch(src, out, first, workers=0, qc=False)
+    assert json.loads((out / "run.json").read_text())["model"] == "anatomix model_a"
+    again = FakeSegmenter()
+    again.model_name = "model_a.pt"
+    assert segment_batch(src, out, again, workers=0, qc=False).skipped == 2  # same model: resume
+    other = FakeSegmenter()
+    other.model_name = "model_b.pt"
+    with pytest.raises(AnatomixError, match="model_a.*model_b"):
+        segment_batch(src, out, other, workers=0, qc=False)
+    redone = segment_batch(src, out, other, workers=0, qc=False, overwrite=True)
+    assert (redone.segmented, redone.skipped) == (2, 0)
+    assert json.loads((out / "run.json").read_text())["model"] == "anatomix model_b"

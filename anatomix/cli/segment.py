@@ -44,7 +44,7 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
               help="torch threads for the model (0: torch's default, all cores).")
 @click.option("--overlays", is_flag=True, help="Also write overlays/<id>.png.")
-@click.option("--overwrite", is_flag=True, help="Redo images that an earlier run finished.")
+@click.option("--overwrite", is_flag=True, help="Redo images that an earlier run finished (also the way to reuse a folder another model wrote).")
 @click.option("--no-qc", is_flag=True, help="Skip the mask QC columns.")
 @click.option("--uncertainty", default=10, show_default=True, type=click.IntRange(min=0),
               help="Latent draws per image for node-wise uncertainty (graph models; QC column "

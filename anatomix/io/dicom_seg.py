@@ -370,35 +370,3 @@ def frame_segments(path: PathLike) -> Sequence[int]:
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     return [int(g.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
             for g in ds.PerFrameFunctionalGroupsSequence]
-
-
-def algorithm_of(segmenter) -> tuple[str, str]:
-    """(algorithm name, version) that a SEG names for ``segmenter``.
-
-    Name: ``anatomix <model>`` (the registry name or checkpoint stem that
-    :func:`anatomix.batch.load_segmenter` was given, else the model family). Version: the
-    anatomix version and 12 hex digits of a SHA-256 over the checkpoint's SHA-256 (and those of
-    a refined model's graph and pixel checkpoints) when the checkpoint is known
-    (``0.1.0+w3f2a...``).
-    """
-    from anatomix import __version__
-
-    from anatomix.models import REGISTRY, resolve
-
-    source = getattr(segmenter, "model_name", None)
-    name = getattr(segmenter, "family", None) or "model"
-    version = __version__
-    if source:
-        name = source if source in REGISTRY else Path(source).name.removesuffix(".pt")
-        # a refined model's file only names its graph and pixel models: their weights count too
-        parts = [segmenter, *(getattr(segmenter, k, None) for k in ("graph", "pixel"))]
-        try:
-            digests = [hashlib.sha256(Path(resolve(p.model_name)).read_bytes()).hexdigest()
-                       for p in parts if getattr(p, "model_name", None)]
-            version = f"{__version__}+w{hashlib.sha256(''.join(digests).encode()).hexdigest()[:12]}"
-        except (AnatomixError, OSError):
-            pass
-    runtime = getattr(segmenter, "runtime", None)
-    if runtime:
-        name = f"{name} ({runtime})"
-    return f"anatomix {name}", version
