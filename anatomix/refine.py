@@ -22,8 +22,18 @@ import numpy as np
 
 from anatomix.anatomy import contour_self_intersects, landmarks_to_masks, signed_area
 from anatomix.io.record import Radiograph
-from anatomix.qc.agreement import GRAPH_LANDMARKS_KEY, PIXEL_MASKS_KEY
 from anatomix.segmentation import Segmentation
+
+
+GRAPH_LANDMARKS_KEY = "graph_landmarks_model"
+"""``Segmentation.extra`` key: (N, 2) float64 (x, y) contour nodes of the graph model before
+refinement, template order, in the pixel model's square frame (for QC:
+:func:`anatomix.qc.agreement.refined_agreement`)."""
+
+PIXEL_MASKS_KEY = "pixel_masks_model"
+"""``Segmentation.extra`` key: {structure key: (S, S) bool} the pixel model's probability at or
+above the refinement's iso-line (``RefineConfig.threshold``; no post-processing), in the pixel
+model's square frame."""
 
 
 @dataclass(frozen=True)
@@ -146,13 +156,10 @@ class RefinedSegmenter:
                 refined[sl] = refine_contour(prob[channel[key]], model_xy[sl], self.config)
             xy = frame.points_to_original(refined)
             masks = landmarks_to_masks(xy, r.shape, self.template) if with_masks else {}
+            own = {GRAPH_LANDMARKS_KEY: model_xy,  # both models' own results, pixel-model frame
+                   PIXEL_MASKS_KEY: {k: prob[channel[k]] >= self.config.threshold for k in self.template.keys}}
             out.append(Segmentation(r.image_id, r.path, r.shape, self.template, xy, masks,
-                                    node_std=seg.node_std))
-            # both models' own results (pixel: at the refinement's iso-line), pixel-model frame,
-            # for QC (anatomix.qc.agreement.refined_agreement)
-            out[-1].extra[GRAPH_LANDMARKS_KEY] = model_xy
-            out[-1].extra[PIXEL_MASKS_KEY] = {key: prob[channel[key]] >= self.config.threshold
-                                              for key in self.template.keys}
+                                    node_std=seg.node_std, extra=own))
         return out
 
 

@@ -9,7 +9,7 @@ per-structure Dice between the two models' masks of one image, and its minimum o
 Frames: both mask sets must be in the **same** frame and have the same ``(H, W)`` shape. A
 :class:`~anatomix.refine.RefinedSegmenter` already computes both models' results in the pixel
 model's square frame; it leaves them in ``Segmentation.extra`` (keys
-:data:`GRAPH_LANDMARKS_KEY`, :data:`PIXEL_MASKS_KEY`), so :func:`refined_agreement` costs one
+:data:`anatomix.refine.GRAPH_LANDMARKS_KEY`, :data:`anatomix.refine.PIXEL_MASKS_KEY`), so :func:`refined_agreement` costs one
 rasterisation per structure at the pixel model's resolution (about 1 ms at 256 px) and no model
 call. Dice is a ratio of areas, so comparing in the model frame or in the original frame gives the
 same figure up to resampling at the boundary.
@@ -22,15 +22,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from anatomix.anatomy import dice, rasterize
-
-GRAPH_LANDMARKS_KEY = "graph_landmarks_model"
-"""``Segmentation.extra`` key: (N, 2) float64 (x, y) contour nodes of the graph model before
-refinement, template order, in the pixel model's square frame."""
-
-PIXEL_MASKS_KEY = "pixel_masks_model"
-"""``Segmentation.extra`` key: {structure key: (S, S) bool} the pixel model's probability at or
-above the refinement's iso-line (``RefineConfig.threshold``, 0.5; no post-processing), in the
-pixel model's square frame."""
+from anatomix.refine import GRAPH_LANDMARKS_KEY, PIXEL_MASKS_KEY
 
 AGREEMENT_MIN = "agree_min"
 """Name of the minimum over structures in :func:`agreement_figures`."""
