@@ -171,7 +171,7 @@ def build_table(data: Path, graph_jsrt: str, pixel_jsrt: str, limit: int, sample
         if (i + 1) % 25 == 0:
             print(f"  {i + 1}/{len(cases)} cases, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     n = len(cases)
-    print(f"time per case: " + ", ".join(f"{k} {v / n * 1000:.0f} ms" for k, v in timing.items()),
+    print("time per case: " + ", ".join(f"{k} {v / n * 1000:.0f} ms" for k, v in timing.items()),
           file=sys.stderr)
     return rows
 

@@ -32,7 +32,6 @@ Note that the original HybridGNet code averages the KL over latent dimensions, s
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from anatomix.anatomy import TEMPLATES

@@ -16,7 +16,7 @@ Shapes: ``features`` (n_masks, n_features) float; ``dice`` (n_masks,) true Dice;
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
