@@ -137,15 +137,29 @@ class RefinedSegmenter:
         """The graph model's node-wise uncertainty (see ``GraphSegmenter.sample``)."""
         return self.graph.sample(radiograph, n, seed)
 
-    def predict(self, radiographs: Sequence[Radiograph], with_masks: bool = True) -> List[Segmentation]:
+    @property
+    def _shared_input(self) -> bool:
+        """Do both models see the same model-frame image (same size and preprocessing)?"""
+        g, p = self.graph.config, self.pixel.config
+        return g.image_size == p.image_size and g.crop_borders == p.crop_borders
+
+    def prepare(self, radiograph: Radiograph):
+        """Both models' inputs of one radiograph: (graph's ``prepare``, pixel's ``prepare`` or
+        None when it is the same image); batch readers call this in their threads."""
+        return self.graph.prepare(radiograph), None if self._shared_input else self.pixel.prepare(radiograph)
+
+    def predict(self, radiographs: Sequence[Radiograph], with_masks: bool = True,
+                prepared: Sequence | None = None) -> List[Segmentation]:
         """Segment a batch (any sizes); results in each original frame, batch-independent.
 
         Args:
             radiographs: the images.
             with_masks: also rasterise the refined contours (the batch writers do it otherwise).
+            prepared: :meth:`prepare` of each radiograph, when already done elsewhere.
         """
-        graph_segs = self.graph.predict(radiographs, with_masks=False)
-        x, frames = self.pixel.model_inputs(radiographs)
+        graph_in, pixel_in = zip(*(prepared or [self.prepare(r) for r in radiographs]))
+        graph_segs = self.graph.predict(radiographs, with_masks=False, prepared=graph_in)
+        x, frames = self.pixel.model_inputs(radiographs, graph_in if pixel_in[0] is None else pixel_in)
         probs = self.pixel.probabilities_of(x)
         channel = {k: c for c, k in enumerate(self.pixel.keys)}
         out = []

@@ -75,10 +75,14 @@ class PixelSegmenter:
         model.load_state_dict(state["model"])
         return cls(model, config, device, postprocess)
 
-    def model_inputs(self, radiographs: Sequence[Radiograph]):
-        """((B, 1, S, S) model input on the device, the frame of each radiograph)."""
-        images, frames = zip(*(to_model_frame(r.pixels, self.size, self.config.crop_borders)
-                               for r in radiographs))
+    def prepare(self, radiograph: Radiograph):
+        """The model input of one radiograph: ((S, S) float32 image, its frame)."""
+        return to_model_frame(radiograph.pixels, self.size, self.config.crop_borders)
+
+    def model_inputs(self, radiographs: Sequence[Radiograph], prepared: Sequence | None = None):
+        """((B, 1, S, S) model input on the device, the frame of each radiograph); ``prepared``:
+        :meth:`prepare` of each radiograph when already done elsewhere."""
+        images, frames = zip(*(prepared or [self.prepare(r) for r in radiographs]))
         x = torch.from_numpy(np.stack(images))[:, None].to(self.device)
         return x, frames
 
