@@ -1,6 +1,6 @@
 """``anatomix segment`` over a corpus of hostile inputs, through the real command line.
 
-The corpus is the one of ``tests/test_batch.py`` (built in a temporary folder): zero-byte,
+The corpus is the one of ``tests/hostile.py`` (built in a temporary folder): zero-byte,
 garbage, truncated PNG, 16-bit, RGBA, palette, a 6000x4800 PNG, non-square, DICOM
 MONOCHROME1 and DICOM without pixel data, NIfTI, all-black, a unicode file name in a
 subfolder, a dangling symlink, a directory named like an image (with an image inside).
@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from test_batch import hostile_corpus
+from hostile import hostile_corpus
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from dicom_synth import write_dicom
+from hostile import hostile_corpus, noise, png
 from PIL import Image
 
 from anatomix.anatomy import LUNGS_HEART, landmarks_to_masks
@@ -74,44 +75,8 @@ def ellipses(shape, m: float) -> np.ndarray:
 
 
 # -- corpus ------------------------------------------------------------------------------------
-def png(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
-    return path
-
-
 def xray(h: int = 64, w: int = 64) -> np.ndarray:
-    return RNG.integers(0, 256, (h, w), dtype=np.uint8)
-
-
-def hostile_corpus(root: Path) -> tuple[set[str], set[str]]:
-    """Build the corpus; return (names that must be segmented, names that must fail)."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "empty.png").write_bytes(b"")
-    (root / "garbage.png").write_bytes(RNG.integers(0, 256, 3000, dtype=np.uint8).tobytes())
-    full = png(root / "tmp_full.png", xray(80, 80)).read_bytes()
-    (root / "truncated.png").write_bytes(full[: len(full) // 2])
-    (root / "tmp_full.png").unlink()
-    png(root / "sixteen.png", xray(70, 60).astype(np.uint16) * 257)
-    png(root / "rgba.png", np.dstack([xray(), xray(), xray(), np.full((64, 64), 128, np.uint8)]))
-    Image.fromarray(xray(), "L").convert("P").save(root / "palette.png")
-    huge = np.zeros((4800, 6000), np.uint8)
-    huge[1000:3800:7, 1000:5000:7] = 90
-    png(root / "huge.png", huge)
-    png(root / "nonsquare.png", xray(50, 130))
-    write_dicom(root / "mono1.dcm", RNG.integers(0, 4096, (48, 40)), "MONOCHROME1")
-    write_dicom(root / "nopixels.dcm", shape=(48, 40))
-    nib.save(nib.Nifti1Image(RNG.random((40, 52)).astype(np.float32), np.diag([-1.0, -1.0, 1, 1])),
-             root / "scan.nii.gz")
-    png(root / "black.png", np.zeros((64, 64), np.uint8))
-    png(root / "sub" / "胸部 résumé.png", xray())
-    os.symlink(root / "does-not-exist.png", root / "dangling.png")
-    png(root / "folder.png" / "inner.png", xray(32, 32))  # a directory named like an image
-    (root / "notes.txt").write_text("not an image, skipped when walking a directory\n")
-    good = {"sixteen.png", "rgba.png", "palette.png", "huge.png", "nonsquare.png", "mono1.dcm",
-            "scan.nii.gz", "black.png", "胸部 résumé.png", "inner.png"}
-    bad = {"empty.png", "garbage.png", "truncated.png", "nopixels.dcm", "dangling.png", "folder.png"}
-    return good, bad
+    return noise(RNG, h, w)
 
 
 def read_rows(out: Path) -> list[dict]:

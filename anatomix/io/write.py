@@ -88,7 +88,8 @@ def write_mask_nifti(path: PathLike, mask: np.ndarray, like: Radiograph | None =
     image.header.set_xyzt_units("mm")
     data = image.to_bytes()
     with atomic_write(path) as tmp:
-        tmp.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+        # mtime=0: the same mask gives the same bytes on every run (reproducible outputs)
+        tmp.write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
 
 
 def write_landmarks_json(path: PathLike, landmarks: np.ndarray, template: Template = LUNGS_HEART,
