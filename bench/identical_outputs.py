@@ -2,7 +2,7 @@
 
 Builds a fixed input set in WORK/in (the example images and DICOM, a handful of data-pack cases of
 every source, the hostile corpus of ``tests/hostile.py``), runs the real command line on it from
-WORK (relative paths, so absolute paths never reach an output), and hashes every output file.
+WORK, and hashes every output file (the path of WORK reads ``$WORK``, so two folders compare).
 ``--record`` writes the hashes; ``--compare`` reruns and prints every file whose bytes changed.
 
 The anomaly detector is fitted seeded and tiny (2 epochs at 32 px, 1 critic epoch, one thread),
@@ -121,8 +121,17 @@ def _canonical(value) -> bytes:
     return repr(value).encode()
 
 
-def digest(path: Path) -> str:
-    """sha256 of the file's bytes, or of its contents without volatile fields (see the docstring)."""
+TEXT_SUFFIXES = (".csv", ".json", ".html", ".txt", ".md")
+
+
+def digest(path: Path, work: Path) -> str:
+    """sha256 of the file's bytes, or of its contents without volatile fields (see the docstring).
+
+    In text files the WORK folder's absolute path (inputs are written resolved) reads ``$WORK``,
+    so that runs in different folders compare.
+    """
+    if path.suffix in TEXT_SUFFIXES:
+        return hashlib.sha256(path.read_bytes().replace(str(work.resolve()).encode(), b"$WORK")).hexdigest()
     if path.suffix == ".dcm":
         import pydicom
 
@@ -157,7 +166,7 @@ def run_all(work: Path) -> dict:
         print(f"exit {run.returncode}: anatomix {' '.join(cmd)}", flush=True)
         if run.returncode not in (0, 1):
             print(run.stderr[-3000:])
-    files = {str(p.relative_to(work)): digest(p)
+    files = {str(p.relative_to(work)): digest(p, work)
              for p in sorted((work / "out").rglob("*")) if p.is_file() and not p.name.startswith(".")}
     return {"exit": codes, "files": files}
 

@@ -159,7 +159,7 @@ table.reasons-t{{border-collapse:collapse;font-size:13px}} table.reasons-t td{{p
             f'<span style="background:rgb{c}"></span>{k}' for k, c in COLOURS.items()) + "</span></div>")
         if reasons:
             parts.append('<table class="reasons-t"><tr><td><b>reason</b></td><td><b>images</b></td></tr>'
-                         + "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in reasons.most_common())
+                         + "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
                          + "</table><p style='font-size:12px'>Thresholds: see anatomix.qc.verdict "
                          "(Dice RCA (Mean) &ge; 0.70 as recommended by CheXmask). Worst first.</p>")
         if len(cards) < n:
