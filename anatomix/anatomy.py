@@ -215,9 +215,27 @@ def mask_to_contour(mask: np.ndarray, structure: Structure | str, n: int | None 
     return resample_closed(xy, n)
 
 
-def masks_to_landmarks(masks: Mapping[str, np.ndarray], template: Template = LUNGS_HEART) -> np.ndarray:
-    """Trace {key: mask} into (n_nodes, 2) landmarks in the template's order."""
-    return np.concatenate([mask_to_contour(masks[s.key], s) for s in template.structures])
+def masks_to_landmarks(masks: Mapping[str, np.ndarray], template: Template = LUNGS_HEART,
+                       missing: str = "raise") -> np.ndarray:
+    """Trace {key: (H, W) mask} into (n_nodes, 2) CheXmask-style landmarks in template order.
+
+    Each structure goes through :func:`mask_to_contour` (largest component, sub-pixel boundary,
+    resampled to the template's node count, template direction and start).
+
+    Args:
+        masks: structure key -> binary mask, original frame.
+        template: whose structures, in order.
+        missing: ``"raise"``: a missing key raises KeyError, an empty mask ValueError;
+            ``"nan"``: that structure's nodes are NaN (a pixel model that found no heart).
+    """
+    parts = []
+    for s in template.structures:
+        m = masks.get(s.key)
+        if missing == "nan" and (m is None or not np.any(m)):
+            parts.append(np.full((s.count, 2), np.nan))
+        else:
+            parts.append(mask_to_contour(masks[s.key], s))
+    return np.concatenate(parts)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -34,8 +34,6 @@
 from __future__ import annotations
 
 import csv
-import glob
-import io
 import math
 import os
 import sys
@@ -56,13 +54,24 @@ import numpy as np
 
 from anatomix.anatomy import landmarks_to_masks
 from anatomix.errors import AnatomixError, ReadError
+from anatomix.io.atomic import fsync_dir
+from anatomix.io.inputs import (
+    ERRORS_NAME,
+    InputError,
+    assign_image_ids,
+    expand_inputs,
+    image_stem,
+    read_errors,
+    resolved_key,
+    write_errors,
+)
+from anatomix.io.tables import read_table, write_table
 from anatomix.limits import MAX_PIXELS
 from anatomix.models import model_identity
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 CSV_NAME = "segmentations.csv"
-ERRORS_NAME = "errors.csv"
 MASKS_DIR = "masks"
 OVERLAYS_DIR = "overlays"
 LOCK_NAME = ".anatomix-segment.lock"
@@ -74,24 +83,9 @@ NOTES_NAME = "notes.csv"
 RUN_NAME = "run.json"
 """The model that wrote the folder (:func:`anatomix.models.model_identity`): a resume with another
 model is refused, so one folder never mixes two models' results."""
-LIST_SUFFIXES = (".txt", ".csv")
-"""Input files with these suffixes are lists of paths, not images."""
-LIST_PATH_COLUMNS = ("path", "Path", "file", "filename", "image", "image_path", "filepath")
-"""Column of a ``.csv`` input list that holds the paths (else its first column)."""
-_NOT_IMAGES = frozenset({".txt", ".csv", ".json", ".md", ".html", ".xml", ".py", ".yaml", ".yml",
-                         ".log", ".pt", ".pth", ".zip", ".gz", ".tar", ".pdf", ".doc", ".docx"})
-_GLOB_CHARS = set("*?[")
 
 
 # -- records -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class InputError:
-    """An input that could not be processed: a row of ``errors.csv``."""
-
-    path: str
-    reason: str
-
-
 @dataclass(frozen=True)
 class BatchItem:
     """One image to segment.
@@ -107,7 +101,7 @@ class BatchItem:
     @property
     def key(self) -> str:
         """Resolved path: what identifies the image across runs."""
-        return _key(self.path)
+        return resolved_key(self.path)
 
 
 @dataclass
@@ -174,285 +168,6 @@ def _duration(seconds: float) -> str:
     m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{seconds:.1f}s")
-
-
-def _key(path: PathLike) -> str:
-    return os.path.realpath(os.fspath(path))
-
-
-def image_stem(path: PathLike) -> str:
-    """File name without its image extension (``a.nii.gz`` -> ``a``), as Radiograph.image_id."""
-    name = Path(path).name
-    for ext in (".nii.gz", ".csv.gz"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem or name
-
-
-# -- input expansion ---------------------------------------------------------------------------
-def _suffix(name: str) -> str:
-    lower = name.lower()
-    return ".nii.gz" if lower.endswith(".nii.gz") else os.path.splitext(lower)[1]
-
-
-def _image_suffixes() -> tuple[str, ...]:
-    from anatomix.io.read import SUPPORTED_SUFFIXES
-
-    return tuple(SUPPORTED_SUFFIXES)
-
-
-def _has_dicom_marker(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def _is_candidate(path: str, name: str, suffixes: tuple[str, ...]) -> bool:
-    """Does a file met while walking a directory look like a radiograph?"""
-    suffix = _suffix(name)
-    if suffix in suffixes:
-        return True
-    if suffix in _NOT_IMAGES or name.startswith("."):
-        return False
-    return _has_dicom_marker(path)  # DICOM files often have no or numeric suffixes
-
-
-def _walk(root: str, found: list[str], errors: list[InputError], suffixes: tuple[str, ...]) -> None:
-    """Collect the image files under ``root`` (following directory links, without cycles)."""
-    seen: set[tuple[int, int]] = set()
-
-    def onerror(e: OSError) -> None:
-        errors.append(InputError(os.path.abspath(e.filename or root),
-                                 f"cannot list directory: {e.strerror or e}"))
-
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirnames.sort()
-        for d in dirnames:
-            if _suffix(d) in suffixes:  # walked into all the same, but reported
-                errors.append(InputError(os.path.abspath(os.path.join(dirpath, d)),
-                                         "is a directory named like an image file, not an image"))
-        for name in sorted(filenames):
-            full = os.path.join(dirpath, name)
-            if _is_candidate(full, name, suffixes):
-                found.append(os.path.abspath(full))
-
-
-def _read_list(path: str) -> tuple[list[str], str | None]:
-    """Entries of a ``.txt`` (one per line, ``#`` comments) or ``.csv`` list; (entries, error)."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        return [], f"cannot read list file: {e}"
-    if path.lower().endswith(".csv"):
-        try:
-            rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
-        except csv.Error as e:
-            return [], f"malformed CSV list: {e}"
-        if not rows:
-            return [], None
-        header = [c.strip() for c in rows[0]]
-        column = next((header.index(c) for c in LIST_PATH_COLUMNS if c in header), None)
-        if column is not None:
-            rows = rows[1:]
-        elif header and not _looks_like_path(header[0], os.path.dirname(path)):
-            return [], (f"CSV list has no path column (one of {', '.join(LIST_PATH_COLUMNS)}) "
-                        f"and its first cell {header[0]!r} is not a file")
-        column = column or 0
-        return [r[column].strip() for r in rows if len(r) > column and r[column].strip()], None
-    lines = (line.strip() for line in text.splitlines())
-    return [line for line in lines if line and not line.startswith("#")], None
-
-
-def _looks_like_path(entry: str, base: str) -> bool:
-    return os.path.lexists(entry) or os.path.lexists(os.path.join(base, entry)) or any(
-        c in entry for c in _GLOB_CHARS) or _suffix(entry) in _image_suffixes()
-
-
-def _expand_entry(entry: str, found: list[str], errors: list[InputError], suffixes: tuple[str, ...],
-                  lists: bool, base: str | None = None) -> None:
-    raw = os.path.expanduser(entry)
-    if base is not None and not os.path.isabs(raw):
-        here = os.path.join(base, raw)  # relative to the list file, else to the working dir
-        raw = here if os.path.lexists(here) or not os.path.lexists(raw) else raw
-    if os.path.isdir(raw):
-        _walk(raw, found, errors, suffixes)
-    elif os.path.isfile(raw):
-        if lists and _suffix(raw) in LIST_SUFFIXES:
-            entries, error = _read_list(raw)
-            if error:
-                errors.append(InputError(os.path.abspath(raw), error))
-            if not entries and not error:
-                errors.append(InputError(os.path.abspath(raw), "list file names no inputs"))
-            for e in entries:
-                _expand_entry(e, found, errors, suffixes, lists=False, base=os.path.dirname(os.path.abspath(raw)))
-        else:
-            found.append(os.path.abspath(raw))  # any explicit file; the reader says if it is bad
-    elif os.path.islink(raw):
-        errors.append(InputError(os.path.abspath(raw), "dangling symlink (its target does not exist)"))
-    elif os.path.lexists(raw):
-        errors.append(InputError(os.path.abspath(raw), "not a regular file or directory"))
-    elif _GLOB_CHARS & set(entry):
-        matches = sorted(glob.glob(raw, recursive=True))
-        if not matches:
-            errors.append(InputError(entry, "glob pattern matched no files"))
-        for m in matches:  # like a directory's content: image-like files only
-            if os.path.isdir(m):
-                _walk(m, found, errors, suffixes)
-            elif _is_candidate(m, os.path.basename(m), suffixes):
-                found.append(os.path.abspath(m))
-    else:
-        errors.append(InputError(os.path.abspath(raw) if base else entry, "no such file or directory"))
-
-
-def expand_inputs(inputs: Iterable[PathLike]) -> tuple[list[Path], list[InputError]]:
-    """Expand command-line inputs into image files; never raises on a bad entry.
-
-    Each entry is, in this order of precedence:
-
-    - an existing directory: walked recursively (directory links followed, cycles cut), keeping
-      files with a readable image suffix (see :data:`anatomix.io.read.SUPPORTED_SUFFIXES`) and
-      files of other names that carry the DICOM marker; hidden files are skipped. A directory
-      named like an image (``x.png/``) is reported as an error and walked all the same;
-    - an existing ``.txt`` file (one path per line, blank lines and ``#`` comments ignored) or
-      ``.csv`` file (column ``path``/``file``/``filename``/``image``/... or else the first
-      column, header optional): a list of entries, each expanded like a command-line entry
-      (files, directories, globs; not further lists), relative ones against the list's folder;
-    - any other existing file: an image (if the reader cannot read it, that is its error);
-    - a dangling symlink: an error;
-    - a pattern with ``*``, ``?`` or ``[``: :func:`glob.glob` with ``**`` support; an error when it
-      matches nothing;
-    - anything else: an error (no such file).
-
-    Args:
-        inputs: the entries.
-
-    Returns:
-        (image paths: absolute, unique by resolved path, sorted; errors: one per bad entry).
-    """
-    suffixes = _image_suffixes()
-    found: list[str] = []
-    errors: list[InputError] = []
-    for entry in inputs:
-        _expand_entry(os.fspath(entry), found, errors, suffixes, lists=True)
-    unique: dict[str, str] = {}
-    for p in sorted(found):
-        unique.setdefault(_key(p), p)
-    dedup_errors: dict[str, InputError] = {}
-    for e in errors:
-        dedup_errors.setdefault(e.path, e)
-    return sorted((Path(p) for p in unique.values()), key=str), list(dedup_errors.values())
-
-
-def assign_image_ids(paths: Sequence[PathLike], taken: Iterable[str] = ()) -> list[str]:
-    """Unique, deterministic image ids: the file stem, ``<stem>_<n>`` when stems collide.
-
-    Ids are compared case-insensitively (outputs may land on a case-insensitive file system).
-    Paths are visited in sorted order; the first of a group of equal stems keeps the stem unless
-    it is taken, the others get the smallest free ``_1``, ``_2``, ... The result depends only on
-    the set of paths (and ``taken``), so a resumed run assigns the same ids.
-
-    Args:
-        paths: image paths.
-        taken: ids already in use in the output folder (by images outside ``paths``).
-
-    Returns:
-        One id per path, in the order of ``paths``.
-    """
-    order = sorted(range(len(paths)), key=lambda i: os.fspath(paths[i]))
-    stems = [image_stem(p) for p in paths]
-    counts: dict[str, int] = {}
-    for s in stems:
-        counts[s.casefold()] = counts.get(s.casefold(), 0) + 1
-    used = {t.casefold() for t in taken}
-    # stems that occur once are reserved first, so that a suffixed id never steals one
-    reserved = {s.casefold() for s in stems if counts[s.casefold()] == 1 and s.casefold() not in used}
-    ids: list[str | None] = [None] * len(paths)
-    for i in order:
-        s = stems[i]
-        if s.casefold() in reserved:
-            ids[i] = s
-            used.add(s.casefold())
-            continue
-        candidate, n = s, 0
-        while candidate.casefold() in used or (n and candidate.casefold() in reserved):
-            n += 1
-            candidate = f"{s}_{n}"
-        ids[i] = candidate
-        used.add(candidate.casefold())
-    return [str(i) for i in ids]
-
-
-# -- segmenters --------------------------------------------------------------------------------
-def load_segmenter(name_or_path: str = "refined", device: Any = "cpu", trust: bool = False):
-    """Load a segmenter by bundled name (``refined``, the default; ``graph``; ``pixel``) or
-    checkpoint path.
-
-    The checkpoint's ``family`` key picks the class: ``"graph"`` ->
-    :class:`anatomix.graphs.inference.GraphSegmenter`, ``"pixel"`` ->
-    :class:`anatomix.pixel.inference.PixelSegmenter`, ``"refined"`` ->
-    :class:`anatomix.refine.RefinedSegmenter` (which names a graph and a pixel model). The file is read by
-    :func:`anatomix.models.load_checkpoint`: without ``trust``, a file that needs a full
-    unpickle is refused and nothing in it runs.
-
-    Args:
-        name_or_path: registry name or path to a ``.pt`` checkpoint.
-        device: torch device or its name.
-        trust: read a file that needs a full unpickle, which RUNS CODE FROM THE FILE.
-
-    Returns:
-        An object with ``predict(list[Radiograph]) -> list[Segmentation]``.
-
-    Raises:
-        CheckpointError: missing, unreadable or refused file.
-        AnatomixError: unknown name, bad checkpoint contents, unknown family.
-    """
-    segmenter = _load_segmenter(name_or_path, device, trust)
-    try:  # how outputs name the model (anatomix.models.model_identity)
-        segmenter.model_name = str(name_or_path)
-    except AttributeError:
-        pass
-    return segmenter
-
-
-def _load_segmenter(name_or_path: str, device: Any, trust: bool):
-    from anatomix.models import load_checkpoint, resolve
-
-    path = resolve(name_or_path)
-    state = load_checkpoint(path, trust=trust)
-    family = state.get("family") or ("graph" if "graph_config" in state else None)
-    if family == "graph":
-        from anatomix.graphs.inference import GraphSegmenter
-        from anatomix.graphs.model import GraphConfig, HybridGNet
-
-        try:
-            model = HybridGNet(GraphConfig.from_dict(state["graph_config"]))
-            model.load_state_dict(state["model"])
-        except Exception as e:
-            raise AnatomixError(f"{path}: bad graph checkpoint ({type(e).__name__}: {e})") from e
-        return GraphSegmenter(model, device)
-    if family == "pixel":
-        try:
-            from anatomix.pixel.inference import PixelSegmenter
-        except ImportError as e:
-            raise AnatomixError(f"{path}: pixel models are not available ({e})") from e
-        return PixelSegmenter.from_checkpoint(path, device, trust=trust)
-    if family == "refined":
-        from anatomix.refine import load_refined
-
-        return load_refined(state, path, load_segmenter, device, trust)
-    raise AnatomixError(f"{path}: unknown model family {family!r} (expected 'graph', 'pixel' or 'refined')")
 
 
 # -- QC hook -----------------------------------------------------------------------------------
@@ -542,51 +257,6 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
                 continue
             if pid == os.getpid() or not _pid_alive(pid):
                 p.unlink(missing_ok=True)
-
-
-def _read_csv_table(path: Path) -> tuple[list[str], list[list[str]], bool]:
-    """Header and rows of a CSV written by this module; drops a partial last row (from a kill).
-
-    Returns:
-        (header, complete rows, whether anything was dropped).
-    """
-    data = path.read_bytes()
-    dropped = False
-    if data and not data.endswith(b"\n"):
-        data = data[: data.rfind(b"\n") + 1]
-        dropped = True
-    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
-    text = data.decode("utf-8", errors="replace")
-    records = list(csv.reader(io.StringIO(text, newline="")))
-    if not records:
-        return [], [], dropped
-    header, rows = records[0], records[1:]
-    good = [r for r in rows if len(r) == len(header)]
-    return header, good, dropped or len(good) != len(rows)
-
-
-def _write_csv_table(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    from anatomix.io.atomic import atomic_write
-
-    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class _Outputs:
@@ -681,13 +351,13 @@ def _prepare_csv(path: Path, header: list[str], items: Sequence[Path], outputs: 
         (the file's header, {resolved path: image_id} of finished images of this run,
         ids of the kept rows of other images).
     """
-    keys = {_key(p) for p in items}
+    keys = {resolved_key(p) for p in items}
     if not path.is_file():
-        _write_csv_table(path, header, [])
+        write_table(path, header, [])
         return header, {}, set()
-    old_header, rows, changed = _read_csv_table(path)
+    old_header, rows, changed = read_table(path)
     if not old_header or "image_id" not in old_header or "path" not in old_header:
-        _write_csv_table(path, header, [])
+        write_table(path, header, [])
         return header, {}, set()
     full = header + [c for c in old_header if c not in header]
     if full != old_header:
@@ -698,7 +368,7 @@ def _prepare_csv(path: Path, header: list[str], items: Sequence[Path], outputs: 
     kept: list[list[str]] = []
     seen_ids: set[str] = set()
     for r in rows:
-        image_id, key = r[i_id], _key(r[i_path]) if r[i_path] else ""
+        image_id, key = r[i_id], resolved_key(r[i_path]) if r[i_path] else ""
         if not image_id or image_id.casefold() in seen_ids:  # duplicate or malformed
             changed = True
             continue
@@ -713,33 +383,16 @@ def _prepare_csv(path: Path, header: list[str], items: Sequence[Path], outputs: 
         kept.append(r)
     if changed:
         remap = [old_header.index(c) if c in old_header else None for c in full]
-        _write_csv_table(path, full, ([r[j] if j is not None else "" for j in remap] for r in kept))
+        write_table(path, full, ([r[j] if j is not None else "" for j in remap] for r in kept))
     return full, done, foreign
-
-
-def _read_old_errors(path: Path) -> list[InputError]:
-    if not path.is_file():
-        return []
-    try:
-        header, rows, _ = _read_csv_table(path)
-    except OSError:
-        return []
-    if header[:2] != ["path", "reason"]:
-        return []
-    return [InputError(r[0], r[1]) for r in rows]
 
 
 def _read_notes(path: Path) -> dict[str, tuple[str, str]]:
     """``notes.csv`` of an earlier run: {image_id: (path, note)}."""
     if not path.is_file():
         return {}
-    header, rows, _ = _read_csv_table(path)
+    header, rows, _ = read_table(path)
     return {r[0]: (r[1], r[2]) for r in rows if header[:3] == ["image_id", "path", "note"]}
-
-
-def write_errors(path: Path, errors: Iterable[InputError]) -> None:
-    """``errors.csv``: one ``path, reason`` row per failed input, written atomically."""
-    _write_csv_table(path, ["path", "reason"], ([e.path, e.reason] for e in errors))
 
 
 # -- one image's outputs -----------------------------------------------------------------------
@@ -965,8 +618,8 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
     qc_columns = tuple(qc_hook[0]) if qc_hook else ()
     header = chexmask_header((*DEFAULT_STRUCTURES, *structures), ["path", *qc_columns])
     paths, input_errors = expanded if expanded is not None else expand_inputs(inputs)
-    inside = _key(out) + os.sep  # never segment our own outputs (OUT inside an input folder)
-    paths = [p for p in paths if not _key(p).startswith(inside)]
+    inside = resolved_key(out) + os.sep  # never segment our own outputs (OUT inside an input folder)
+    paths = [p for p in paths if not resolved_key(p).startswith(inside)]
     summary = BatchSummary(out_dir=out, total=len(paths) + len(input_errors), qc_columns=qc_columns)
     outputs = _Outputs(out, structures, formats, overlays)
     if DICOM_SEG in formats:
@@ -982,7 +635,7 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
     items: list[BatchItem] = []
     todo: list[BatchItem] = []
     for p, image_id in zip(paths, ids):
-        key = _key(p)
+        key = resolved_key(p)
         if key in done:
             items.append(BatchItem(p, done[key]))
             continue
@@ -1021,16 +674,16 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
         summary.qc_failures = writer.qc_failures
         # errors.csv: this run's failures + earlier ones about inputs that did not succeed or
         # fail again now (still failing as far as anyone knows)
-        settled = set(done) | succeeded | {e.path for e in errors} | {_key(e.path) for e in errors}
-        old = [e for e in _read_old_errors(out / ERRORS_NAME) if e.path not in settled and _key(e.path) not in settled]
+        settled = set(done) | succeeded | {e.path for e in errors} | {resolved_key(e.path) for e in errors}
+        old = [e for e in read_errors(out / ERRORS_NAME) if e.path not in settled and resolved_key(e.path) not in settled]
         summary.errors = sorted(errors, key=lambda e: e.path)
         write_errors(out / ERRORS_NAME, sorted(summary.errors + old, key=lambda e: e.path))
         if DICOM_SEG in formats:  # notes of the images finished before, then of this run's
             notes = {i: n for i, n in outputs.notes.items() if i in set(done.values())}
-            notes.update((i, n) for i, n in writer.notes.items() if _key(n[0]) in succeeded)
-            _write_csv_table(out / NOTES_NAME, ["image_id", "path", "note"],
+            notes.update((i, n) for i, n in writer.notes.items() if resolved_key(n[0]) in succeeded)
+            write_table(out / NOTES_NAME, ["image_id", "path", "note"],
                              ([i, *notes[i]] for i in sorted(notes)))
-        _fsync_dir(out)
+        fsync_dir(out)
     return summary
 
 

@@ -32,3 +32,10 @@ class CheckpointError(AnatomixError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class UsageError(AnatomixError):
+    """A bad argument: an unknown name, a value out of range, options that do not go together.
+
+    The command line prints the message and exits with status 2.
+    """

@@ -6,7 +6,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any
+
+from anatomix.errors import CheckpointError, UsageError
+from anatomix.registry import Registry
+
+if TYPE_CHECKING:
+    from anatomix.segmentation import Segmenter
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -40,46 +46,102 @@ class ModelEntry:
         return self.path.is_file()
 
 
-REGISTRY: Dict[str, ModelEntry] = {}
+REGISTRY: Registry[ModelEntry] = Registry("bundled model")
+"""Bundled models by name (registration order is ``anatomix info``'s order)."""
+for _entry in (
+    ModelEntry("refined", "refined", "refined_lungs_heart.pt",
+               "Default: graph contours refined onto the pixel model's boundaries (names 'graph' and "
+               "'pixel'; research use)"),
+    ModelEntry("graph", "graph", "hybridgnet_lungs_heart.pt",
+               "HybridGNet lungs+heart landmark contours (JSRT + Montgomery + Shenzhen, research use)"),
+    ModelEntry("qc_atlases", "qc", "qc_atlases.npz",
+               "RCA reference atlases for mask QC: 11 cluster-mean images (JSRT/SCR, research use)"),
+    ModelEntry("pixel", "pixel", "pixel_unet_lungs_heart.pt",
+               "MONAI UNet lungs+heart dense masks, landmarks traced (JSRT + Montgomery + Shenzhen, "
+               "research use)"),
+    ModelEntry("anomaly", "anomaly", "anomaly_pediatric.pt",
+               "Normal-only anomaly detector (conv AE + realness critic, 64 px), ZhangLab pediatric "
+               "normals, CC BY 4.0"),
+):
+    REGISTRY.register(_entry.name, _entry)
+
+SEGMENTER_FAMILIES: Registry = Registry("segmenter family")
+"""Checkpoint ``family`` -> the segmenter class that builds itself from the loaded checkpoint
+(``from_state(state, path, device, trust)``)."""
+SEGMENTER_FAMILIES.register("graph", "anatomix.graphs.inference:GraphSegmenter")
+SEGMENTER_FAMILIES.register("pixel", "anatomix.pixel.inference:PixelSegmenter")
+SEGMENTER_FAMILIES.register("refined", "anatomix.refine:RefinedSegmenter")
 
 
-def register(entry: ModelEntry) -> ModelEntry:
-    REGISTRY[entry.name] = entry
-    return entry
-
-
-register(ModelEntry("refined", "refined", "refined_lungs_heart.pt",
-                    "Default: graph contours refined onto the pixel model's boundaries (names 'graph' and "
-                    "'pixel'; research use)"))
-register(ModelEntry("graph", "graph", "hybridgnet_lungs_heart.pt",
-                    "HybridGNet lungs+heart landmark contours (JSRT + Montgomery + Shenzhen, research use)"))
-register(ModelEntry("qc_atlases", "qc", "qc_atlases.npz",
-                    "RCA reference atlases for mask QC: 11 cluster-mean images (JSRT/SCR, research use)"))
-register(ModelEntry("pixel", "pixel", "pixel_unet_lungs_heart.pt",
-                    "MONAI UNet lungs+heart dense masks, landmarks traced (JSRT + Montgomery + Shenzhen, "
-                    "research use)"))
-register(ModelEntry("anomaly", "anomaly", "anomaly_pediatric.pt",
-                    "Normal-only anomaly detector (conv AE + realness critic, 64 px), ZhangLab pediatric "
-                    "normals, CC BY 4.0"))
-
-
-def list_models() -> List[ModelEntry]:
-    return list(REGISTRY.values())
+def list_models() -> list[ModelEntry]:
+    """The bundled models, in registration order."""
+    return [REGISTRY.get(n) for n in REGISTRY]
 
 
 def resolve(name_or_path: str) -> Path:
-    """A registry name or a checkpoint path -> checkpoint path (clear error listing names)."""
-    from anatomix.errors import AnatomixError
+    """A registry name or a checkpoint path -> checkpoint path.
 
+    Raises:
+        CheckpointError: a bundled model whose weights are missing.
+        UsageError: neither a registry name nor an existing file (the message lists the names).
+    """
     if name_or_path in REGISTRY:
-        entry = REGISTRY[name_or_path]
+        entry = REGISTRY.get(name_or_path)
         if not entry.available:
-            raise AnatomixError(f"bundled model {name_or_path!r} has no weights at {entry.path}")
+            raise CheckpointError(entry.path, f"bundled model {name_or_path!r} has no weights here")
         return entry.path
     p = Path(name_or_path)
     if p.is_file():
         return p
-    raise AnatomixError(f"unknown model {name_or_path!r}: not a file and not one of {sorted(REGISTRY)}")
+    raise UsageError(f"unknown model {name_or_path!r}: not a file and not one of {', '.join(REGISTRY)}")
+
+
+# -- loading models ----------------------------------------------------------------------------
+def load_segmenter(name_or_path: str = "refined", device: Any = "cpu", trust: bool = False) -> Segmenter:
+    """Load a segmenter by bundled name (``refined``, the default; ``graph``; ``pixel``) or
+    checkpoint path.
+
+    The file is read once by :func:`load_checkpoint` (without ``trust``, a file that needs a full
+    unpickle is refused and nothing in it runs); its ``family`` key picks the class in
+    :data:`SEGMENTER_FAMILIES` (graph, pixel, refined), which builds itself from the loaded dict.
+
+    Args:
+        name_or_path: registry name or path to a ``.pt`` checkpoint.
+        device: torch device or its name.
+        trust: read a file that needs a full unpickle, which RUNS CODE FROM THE FILE.
+
+    Returns:
+        A :class:`~anatomix.segmentation.Segmenter`; its ``model_name`` is ``name_or_path``
+        (how outputs name the model, :func:`model_identity`).
+
+    Raises:
+        CheckpointError: missing, unreadable or refused file; contents that do not build a model.
+        UsageError: unknown name or family.
+    """
+    path = resolve(name_or_path)
+    state = load_checkpoint(path, trust=trust)
+    family = state.get("family") or ("graph" if "graph_config" in state else None)
+    if family not in SEGMENTER_FAMILIES:
+        raise CheckpointError(path, f"unknown model family {family!r} (expected one of "
+                                    f"{', '.join(SEGMENTER_FAMILIES)})")
+    segmenter = SEGMENTER_FAMILIES.get(family).from_state(state, path, device, trust)
+    segmenter.model_name = str(name_or_path)
+    return segmenter
+
+
+def load_detector(name_or_path: str = "anomaly", trust: bool = False):
+    """Load an anomaly detector by bundled name (``anomaly``) or detector file.
+
+    Returns:
+        An :class:`anatomix.anomaly.detector.Detector`.
+
+    Raises:
+        CheckpointError: missing, unreadable, refused or malformed file.
+        UsageError: unknown name.
+    """
+    from anatomix.anomaly.detector import Detector
+
+    return Detector.load(resolve(name_or_path), trust=trust)
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -274,7 +336,7 @@ def model_identity(segmenter) -> tuple[str, str]:
     output folder records (``run.json``) so that a resume never mixes two models' results.
 
     Name: ``anatomix <model>`` (the registry name or checkpoint stem that
-    :func:`anatomix.batch.load_segmenter` was given, else the model family). Version: the
+    :func:`load_segmenter` was given, else the model family). Version: the
     anatomix version and 12 hex digits of a SHA-256 over the checkpoint's SHA-256 (and those of
     a refined model's graph and pixel checkpoints) when the checkpoint is known
     (``0.1.0+w3f2a...``).

@@ -24,7 +24,6 @@ from anatomix.anatomy import contour_self_intersects, landmarks_to_masks, signed
 from anatomix.io.record import Radiograph
 from anatomix.segmentation import Segmentation
 
-
 GRAPH_LANDMARKS_KEY = "graph_landmarks_model"
 """``Segmentation.extra`` key: (N, 2) float64 (x, y) contour nodes of the graph model before
 refinement, template order, in the pixel model's square frame (for QC:
@@ -117,6 +116,7 @@ class RefinedSegmenter:
     """
 
     family = "refined"
+    model_name: str | None = None  # set by anatomix.models.load_segmenter
 
     def __init__(self, graph, pixel, config: RefineConfig = RefineConfig()):
         missing = set(graph.template.keys) - set(pixel.keys)
@@ -124,6 +124,37 @@ class RefinedSegmenter:
             raise ValueError(f"the pixel model has no channel for {sorted(missing)}")
         self.graph, self.pixel, self.config = graph, pixel, config
         self.template = graph.template
+
+    @classmethod
+    def from_state(cls, state: Dict[str, Any], path, device="cpu", trust: bool = False) -> "RefinedSegmenter":
+        """Build from a loaded checkpoint written by :func:`save_refined`: loads the graph and
+        pixel models it names (registry names, or paths relative to its folder).
+
+        Raises:
+            CheckpointError: a malformed file, or models of the wrong families.
+        """
+        from pathlib import Path
+
+        from anatomix.errors import CheckpointError
+        from anatomix.models import REGISTRY, load_segmenter
+
+        def ref(name: str) -> str:
+            return name if name in REGISTRY else str(Path(path).parent / name)
+
+        try:
+            graph = load_segmenter(ref(state["graph"]), device, trust)
+            pixel = load_segmenter(ref(state["pixel"]), device, trust)
+            config = RefineConfig(**state.get("refine_config", {}))
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(path, f"bad refined-segmenter checkpoint ({type(e).__name__}: {e})") from e
+        if graph.family != "graph" or pixel.family != "pixel":
+            raise CheckpointError(path, f"needs a graph and a pixel model, got {graph.family!r} and {pixel.family!r}")
+        return cls(graph, pixel, config)
+
+    @property
+    def structures(self) -> tuple[str, ...]:
+        """Mask keys of the results (the graph template's structures)."""
+        return tuple(self.template.keys)
 
     @property
     def uncertainty_samples(self) -> int:
@@ -191,29 +222,3 @@ def save_refined(path, graph: str, pixel: str, config: RefineConfig = RefineConf
 
     save_checkpoint(Path(path), {"family": "refined", "graph": str(graph), "pixel": str(pixel),
                                  "refine_config": config.to_dict()})
-
-
-def load_refined(state: Dict[str, Any], path, load, device="cpu", trust: bool = False) -> RefinedSegmenter:
-    """Build a :class:`RefinedSegmenter` from a checkpoint written by :func:`save_refined`.
-
-    Args:
-        state: the checkpoint's dict.
-        path: the checkpoint file (its folder anchors relative model paths).
-        load: the segmenter loader, ``load(name_or_path, device, trust)``.
-    """
-    from pathlib import Path
-
-    from anatomix.errors import CheckpointError
-    from anatomix.models import REGISTRY
-
-    def ref(name: str) -> str:
-        return name if name in REGISTRY else str(Path(path).parent / name)
-
-    try:
-        graph, pixel = load(ref(state["graph"]), device, trust), load(ref(state["pixel"]), device, trust)
-        config = RefineConfig(**state.get("refine_config", {}))
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(path, f"bad refined-segmenter checkpoint ({type(e).__name__}: {e})") from e
-    if graph.family != "graph" or pixel.family != "pixel":
-        raise CheckpointError(path, f"needs a graph and a pixel model, got {graph.family!r} and {pixel.family!r}")
-    return RefinedSegmenter(graph, pixel, config)

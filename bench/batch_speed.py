@@ -78,8 +78,8 @@ def make_corpus(folder: Path, n: int, size: int = 512, seed: int = 0) -> list[Pa
 
 def load_model(name: str, device: str = "cpu"):
     """(segmenter, description): the bundled/named model, or an untrained default HybridGNet."""
-    from anatomix.batch import load_segmenter
     from anatomix.errors import AnatomixError
+    from anatomix.models import load_segmenter
 
     try:
         return load_segmenter(name, device), name

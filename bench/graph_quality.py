@@ -25,9 +25,9 @@ from anatomix.runtime import quiet_imports
 quiet_imports()
 
 from anatomix.anatomy import contour_self_intersects  # noqa: E402
-from anatomix.batch import load_segmenter  # noqa: E402
 from anatomix.data.cases import pack_cases, split_cases  # noqa: E402
 from anatomix.io import Radiograph, read_radiograph  # noqa: E402
+from anatomix.models import load_segmenter  # noqa: E402
 
 
 def crossing_rate(landmarks: np.ndarray, template) -> float:

@@ -56,13 +56,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from anatomix.anomaly import Detector
-    from anatomix.batch import load_segmenter
     from anatomix.export import load_spec
     from anatomix.export.bundle import export_bundle
     from anatomix.export.onnx import export_onnx
     from anatomix.export.runtime import load_onnx_segmenter, onnx_detector
     from anatomix.io import read_radiograph
-    from anatomix.models import resolve
+    from anatomix.models import load_segmenter, resolve
 
     jsrt = sorted(p for p in (DATA / "cxr-seg" / "jsrt").glob("*.png") if "_" not in p.stem)[: args.n]
     zhang = sorted((DATA / "cxr-anomaly" / "zhanglab").glob("*.png"))[: args.n]

@@ -111,7 +111,7 @@ def main() -> int:
         elif model == "graph":
             from anatomix.models import REGISTRY
 
-            if not REGISTRY["graph"].available:
+            if not REGISTRY.get("graph").available:
                 model = str(untrained_checkpoint(tmp / "untrained.pt"))
                 print("bundled graph weights missing: using an untrained default HybridGNet")
         used = subprocess.run([sys.executable, "-c", "import anatomix; print(anatomix.__file__)"],

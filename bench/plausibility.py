@@ -87,7 +87,7 @@ CORRUPTIONS: Dict[str, Callable] = {
 
 # -- models -------------------------------------------------------------------------------------
 def load(name: str):
-    from anatomix.batch import load_segmenter
+    from anatomix.models import load_segmenter
 
     return load_segmenter(name, "cpu")
 
@@ -249,9 +249,9 @@ def main(argv=None) -> int:
     print(f"all done ({time.time() - t0:.0f} s)", file=sys.stderr)
 
     # the graph's own contours, and the pixel model's traced post-processed masks (its CheXmask landmarks)
-    from anatomix.pixel.inference import masks_to_template_landmarks
+    from anatomix.anatomy import masks_to_landmarks
 
-    landmarks["SCR masks traced (tracing floor)"] = [masks_to_template_landmarks(t) for t in truths]
+    landmarks["SCR masks traced (tracing floor)"] = [masks_to_landmarks(t, missing="nan") for t in truths]
     lm_err = {name: landmark_error(v, true_landmarks) for name, v in landmarks.items()
               if name in ("graph", "pixel traced", "SCR masks traced (tracing floor)")}
     write_report(args, results, sources, len(val), len(ped), len(sz), time.time() - t0, argv, lm_err)

@@ -122,10 +122,10 @@ def signals(masks: Dict[str, np.ndarray], pipe: dict) -> Dict[str, float]:
 def build_table(data: Path, graph_jsrt: str, pixel_jsrt: str, limit: int, samples: int) -> List[dict]:
     """One row per (case, mask kind): collection, kind, true Dice, signals."""
     from anatomix.anatomy import dice
-    from anatomix.batch import load_segmenter
     from anatomix.data.cases import labelled_cases, split_cases
     from anatomix.data.mask_dataset import case_masks
     from anatomix.io import read_radiograph
+    from anatomix.models import load_segmenter
     from anatomix.refine import RefinedSegmenter
 
     cases = split_cases(labelled_cases(data))[1]

@@ -144,10 +144,11 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    from rca_validation import load_case, load_segmenter, stats, true_dice
+
     from anatomix.data.cases import pack_cases, split_cases
     from anatomix.qc import load_references
     from anatomix.qc.report import ReportWriter
-    from rca_validation import load_case, load_segmenter, stats, true_dice
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))

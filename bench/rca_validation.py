@@ -124,10 +124,10 @@ def load_segmenter(path):
     import subprocess
 
     from anatomix.graphs.inference import GraphSegmenter
-    from anatomix.models import load_checkpoint
+    from anatomix.models import load_checkpoint, load_segmenter
 
     try:
-        return GraphSegmenter.from_checkpoint(path)
+        return load_segmenter(str(path))
     except RuntimeError:
         pass
     state = load_checkpoint(path)
@@ -173,7 +173,8 @@ def degraded_segmenters(checkpoints, noise_levels):
 
 def train_references(train_cases):
     """References made of the training cases themselves (real images), for comparison."""
-    from anatomix.qc.rca import KEYS as RK, References, prepare_image, prepare_masks
+    from anatomix.qc.rca import KEYS as RK
+    from anatomix.qc.rca import References, prepare_image, prepare_masks
 
     imgs, masks, ids = [], [], []
     for c in train_cases:

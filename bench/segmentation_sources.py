@@ -212,8 +212,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from anatomix.batch import load_segmenter
     from anatomix.data.cases import labelled_cases, split_cases
+    from anatomix.models import load_segmenter
 
     models = {m.split("=", 1)[0]: load_segmenter(m.split("=", 1)[1]) for m in args.model}
     val = split_cases(labelled_cases(args.data))[1]

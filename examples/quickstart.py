@@ -11,8 +11,13 @@ from anatomix.runtime import quiet_imports
 
 quiet_imports()
 
-from anatomix.batch import load_segmenter  # noqa: E402
-from anatomix.io import read_radiograph, write_landmarks_json, write_mask_png, write_overlay  # noqa: E402
+from anatomix.io import (  # noqa: E402
+    read_radiograph,
+    write_landmarks_json,
+    write_mask_png,
+    write_overlay,
+)
+from anatomix.models import load_segmenter  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "out" / "quickstart"

@@ -19,17 +19,11 @@ from hostile import hostile_corpus, noise, png
 from PIL import Image
 
 from anatomix.anatomy import LUNGS_HEART, landmarks_to_masks
-from anatomix.batch import (
-    CSV_NAME,
-    ERRORS_NAME,
-    InputError,
-    assign_image_ids,
-    expand_inputs,
-    load_segmenter,
-    segment_batch,
-)
+from anatomix.batch import CSV_NAME, segment_batch
 from anatomix.errors import AnatomixError, CheckpointError
 from anatomix.io.chexmask import parse_landmarks, rle_decode
+from anatomix.io.inputs import ERRORS_NAME, InputError, assign_image_ids, expand_inputs
+from anatomix.models import load_segmenter
 from anatomix.segmentation import Segmentation
 
 RNG = np.random.default_rng(0)

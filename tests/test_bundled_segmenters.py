@@ -27,7 +27,7 @@ def val_cases(data_root):
 
 @pytest.fixture(scope="module")
 def refined():
-    from anatomix.batch import load_segmenter
+    from anatomix.models import load_segmenter
 
     return load_segmenter()
 

@@ -45,13 +45,10 @@ def _raw_safe_load(path: Path) -> dict:
 # -- the payload -------------------------------------------------------------------------------
 def test_payload_is_refused_by_every_python_loader(evil):
     from anatomix.anomaly.detector import Detector
-    from anatomix.batch import load_segmenter
-    from anatomix.graphs.inference import GraphSegmenter
-    from anatomix.pixel.inference import PixelSegmenter
+    from anatomix.models import load_detector, load_segmenter
 
     path, marker = evil
-    loaders = [load_checkpoint, load_segmenter, GraphSegmenter.from_checkpoint, PixelSegmenter.from_checkpoint,
-               Detector.load]
+    loaders = [load_checkpoint, load_segmenter, load_detector, Detector.load]
     for load in loaders:
         with pytest.raises(CheckpointError) as err:
             load(path)
@@ -86,9 +83,9 @@ def test_unreadable_file_is_one_line(tmp_path):
 
 
 # -- what anatomix writes ----------------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(n for n, e in REGISTRY.items() if e.filename.endswith(".pt")))
+@pytest.mark.parametrize("name", sorted(n for n in REGISTRY if REGISTRY.get(n).filename.endswith(".pt")))
 def test_bundled_weights_load_with_weights_only(name):
-    entry = REGISTRY[name]
+    entry = REGISTRY.get(name)
     if not entry.available:
         pytest.skip(f"{entry.path} not bundled")
     assert isinstance(_raw_safe_load(entry.path), dict)
@@ -139,7 +136,7 @@ def _families():
 
 @pytest.mark.parametrize("family", ["graph", "pixel"])
 def test_training_checkpoints_load_with_weights_only(family, tmp_path):
-    from anatomix.batch import load_segmenter
+    from anatomix.models import load_segmenter
 
     cfg = TrainConfig(epochs=2, batch_size=2, val_every=1, threads=1)
     best = fit(_RealFamily(_families()[family]), _Images(), _Images(), cfg, tmp_path, progress=False)

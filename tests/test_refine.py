@@ -61,9 +61,8 @@ def test_refined_checkpoint_names_its_models(tmp_path):
 
     import torch
 
-    from anatomix.batch import load_segmenter
     from anatomix.errors import CheckpointError
-    from anatomix.models import resolve
+    from anatomix.models import load_segmenter, resolve
     from anatomix.refine import save_refined
 
     # relative paths resolve against the checkpoint's folder; registry names as they are

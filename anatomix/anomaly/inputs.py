@@ -20,8 +20,8 @@ from anatomix.limits import MAX_PIXELS
 def read_images(paths: Sequence[Path], ids: Sequence[str], max_pixels: int = MAX_PIXELS):
     """Read radiographs (each at most ``max_pixels``); returns (list of (image_id, Radiograph)),
     list of InputError)."""
-    from anatomix.batch import InputError
     from anatomix.io import read_radiograph
+    from anatomix.io.inputs import InputError
 
     ok, errors = [], []
     for p, i in zip(paths, ids):
@@ -59,7 +59,7 @@ def masks_from_dir(mask_dir: Path, image_id: str, shape: tuple[int, int]) -> dic
 def segment_masks(radiographs: Sequence) -> list[dict[str, np.ndarray]]:
     """Masks from the default segmenter (``refined``; AnatomixError naming the missing weights
     when it is not bundled)."""
-    from anatomix.batch import load_segmenter
+    from anatomix.models import load_segmenter
 
     seg = load_segmenter()
     return [{k: v for k, v in s.masks.items() if k in STRUCTURES} for s in seg.predict(list(radiographs))]

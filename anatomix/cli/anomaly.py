@@ -35,7 +35,7 @@ def _setup(threads: int | None) -> None:
 def _exit_on_errors(errors: list, path: Path) -> None:
     """List failed inputs in ``path`` (path, reason) and exit with status 1, when there are any."""
     if errors:
-        from anatomix.batch import write_errors
+        from anatomix.io.inputs import write_errors
 
         write_errors(path, errors)
         click.echo(f"{len(errors)} inputs failed (see {path})", err=True)
@@ -48,7 +48,7 @@ def _fail(msg: str) -> None:
 
 
 def _expand(inputs):
-    from anatomix.batch import assign_image_ids, expand_inputs
+    from anatomix.io.inputs import assign_image_ids, expand_inputs
 
     paths, errors = expand_inputs(inputs)
     return paths, assign_image_ids(paths), list(errors)
@@ -57,8 +57,8 @@ def _expand(inputs):
 def _masks_for(items, mask_dir: Path | None, segment: bool, errors: list):
     """Per (image_id, Radiograph): original-frame masks or None; failures -> errors (masks None)."""
     from anatomix.anomaly.inputs import masks_from_dir, segment_masks
-    from anatomix.batch import InputError
     from anatomix.errors import ReadError
+    from anatomix.io.inputs import InputError
 
     if mask_dir is None and not segment:
         return [None] * len(items)

@@ -37,12 +37,12 @@ def evaluate(model: str, data: Path, sources: str, split_file: Optional[Path], o
     from tqdm.auto import tqdm
 
     from anatomix.anatomy import contour_self_intersects
-    from anatomix.batch import load_segmenter
     from anatomix.data.cases import is_pack, labelled_cases, split_cases
     from anatomix.data.datasets import case_landmarks
     from anatomix.errors import AnatomixError
     from anatomix.evaluation import case_spacing, evaluate_case, summarise
     from anatomix.io import read_mask, read_radiograph
+    from anatomix.models import load_segmenter
     from anatomix.runtime import resolve_device
 
     try:

@@ -68,11 +68,10 @@ def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_
         raise click.ClickException(str(e))
     segmenter = None
     if flip_model:
-        from anatomix.graphs.inference import GraphSegmenter
-        from anatomix.models import resolve
+        from anatomix.models import load_segmenter
 
         try:
-            segmenter = GraphSegmenter.from_checkpoint(resolve(flip_model), trust=trust_checkpoint)
+            segmenter = load_segmenter(flip_model, trust=trust_checkpoint)
         except AnatomixError as e:
             raise click.ClickException(str(e))
     out_dir = Path(out)

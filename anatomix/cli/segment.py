@@ -70,8 +70,10 @@ def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_s
     from anatomix.runtime import quiet_imports
 
     quiet_imports()
-    from anatomix.batch import expand_inputs, load_segmenter, segment_batch
+    from anatomix.batch import segment_batch
     from anatomix.errors import AnatomixError
+    from anatomix.io.inputs import expand_inputs
+    from anatomix.models import load_segmenter
     from anatomix.runtime import resolve_device
 
     if out.exists() and not out.is_dir():

@@ -67,8 +67,14 @@ class LandmarkAugment:
     """
 
     def __init__(self, config: AugmentConfig = AugmentConfig(), seed: int | None = None):
-        from monai.transforms import (Compose, RandAdjustContrast, RandGaussianNoise,
-                                      RandGaussianSmooth, RandScaleIntensity, RandShiftIntensity)
+        from monai.transforms import (
+            Compose,
+            RandAdjustContrast,
+            RandGaussianNoise,
+            RandGaussianSmooth,
+            RandScaleIntensity,
+            RandShiftIntensity,
+        )
 
         self.config = config
         self.rng = np.random.default_rng(seed)

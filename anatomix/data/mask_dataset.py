@@ -10,9 +10,9 @@ from torch.utils.data import Dataset
 
 from anatomix.data.augment import MaskAugment
 from anatomix.data.cases import SegCase
-from anatomix.io.read import read_mask
 from anatomix.data.preprocess import to_model_frame
 from anatomix.io.geometry import SquareFrame
+from anatomix.io.read import read_mask
 
 PIXEL_KEYS: Tuple[str, ...] = ("lungR", "lungL", "heart")
 """Default output channels of the pixel models (multi-label: one sigmoid channel each)."""

@@ -28,7 +28,7 @@ from anatomix.limits import MAX_PIXELS
 
 def list_images(folder: str) -> list[str]:
     """Radiograph files under ``folder`` (recursive), as ``anatomix segment`` finds them."""
-    from anatomix.batch import expand_inputs
+    from anatomix.io.inputs import expand_inputs
 
     paths, _ = expand_inputs([folder])
     return [str(p) for p in sorted(paths)]
@@ -123,14 +123,14 @@ class ToOriginalFramed(MapTransform):
                 d["landmarks"] = frame.points_to_original(model_xy)
                 d["masks"] = landmarks_to_masks(d["landmarks"], shape, template)
             else:
-                from anatomix.pixel.inference import masks_to_template_landmarks
+                from anatomix.anatomy import masks_to_landmarks
                 from anatomix.pixel.postprocess import postprocess_masks
 
                 prob = torch.sigmoid(pred).numpy()
                 original = np.stack([frame.map_to_original(prob[c]) for c in range(len(self.channels))])
                 raw = {k: original[c] >= self.threshold for c, k in enumerate(self.channels)}
                 d["masks"] = postprocess_masks(raw) if self.postprocess else raw
-                d["landmarks"] = masks_to_template_landmarks(d["masks"], LUNGS_HEART)
+                d["landmarks"] = masks_to_landmarks(d["masks"], LUNGS_HEART, missing="nan")
         return d
 
 

@@ -26,6 +26,7 @@ class GraphSegmenter:
     """
 
     family = "graph"
+    model_name: str | None = None  # set by anatomix.models.load_segmenter
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
                  uncertainty_samples: int = 0):
@@ -37,20 +38,29 @@ class GraphSegmenter:
         self.size = self.config.image_size
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str, device: str | torch.device = "cpu",
-                        trust: bool = False) -> "GraphSegmenter":
-        """Load a checkpoint written by ``anatomix train graph`` (``best.pt``) or a bundled one.
+    def from_state(cls, state: dict, path: Path | str, device: str | torch.device = "cpu",
+                   trust: bool = False) -> "GraphSegmenter":
+        """Build from a loaded checkpoint (``anatomix train graph``'s ``best.pt`` or a bundled one).
 
-        ``trust`` allows a file that needs a full unpickle, which RUNS CODE FROM THE FILE
-        (:func:`anatomix.models.load_checkpoint` refuses it otherwise, with a CheckpointError).
+        Use :func:`anatomix.models.load_segmenter` to load a file: it reads it once, safely.
+
+        Raises:
+            CheckpointError: the contents do not build a graph model.
         """
+        from anatomix.errors import CheckpointError
         from anatomix.graphs.model import GraphConfig, HybridGNet
-        from anatomix.models import load_checkpoint
 
-        state = load_checkpoint(path, trust=trust)
-        model = HybridGNet(GraphConfig.from_dict(state["graph_config"]))
-        model.load_state_dict(state["model"])
+        try:
+            model = HybridGNet(GraphConfig.from_dict(state["graph_config"]))
+            model.load_state_dict(state["model"])
+        except Exception as e:
+            raise CheckpointError(path, f"bad graph checkpoint ({type(e).__name__}: {e})") from e
         return cls(model, device)
+
+    @property
+    def structures(self) -> tuple[str, ...]:
+        """Mask keys of the results (the template's structures)."""
+        return tuple(self.template.keys)
 
     def prepare(self, radiograph: Radiograph):
         """The model input of one radiograph: ((S, S) float32 image, its frame). Batch readers

@@ -36,9 +36,9 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import zlib
 import threading
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path

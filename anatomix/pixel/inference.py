@@ -4,33 +4,16 @@ them) in the original frame out. Mirrors :class:`anatomix.graphs.inference.Graph
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 import torch
 
-from anatomix.anatomy import LUNGS_HEART, STRUCTURE_BY_KEY, Template, mask_to_contour
+from anatomix.anatomy import LUNGS_HEART, masks_to_landmarks
 from anatomix.data.preprocess import to_model_frame
 from anatomix.io.record import Radiograph
 from anatomix.pixel.postprocess import postprocess_masks
 from anatomix.segmentation import Segmentation
-
-
-def masks_to_template_landmarks(masks: Dict[str, np.ndarray], template: Template = LUNGS_HEART) -> np.ndarray:
-    """Trace {key: (H, W) mask} into (n_nodes, 2) CheXmask-style landmarks in template order.
-
-    Each structure goes through :func:`anatomix.anatomy.mask_to_contour` (largest component,
-    sub-pixel boundary, resampled to the template's node count, template direction and start).
-    A structure whose mask is empty or missing gets NaN nodes.
-    """
-    parts = []
-    for s in template.structures:
-        m = masks.get(s.key)
-        if m is None or not np.any(m):
-            parts.append(np.full((s.count, 2), np.nan))
-        else:
-            parts.append(mask_to_contour(m, STRUCTURE_BY_KEY[s.key]))
-    return np.concatenate(parts)
 
 
 class PixelSegmenter:
@@ -45,6 +28,7 @@ class PixelSegmenter:
     """
 
     family = "pixel"
+    model_name: str | None = None  # set by anatomix.models.load_segmenter
 
     def __init__(self, model: torch.nn.Module, config, device: str | torch.device = "cpu",
                  postprocess: bool = True):
@@ -57,23 +41,32 @@ class PixelSegmenter:
         self.postprocess = postprocess
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str, device: str | torch.device = "cpu",
-                        postprocess: bool = True, trust: bool = False) -> "PixelSegmenter":
-        """Load a checkpoint written by ``anatomix train pixel`` (``best.pt``) or a bundled one.
+    def from_state(cls, state: dict, path: Path | str, device: str | torch.device = "cpu",
+                   trust: bool = False, postprocess: bool = True) -> "PixelSegmenter":
+        """Build from a loaded checkpoint (``anatomix train pixel``'s ``best.pt`` or a bundled one).
 
-        ``trust`` allows a file that needs a full unpickle, which RUNS CODE FROM THE FILE
-        (:func:`anatomix.models.load_checkpoint` refuses it otherwise, with a CheckpointError).
+        Use :func:`anatomix.models.load_segmenter` to load a file: it reads it once, safely.
+
+        Raises:
+            CheckpointError: not a pixel-model checkpoint, or contents that do not build one.
         """
-        from anatomix.models import load_checkpoint
+        from anatomix.errors import CheckpointError
         from anatomix.pixel.models import PixelConfig
 
-        state = load_checkpoint(path, trust=trust)
         if state.get("family", "pixel") != "pixel" or "pixel_config" not in state:
-            raise ValueError(f"{path} is not a pixel-model checkpoint (family={state.get('family')!r})")
-        config = PixelConfig.from_dict(state["pixel_config"])
-        model = config.build()
-        model.load_state_dict(state["model"])
+            raise CheckpointError(path, f"not a pixel-model checkpoint (family={state.get('family')!r})")
+        try:
+            config = PixelConfig.from_dict(state["pixel_config"])
+            model = config.build()
+            model.load_state_dict(state["model"])
+        except Exception as e:
+            raise CheckpointError(path, f"bad pixel checkpoint ({type(e).__name__}: {e})") from e
         return cls(model, config, device, postprocess)
+
+    @property
+    def structures(self) -> tuple[str, ...]:
+        """Mask keys of the results (the model's channels)."""
+        return tuple(self.keys)
 
     def prepare(self, radiograph: Radiograph):
         """The model input of one radiograph: ((S, S) float32 image, its frame)."""
@@ -97,12 +90,16 @@ class PixelSegmenter:
         return torch.sigmoid(self.model(x)).cpu().numpy()
 
     @torch.no_grad()
-    def predict(self, radiographs: Sequence[Radiograph], with_probabilities: bool = False, keep_raw: bool = False,
+    def predict(self, radiographs: Sequence[Radiograph], with_masks: bool = True, prepared: Sequence | None = None,
+                with_probabilities: bool = False, keep_raw: bool = False,
                 postprocess: bool | None = None) -> List[Segmentation]:
         """Segment a batch of radiographs (any sizes). Each result is independent of the others.
 
         Args:
             radiographs: the images.
+            with_masks: part of the :class:`~anatomix.segmentation.Segmenter` protocol; dense
+                masks are this family's primary output, so they are always returned.
+            prepared: :meth:`prepare` of each radiograph, when already done elsewhere.
             with_probabilities: put the (C, H, W) float32 original-frame probabilities in
                 ``extra["probabilities"]`` (with ``extra["keys"]`` naming the channels).
             keep_raw: put the thresholded masks before post-processing in ``extra["raw_masks"]``.
@@ -111,11 +108,9 @@ class PixelSegmenter:
         Returns:
             One :class:`Segmentation` per radiograph: masks {key: (H, W) bool} and landmarks
             (120, 2) traced from them (lungs+heart template), all in the original frame.
-            Unlike the graph segmenter there is no ``with_masks``: the dense masks are this
-            family's primary output (the batch writers use them as they are).
         """
         post = self.postprocess if postprocess is None else postprocess
-        x, frames = self.model_inputs(radiographs)
+        x, frames = self.model_inputs(radiographs, prepared)
         prob = self.probabilities_of(x)
         out = []
         for r, frame, p in zip(radiographs, frames, prob):
@@ -123,7 +118,7 @@ class PixelSegmenter:
             raw = {k: original[c] >= self.config.threshold for c, k in enumerate(self.keys)}
             masks = postprocess_masks(raw) if post else raw
             seg = Segmentation(r.image_id, r.path, r.shape, self.template,
-                               masks_to_template_landmarks(masks, self.template),
+                               masks_to_landmarks(masks, self.template, missing="nan"),
                                masks)
             seg.extra["postprocessed"] = bool(post)
             if keep_raw:

@@ -17,7 +17,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 
 def test_evaluate_scores_reference_masks(tmp_path):
     """References = the bundled model's own masks (Dice 1), except one heart cut in half."""
-    from anatomix.batch import load_segmenter
+    from anatomix.models import load_segmenter
 
     segmenter = load_segmenter("graph")
     sources = sorted(EXAMPLES.glob("pediatric_*.png"))[:2]

@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from anatomix.batch import load_segmenter
 from anatomix.export import load_spec
 from anatomix.export.bundle import REQUIRED_METADATA, export_bundle
 from anatomix.io import read_radiograph
+from anatomix.models import load_segmenter
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 

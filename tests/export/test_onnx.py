@@ -14,11 +14,11 @@ import pytest
 ort = pytest.importorskip("onnxruntime", reason="ONNX export/runtime need the 'onnx' extra (onnx, onnxruntime)")
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the 'onnx' extra (onnx, onnxruntime)")
 
-from anatomix.batch import load_segmenter
 from anatomix.export import OPSET, load_spec
 from anatomix.export.onnx import MANIFEST, export_onnx
 from anatomix.export.runtime import load_onnx_segmenter, onnx_detector
 from anatomix.io import read_radiograph
+from anatomix.models import load_segmenter
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 

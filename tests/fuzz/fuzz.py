@@ -20,12 +20,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 with atheris.instrument_imports(include=["anatomix", "pydicom", "nibabel", "csv"]):
-    import anatomix.io.chexmask  # noqa: F401 - imported here so that coverage is recorded
-    import anatomix.io.dicom_seg  # noqa: F401
-    import anatomix.io.read  # noqa: F401
     import nibabel  # noqa: F401
     import pydicom  # noqa: F401
     from targets import TARGETS
+
+    import anatomix.io.chexmask  # noqa: F401 - imported here so that coverage is recorded
+    import anatomix.io.dicom_seg  # noqa: F401
+    import anatomix.io.read  # noqa: F401
 
 
 def main() -> None:

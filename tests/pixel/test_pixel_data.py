@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from anatomix.anatomy import dice
+from anatomix.models import load_segmenter
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +29,13 @@ def test_mask_dataset_items_and_round_trip(val_cases):
 def test_bundled_pixel_model_on_validation_cases(val_cases):
     from anatomix.models import REGISTRY
 
-    entry = REGISTRY["pixel"]
+    entry = REGISTRY.get("pixel")
     if not entry.available:
         pytest.skip(f"bundled pixel weights not found at {entry.path}")
     from anatomix.data.mask_dataset import case_masks
     from anatomix.io.read import read_radiograph
-    from anatomix.pixel.inference import PixelSegmenter
 
-    seg = PixelSegmenter.from_checkpoint(entry.path)
+    seg = load_segmenter("pixel")
     cases = val_cases[:4]
     outs = seg.predict([read_radiograph(c.image) for c in cases])
     for case, out in zip(cases, outs):

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from anatomix.anatomy import LUNGS_HEART, dice, landmarks_to_masks
+from anatomix.anatomy import LUNGS_HEART, dice, landmarks_to_masks, masks_to_landmarks
+from anatomix.errors import CheckpointError
 from anatomix.io.record import Radiograph
-from anatomix.pixel.inference import PixelSegmenter, masks_to_template_landmarks
+from anatomix.pixel.inference import PixelSegmenter
 from anatomix.pixel.models import PixelConfig
 
 
@@ -81,7 +82,7 @@ def test_landmarks_trace_the_masks():
 def test_empty_structure_gives_nan_nodes():
     masks = {"lungR": np.zeros((32, 32), bool), "lungL": _ellipse(32, (0.2, 0.2, 0.8, 0.8)),
              "heart": _ellipse(32, (0.3, 0.3, 0.6, 0.6))}
-    xy = masks_to_template_landmarks(masks)
+    xy = masks_to_landmarks(masks, missing="nan")
     assert np.isnan(xy[:44]).all() and np.isfinite(xy[44:]).all()
 
 
@@ -97,5 +98,5 @@ def test_batch_independence_and_determinism():
 
 def test_rejects_a_non_pixel_checkpoint(tmp_path):
     torch.save({"family": "graph", "model": {}}, tmp_path / "g.pt")
-    with pytest.raises(ValueError, match="not a pixel"):
-        PixelSegmenter.from_checkpoint(tmp_path / "g.pt")
+    with pytest.raises(CheckpointError, match="not a pixel"):
+        PixelSegmenter.from_state(torch.load(tmp_path / "g.pt"), tmp_path / "g.pt")

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from anatomix.data.augment import AugmentConfig, MaskAugment
+from anatomix.models import load_segmenter
 from anatomix.pixel.models import PixelConfig
 from anatomix.pixel.train import PixelTask
 from anatomix.training import TrainConfig, fit
@@ -65,9 +66,8 @@ def test_overfits_and_checkpoint_reloads_identically(tmp_path):
     assert state["family"] == "pixel"
     assert state["metrics"]["score"] > 0.9, state["metrics"]
 
-    from anatomix.pixel.inference import PixelSegmenter
 
-    seg = PixelSegmenter.from_checkpoint(best)
+    seg = load_segmenter(str(best))
     model = PixelConfig.from_dict(state["pixel_config"]).build()
     model.load_state_dict(state["model"])
     model.eval()
@@ -94,7 +94,6 @@ def test_mask_augment_moves_masks_with_image(seed):
 
 
 def test_bundle_keeps_what_inference_needs(tmp_path):
-    from anatomix.pixel.inference import PixelSegmenter
     from anatomix.pixel.train import bundle_checkpoint
 
     task = PixelTask(_config())
@@ -104,7 +103,7 @@ def test_bundle_keeps_what_inference_needs(tmp_path):
                 "metrics": {"score": 0.5}, **task.checkpoint_extra()}, tmp_path / "best.pt")
     kept = bundle_checkpoint(tmp_path / "best.pt", tmp_path / "bundle.pt")
     assert "optimizer" not in kept and kept["family"] == "pixel"
-    seg = PixelSegmenter.from_checkpoint(tmp_path / "bundle.pt")
+    seg = load_segmenter(str(tmp_path / "bundle.pt"))
     x = torch.rand(2, 1, SIZE, SIZE)
     with torch.no_grad():
         assert torch.equal(seg.model(x), model(x))

@@ -7,7 +7,11 @@ from refine_doubles import GraphDouble, PixelDouble
 
 from anatomix.anatomy import LUNGS_HEART
 from anatomix.io.record import Radiograph
-from anatomix.qc.agreement import agreement_figures, refined_agreement, structure_agreement
+from anatomix.qc.agreement import (
+    agreement_figures,
+    refined_agreement,
+    structure_agreement,
+)
 from anatomix.refine import GRAPH_LANDMARKS_KEY, PIXEL_MASKS_KEY, RefinedSegmenter
 from anatomix.segmentation import Segmentation
 

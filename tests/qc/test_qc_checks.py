@@ -7,8 +7,14 @@ import pytest
 
 from anatomix.anatomy import LUNGS_HEART, landmarks_to_masks
 from anatomix.qc import QC_COLUMNS, assess, heart_offset
-from anatomix.qc.plausibility import (cardiothoracic_ratio, count_components, count_holes,
-                                      intensity_contrast, plausibility, position_checks)
+from anatomix.qc.plausibility import (
+    cardiothoracic_ratio,
+    count_components,
+    count_holes,
+    intensity_contrast,
+    plausibility,
+    position_checks,
+)
 from anatomix.qc.rca import load_references
 from anatomix.qc.shape_model import ShapeModel, default_shape_model
 from anatomix.qc.verdict import Thresholds, verdict

@@ -4,8 +4,13 @@ validation that never lets a collection's masks into its own calibration."""
 import numpy as np
 import pytest
 
-from anatomix.qc.quality import (DiceModel, choose_threshold, loco_evaluate, loco_splits,
-                                 pass_rates)
+from anatomix.qc.quality import (
+    DiceModel,
+    choose_threshold,
+    loco_evaluate,
+    loco_splits,
+    pass_rates,
+)
 
 
 def _table(seed=0):

@@ -7,7 +7,13 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from anatomix.qc.rca import References, load_references, rca, register_batch, select_references
+from anatomix.qc.rca import (
+    References,
+    load_references,
+    rca,
+    register_batch,
+    select_references,
+)
 
 
 @pytest.fixture(scope="module")
