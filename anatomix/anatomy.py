@@ -15,6 +15,8 @@ from typing import Dict, Mapping, Tuple
 
 import numpy as np
 
+from anatomix.registry import Registry
+
 
 @dataclass(frozen=True)
 class Structure:
@@ -97,7 +99,11 @@ LUNGS_HEART = Template(STRUCTURES[:3])
 """Right lung, left lung, heart: 120 nodes (the default model)."""
 FULL = Template(STRUCTURES)
 """All five structures: 166 nodes."""
-TEMPLATES: Dict[str, Template] = {"lungs_heart": LUNGS_HEART, "full": FULL}
+STRUCTURE_KEYS: Tuple[str, ...] = LUNGS_HEART.keys
+"""``("lungR", "lungL", "heart")``: the structures that segmenters, QC and anomaly regions use."""
+TEMPLATES: Registry[Template] = Registry("landmark template")
+TEMPLATES.register("lungs_heart", LUNGS_HEART)
+TEMPLATES.register("full", FULL)
 
 
 # -- contour -> mask ---------------------------------------------------------------------------

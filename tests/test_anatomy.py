@@ -48,7 +48,8 @@ def test_template_counts_and_order():
     assert [s.label for s in STRUCTURES] == ["Right Lung", "Left Lung", "Heart", "Right Clavicle", "Left Clavicle"]
     assert FULL.slices() == {"lungR": slice(0, 44), "lungL": slice(44, 94), "heart": slice(94, 120),
                              "clavR": slice(120, 143), "clavL": slice(143, 166)}
-    assert TEMPLATES == {"lungs_heart": LUNGS_HEART, "full": FULL}
+    assert TEMPLATES.names() == ("lungs_heart", "full")
+    assert TEMPLATES.get("lungs_heart") is LUNGS_HEART and TEMPLATES.get("full") is FULL
 
 
 def test_split_follows_slices():

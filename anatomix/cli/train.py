@@ -121,7 +121,7 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
     from anatomix.training import TrainConfig, fit
 
     train_cases, val_cases = load_split(data, val_fraction, seed, out, sources)
-    tmpl = TEMPLATES[template]
+    tmpl = TEMPLATES.get(template)
     click.echo(f"{len(train_cases)} training / {len(val_cases)} validation cases; preloading...")
     augment = LandmarkAugment(augment_config(augment_recipe, aug_strength), seed=seed)
     train_set = LandmarkDataset(train_cases, tmpl, image_size, augment, crop_borders)

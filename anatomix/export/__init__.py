@@ -111,7 +111,7 @@ def load_spec(name_or_path: str, trust: bool = False) -> ExportSpec:
         net = GraphNet(config)
         net.net.load_state_dict(state["model"])
         size, crop = net.cfg.image_size, net.cfg.crop_borders
-        template = TEMPLATES[net.cfg.template]
+        template = TEMPLATES.get(net.cfg.template)
         return ExportSpec(name, "graph", path, digest, {"model": (net.eval(), {"graph_config": config})}, size,
                           {"model": _io_segmenter("graph", size, template.n_nodes, list(template.keys))},
                           _segmenter_preprocessing(size, crop), {"template": net.cfg.template}, card)

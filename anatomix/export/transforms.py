@@ -118,7 +118,7 @@ class ToOriginalFramed(MapTransform):
         for key in self.key_iterator(d):
             pred = d[key].detach().cpu() if isinstance(d[key], torch.Tensor) else torch.as_tensor(d[key])
             if self.kind == "graph":
-                template = TEMPLATES[self.template]
+                template = TEMPLATES.get(self.template)
                 model_xy = pred.numpy().astype(np.float64) * frame.size
                 d["landmarks"] = frame.points_to_original(model_xy)
                 d["masks"] = landmarks_to_masks(d["landmarks"], shape, template)

@@ -34,7 +34,7 @@ class GraphSegmenter:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.cfg
-        self.template = TEMPLATES[self.config.template]
+        self.template = TEMPLATES.get(self.config.template)
         self.size = self.config.image_size
 
     @classmethod

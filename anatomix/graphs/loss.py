@@ -128,7 +128,7 @@ def boundary_loss(out: GraphOutput, boundary: Tensor, has_boundary: Tensor) -> T
         boundary: (B, K, P, 2) normalised boundary points of the template's K structures;
         has_boundary: (B, K) bool -> scalar
     """
-    slices = list(TEMPLATES[out.template].slices().values())
+    slices = list(TEMPLATES.get(out.template).slices().values())
     if boundary.shape[1] != len(slices):
         raise ValueError(f"boundary has {boundary.shape[1]} structures, template {len(slices)}")
     per = torch.stack([chamfer_to_boundary(out.landmarks[:, sl], boundary[:, k])

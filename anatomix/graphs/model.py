@@ -86,8 +86,7 @@ class GraphConfig:
     def __post_init__(self) -> None:
         self.encoder_channels = tuple(int(c) for c in self.encoder_channels)
         self.graph_channels = tuple(int(c) for c in self.graph_channels)
-        if self.template not in TEMPLATES:
-            raise ValueError(f"unknown template {self.template!r}; choose one of {sorted(TEMPLATES)}")
+        TEMPLATES.get(self.template)  # UsageError naming the templates when unknown
         if not self.encoder_channels or not self.graph_channels:
             raise ValueError("encoder_channels and graph_channels must not be empty")
         if self.cheb_k < 1 or self.latent_dim < 1:

@@ -128,8 +128,6 @@ def pyramid(template: str, n_levels: int) -> GraphPyramid:
     """The (cached) pyramid of a named template (``"lungs_heart"`` or ``"full"``).
 
     Raises:
-        ValueError: for an unknown template name.
+        UsageError: for an unknown template name.
     """
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; choose one of {sorted(TEMPLATES)}")
-    return GraphPyramid.build(TEMPLATES[template], n_levels)
+    return GraphPyramid.build(TEMPLATES.get(template), n_levels)

@@ -57,7 +57,7 @@ class GraphTask:
         from anatomix.evaluation import per_source_scores
 
         data = loader.dataset
-        template = TEMPLATES[self.config.template]
+        template = TEMPLATES.get(self.config.template)
         size = self.config.image_size
         errors, dices = [], {}
         for batch in loader:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from anatomix.anatomy import TEMPLATES
+from anatomix.errors import UsageError
 from anatomix.graphs.loss import hybrid_loss, kl_divergence, targets_for_levels
 from anatomix.graphs.model import GraphConfig, HybridGNet, PositionHead
 from anatomix.graphs.pooling import GraphPyramid, pyramid
@@ -97,7 +98,7 @@ def test_down_up_is_identity_and_up_interpolates(name: str) -> None:
         assert np.allclose(up.sum(axis=1), 1.0)  # rows are interpolation weights
     # a signal linear along a ring is reproduced by upsampling away from the closing edge
     ring = np.arange(8, dtype=np.float32)[:, None]
-    up = GraphPyramid.build(TEMPLATES[name], 2).up[0][:8, :4]
+    up = GraphPyramid.build(TEMPLATES.get(name), 2).up[0][:8, :4]
     assert np.allclose((up @ ring[::2])[:7], ring[:7])
 
 
@@ -113,7 +114,7 @@ def test_downsample_matches_selection_matrices() -> None:
 
 def test_too_many_levels_raise() -> None:
     with pytest.raises(ValueError, match="ring"):
-        GraphPyramid.build(TEMPLATES["full"], 5)
+        GraphPyramid.build(TEMPLATES.get("full"), 5)
 
 
 # -- config --------------------------------------------------------------------------------------
@@ -122,7 +123,7 @@ def test_config_roundtrip_and_validation() -> None:
     assert GraphConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.n_stages == 6 and cfg.bottom_size == 8 and cfg.stage_channels[-1] == 128
     assert GraphConfig(image_size=1024).n_stages == 7
-    with pytest.raises(ValueError, match="template"):
+    with pytest.raises(UsageError, match="template .lungs.; choose from: lungs_heart, full"):
         GraphConfig(template="lungs")
     with pytest.raises(ValueError, match="image_size"):
         GraphConfig(image_size=100)
