@@ -19,12 +19,12 @@ from hostile import hostile_corpus, noise, png
 from PIL import Image
 
 from anatomix.anatomy import LUNGS_HEART, landmarks_to_masks
-from anatomix.batch import CSV_NAME, segment_batch
-from anatomix.errors import AnatomixError, CheckpointError
+from anatomix.batch import CSV_NAME, QCHook, default_qc, segment_batch
+from anatomix.errors import AnatomixError, CheckpointError, UsageError
 from anatomix.io.chexmask import parse_landmarks, rle_decode
 from anatomix.io.inputs import ERRORS_NAME, InputError, assign_image_ids, expand_inputs
 from anatomix.models import load_segmenter
-from anatomix.segmentation import Segmentation
+from anatomix.segmentation import Segmentation, Segmenter
 
 RNG = np.random.default_rng(0)
 
@@ -33,16 +33,21 @@ class Killed(BaseException):
     """Stands for SIGKILL: not an Exception, so nothing in the batch catches it."""
 
 
-class FakeSegmenter:
-    """Deterministic, batch-independent stand-in for a model."""
+class FakeSegmenter(Segmenter):
+    """Deterministic, batch-independent stand-in for a model (the Segmenter protocol)."""
 
+    family, model_name = "fake", None
     template = LUNGS_HEART
+    structures = LUNGS_HEART.keys
 
     def __init__(self, die_after: int | None = None, fail_shape=None, batch_sensitive: bool = False):
         self.die_after, self.fail_shape, self.seen = die_after, fail_shape, 0
         self.batch_sensitive = batch_sensitive
 
-    def predict(self, radiographs):
+    def prepare(self, radiograph):
+        return None
+
+    def predict(self, radiographs, with_masks=True, prepared=None):
         out = []
         # like CPU kernels whose rounding depends on the batch: a shift that depends on the batch
         shift = sum(float(r.pixels.mean()) for r in radiographs) if self.batch_sensitive else 0.0
@@ -167,13 +172,13 @@ def test_nifti_format_and_overlays(tmp_path):
 def test_qc_columns_and_qc_failure(tmp_path):
     a, b = png(tmp_path / "a.png", xray()), png(tmp_path / "b.png", xray(70, 70))
 
-    def assess(seg, pixels, node_std=None, references=None):
+    def assess(seg, pixels, node_std=None, segmenter=None):
         if seg.shape == (70, 70):
             raise ValueError("qc broke")
         return {"qc_score": np.float32(0.25), "qc_flag": True, "qc_reason": None}
 
     out = tmp_path / "out"
-    s = segment_batch([a, b], out, FakeSegmenter(), qc=(["qc_score", "qc_flag", "qc_reason"], assess))
+    s = segment_batch([a, b], out, FakeSegmenter(), qc=QCHook(("qc_score", "qc_flag", "qc_reason"), assess))
     assert s.exit_code == 0 and s.qc_failures == 1 and "QC failed on 1" in s.line()
     rows = {r["image_id"]: r for r in read_rows(out)}
     assert list(rows["a"])[-3:] == ["qc_score", "qc_flag", "qc_reason"]
@@ -299,7 +304,7 @@ def test_errors_csv_keeps_only_what_still_fails(tmp_path):
 def test_extra_columns_of_an_older_csv_are_kept_on_resume(tmp_path):
     a, b = png(tmp_path / "a.png", xray()), png(tmp_path / "b.png", xray())
     out = tmp_path / "out"
-    hook = (["qc_score"], lambda seg, pixels, node_std=None, references=None: {"qc_score": 0.5})
+    hook = QCHook(("qc_score",), lambda seg, pixels, node_std=None, segmenter=None: {"qc_score": 0.5})
     segment_batch([a], out, FakeSegmenter(), qc=hook)
     segment_batch([a, b], out, FakeSegmenter(), qc=False)
     rows = {r["image_id"]: r for r in read_rows(out)}
@@ -310,8 +315,12 @@ def test_out_dir_errors(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(AnatomixError, match="not a directory"):
         segment_batch([tmp_path], tmp_path / "file", FakeSegmenter(), qc=False)
-    with pytest.raises(ValueError, match="format"):
+    with pytest.raises(UsageError, match=r"unknown mask format\(s\) \['jpeg'\]; choose from"):
         segment_batch([tmp_path], tmp_path / "o", FakeSegmenter(), formats=("jpeg",), qc=False)
+    with pytest.raises(UsageError, match="batch_size"):
+        segment_batch([tmp_path], tmp_path / "o", FakeSegmenter(), batch_size=0, qc=False)
+    with pytest.raises(UsageError, match="QCHook"):
+        segment_batch([tmp_path], tmp_path / "o", FakeSegmenter(), qc=(["a"], lambda *a, **k: {}))
 
 
 def test_summary_line_and_input_error_record(tmp_path):
@@ -345,7 +354,7 @@ def test_load_segmenter_reads_the_family(tmp_path):
 class LandmarksOnlySegmenter(FakeSegmenter):
     """Like the graph family: ``predict(..., with_masks=False)`` returns landmarks only."""
 
-    def predict(self, radiographs, with_masks: bool = True):
+    def predict(self, radiographs, with_masks=True, prepared=None):
         segs = super().predict(radiographs)
         self.asked_masks = with_masks
         if not with_masks:
@@ -365,16 +374,16 @@ def test_masks_rasterised_by_writers_when_predict_can_skip_them(tmp_path):
 
 
 def test_default_qc_columns_from_anatomix_qc(tmp_path):
-    from anatomix.batch import default_qc
+    from anatomix.qc import QC_COLUMNS
 
     hook = default_qc()
-    assert hook is not None
+    assert hook.columns == tuple(QC_COLUMNS)
     src = png(tmp_path / "a.png", xray(96, 96))
     s = segment_batch([src], tmp_path / "out", FakeSegmenter(), workers=0, qc=True)
-    assert s.exit_code == 0 and s.qc_failures == 0 and s.qc_columns == tuple(hook[0])
+    assert s.exit_code == 0 and s.qc_failures == 0 and s.qc_columns == hook.columns
     with open(tmp_path / "out" / CSV_NAME, newline="") as f:
         header = next(csv.reader(f))
-    assert header[8:] == list(hook[0])
+    assert header[8:] == list(hook.columns)
     (row,) = read_rows(tmp_path / "out")
     assert row["qc_pass"] in ("True", "False") and row["area_lungR"] != ""
 
@@ -397,9 +406,9 @@ def test_qc_that_takes_the_segmenter_gets_it(tmp_path):
         return {"flip": 1.0}
 
     srcs = [png(tmp_path / f"{i}.png", xray()) for i in range(3)]
-    s = segment_batch(srcs, tmp_path / "out", LandmarksOnlySegmenter(), workers=2, qc=(["flip"], assess))
+    s = segment_batch(srcs, tmp_path / "out", LandmarksOnlySegmenter(), workers=2, qc=QCHook(("flip",), assess))
     assert s.qc_failures == 0 and calls == [(64, 64)] * 3
-    assert [r["flip"] for r in read_rows(tmp_path / "out")] == ["1"] * 3
+    assert [r["flip"] for r in read_rows(tmp_path / "out")] == ["1.0"] * 3  # anatomix.qc.format_row
 
 
 class PreparingSegmenter(FakeSegmenter):
@@ -417,7 +426,7 @@ class PreparingSegmenter(FakeSegmenter):
             raise ValueError("cannot prepare this one")
         return float(radiograph.pixels.mean())
 
-    def predict(self, radiographs, prepared=None):
+    def predict(self, radiographs, with_masks=True, prepared=None):
         if prepared is not None:
             assert prepared == [float(r.pixels.mean()) for r in radiographs]
             self.got_prepared += len(radiographs)

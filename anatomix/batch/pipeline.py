@@ -1,0 +1,234 @@
+"""The per-image pipeline of a batch: decode ahead, predict in fixed batches, write behind.
+
+:func:`run_pipeline` is what every engine runs. Reader threads decode files (and run the
+segmenter's ``prepare``), the calling thread runs the model on fixed chunks of the sorted input
+list, writer threads write each image's files; rows are appended in input order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from anatomix.batch.outdir import RowWriter
+from anatomix.batch.records import BatchItem, BatchSummary
+from anatomix.batch.writer import ImageWriter
+
+from anatomix.errors import AnatomixError, ReadError
+from anatomix.io.inputs import InputError
+from anatomix.limits import MAX_PIXELS
+
+
+def _read(path: Path, prepare: Callable | None = None, max_pixels: int = MAX_PIXELS):
+    """Decode one file (at most ``max_pixels``); with ``prepare``, also bring it to the model's
+    input (reader threads).
+
+    Returns:
+        (radiograph, prepared input or None).
+    """
+    from anatomix.io.read import read_radiograph
+
+    radiograph = read_radiograph(path, max_pixels)
+    if prepare is None:
+        return radiograph, None
+    try:
+        return radiograph, prepare(radiograph)
+    except Exception as e:  # noqa: BLE001 - reported as a segmentation failure
+        return radiograph, e
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, ReadError):
+        return e.cause
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    return f"{type(e).__name__}: {e}"
+
+
+class LockedSegmenter:
+    """A segmenter whose ``predict`` holds a lock: QC's extra model calls from writer threads
+    never run the model at the same time as the batch's own calls."""
+
+    def __init__(self, segmenter, lock: threading.Lock):
+        self._segmenter, self._lock = segmenter, lock
+
+    def predict(self, radiographs, *args, **kwargs):
+        with self._lock:
+            return self._segmenter.predict(radiographs, *args, **kwargs)
+
+    def __getattr__(self, name: str):  # everything else of the Segmenter protocol, unlocked
+        return getattr(self._segmenter, name)
+
+
+class _Inline:
+    """Executor stand-in that runs a call at submit time (``workers=0``)."""
+
+    def submit(self, fn, *args) -> Future:
+        f: Future = Future()
+        try:
+            f.set_result(fn(*args))
+        except BaseException as e:
+            if not isinstance(e, Exception):
+                raise
+            f.set_exception(e)
+        return f
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def run_pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch_size: int, workers: int,
+                 writer: ImageWriter, rows: RowWriter, errors: list[InputError], summary: BatchSummary, bar,
+              on_image, max_pixels: int) -> None:
+    """Decode ahead (bounded), predict in batches, write behind (bounded), append rows in order.
+
+    Batches are fixed chunks of ``batch_size`` consecutive images of the whole sorted input list
+    (``items``), finished or not: a chunk with any image to do is decoded and predicted whole,
+    and only its unfinished images are written. So every image meets the model in the same
+    batch as in an uninterrupted run, and a resumed run gives bit-identical results even where
+    a model's arithmetic depends slightly on the batch it is in (CPU kernels often do).
+    """
+    readers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-read") if workers else _Inline()
+    writers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-write") if workers else _Inline()
+    window = max(2 * batch_size, workers) if workers else 0
+    wanted = set(map(id, todo))
+    prepare = segmenter.prepare if workers else None  # only worth it with reader threads
+    work = []  # (chunk start, item, to do?) for every chunk with something to do
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        if any(id(i) in wanted for i in chunk):
+            work += [(start, i, id(i) in wanted) for i in chunk]
+    reads: deque = deque()
+    writes: deque = deque()
+    pending = iter(work)
+    timings = summary.timings
+
+    def fill() -> None:
+        while len(reads) < max(window, 1):
+            entry = next(pending, None)
+            if entry is None:
+                return
+            t = time.perf_counter()
+            reads.append((*entry, readers.submit(_read, entry[1].path, prepare, max_pixels)))
+            if not workers:  # decoded right here: count it as waiting for the reader
+                timings["read_wait"] += time.perf_counter() - t
+                return
+
+    def fail(item: BatchItem, reason: str) -> None:
+        errors.append(InputError(str(item.path), reason))
+        if bar is not None:
+            bar.update(1)
+
+    def drain(keep: int) -> None:
+        """Append the rows of finished writes in input order, leaving at most ``keep`` pending."""
+        wrote = False
+        while writes and (len(writes) > keep or (writes[0][1].done() and not writes[0][1].cancelled())):
+            item, fut = writes.popleft()
+            t = time.perf_counter()
+            try:
+                cells = fut.result()
+            except Exception as e:  # noqa: BLE001
+                timings["write_wait"] += time.perf_counter() - t
+                fail(item, f"writing outputs failed: {_reason(e)}")
+                continue
+            timings["write_wait"] += time.perf_counter() - t
+            rows.write(cells)
+            wrote = True
+            summary.segmented += 1
+            if bar is not None:
+                bar.update(1)
+            if on_image is not None:
+                on_image(item)
+        if wrote:
+            rows.sync()
+
+    try:
+        while True:
+            fill()
+            if not reads:
+                break
+            chunk = reads[0][0]
+            batch = []
+            while reads and reads[0][0] == chunk:
+                _, item, to_do, fut = reads.popleft()
+                t = time.perf_counter()
+                try:
+                    radiograph, prepared = fut.result()
+                except Exception as e:  # noqa: BLE001 - every reader failure is this file's error
+                    timings["read_wait"] += time.perf_counter() - t
+                    if to_do:
+                        fail(item, _reason(e))
+                    fill()
+                    continue
+                timings["read_wait"] += time.perf_counter() - t
+                batch.append((item, radiograph, to_do, prepared))
+                fill()
+            if not batch:
+                continue
+            t = time.perf_counter()
+            results = _predict(segmenter, [b[1] for b in batch], [b[3] for b in batch] if prepare else None)
+            timings["predict"] += time.perf_counter() - t
+            for (item, radiograph, to_do, _), result in zip(batch, results):
+                if not to_do:  # finished earlier: only here to keep the batch as it was
+                    continue
+                if isinstance(result, BaseException):
+                    fail(item, f"segmentation failed: {_reason(result)}")
+                else:
+                    t = time.perf_counter()
+                    writes.append((item, writers.submit(writer, item, radiograph, result)))
+                    if not workers:  # written right here
+                        timings["write_wait"] += time.perf_counter() - t
+            del batch, results
+            drain(keep=max(2 * batch_size, workers) if workers else 0)
+        drain(keep=0)
+    except BaseException:
+        # interrupted (Ctrl-C, a bug): let running writes finish, keep the rows of the finished
+        # prefix, so that a resume redoes as little as possible
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)
+        finished = 0
+        while finished < len(writes) and not writes[finished][1].cancelled():
+            finished += 1
+        drain(keep=len(writes) - finished)
+        raise
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)
+
+
+def _predict(segmenter, radiographs: list, prepared: list | None = None) -> list:
+    """Segment a batch; when the batch fails, retry image by image so only the culprit fails.
+
+    Segmenters are asked for landmarks without masks (``with_masks=False``): the writer threads
+    rasterise contour masks, off the model's thread (families whose masks are their primary
+    output return them anyway). With ``prepared`` (the segmenter's ``prepare`` of each image, run
+    by the reader threads) the model's thread only runs the model.
+    """
+    kwargs: dict = {"with_masks": False}
+    if prepared is not None:
+        failed = [p for p in prepared if isinstance(p, BaseException)]
+        if failed:  # preprocessing failed for some: every image on its own
+            return [p if isinstance(p, BaseException) else _predict(segmenter, [r], [p])[0]
+                    for r, p in zip(radiographs, prepared)]
+        kwargs["prepared"] = prepared
+    try:
+        out = segmenter.predict(radiographs, **kwargs)
+        if len(out) != len(radiographs):
+            raise AnatomixError(f"segmenter returned {len(out)} results for {len(radiographs)} images")
+        return list(out)
+    except Exception as batch_error:  # noqa: BLE001
+        if len(radiographs) == 1:
+            return [batch_error]
+    results: list = []
+    for i, r in enumerate(radiographs):
+        if prepared is not None:
+            kwargs["prepared"] = [prepared[i]]
+        try:
+            results.append(segmenter.predict([r], **kwargs)[0])
+        except Exception as e:  # noqa: BLE001
+            results.append(e)
+    return results
