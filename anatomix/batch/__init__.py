@@ -5,7 +5,15 @@
 loaded by :func:`anatomix.models.load_segmenter`.
 """
 
-from anatomix.batch.outdir import CSV_NAME, FORMATS, MASKS_DIR, NOTES_NAME, OVERLAYS_DIR, RUN_NAME, SEG_DIR
+from anatomix.batch.outdir import (
+           CSV_NAME,
+           FORMATS,
+           MASKS_DIR,
+           NOTES_NAME,
+           OVERLAYS_DIR,
+           RUN_NAME,
+           SEG_DIR,
+)
 from anatomix.batch.records import BatchItem, BatchSummary
 from anatomix.batch.segment import segment_batch
 from anatomix.batch.writer import QCHook, default_qc

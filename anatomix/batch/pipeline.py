@@ -17,7 +17,6 @@ from pathlib import Path
 from anatomix.batch.outdir import RowWriter
 from anatomix.batch.records import BatchItem, BatchSummary
 from anatomix.batch.writer import ImageWriter
-
 from anatomix.errors import AnatomixError, ReadError
 from anatomix.io.inputs import InputError
 from anatomix.limits import MAX_PIXELS

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anatomix.batch.outdir import CSV_NAME
-
 from anatomix.io.inputs import ERRORS_NAME, InputError, resolved_key
 
 

@@ -61,7 +61,6 @@ from anatomix.batch.outdir import (
 from anatomix.batch.pipeline import LockedSegmenter, run_pipeline
 from anatomix.batch.records import BatchItem, BatchSummary
 from anatomix.batch.writer import ImageWriter, QCHook, default_qc
-
 from anatomix.errors import AnatomixError, UsageError
 from anatomix.io.atomic import fsync_dir
 from anatomix.io.inputs import (

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from anatomix.batch.outdir import DICOM_SEG, Outputs
-from anatomix.batch.records import BatchItem
 
 from anatomix.anatomy import STRUCTURE_BY_KEY, landmarks_to_masks
+from anatomix.batch.outdir import DICOM_SEG, Outputs
+from anatomix.batch.records import BatchItem
 from anatomix.errors import AnatomixError
 
 
