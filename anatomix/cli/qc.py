@@ -40,64 +40,16 @@ def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_
     OUT/report/index.html (worst first; open it in a browser). Exit status 0 even when masks fail:
     read the qc_pass column.
     """
-    import csv
-    import itertools
-    from pathlib import Path
-
     from anatomix.runtime import quiet_imports
 
     quiet_imports()
     from anatomix.errors import AnatomixError
-    from anatomix.io.dicom_seg import find_seg_files, is_dicom_seg
-    from anatomix.qc import QC_COLUMNS, assess, format_row, load_references
-    from anatomix.qc.inputs import iter_chexmask, iter_dicom_seg, iter_folder
-    from anatomix.qc.report import ReportWriter
+    from anatomix.qc.run import run_qc
 
-    src = Path(source)
-    if (src.is_file() and is_dicom_seg(src)) or (src.is_dir() and find_seg_files(src)):
-        items = iter_dicom_seg(src, images, max_pixels)
-    elif src.is_dir():
-        items = iter_folder(src, max_pixels)
-    elif src.name.lower().endswith((".csv", ".csv.gz")):
-        items = iter_chexmask(src, images, max_pixels)
-    else:
-        raise click.UsageError(f"{src}: expected a folder, a CheXmask .csv/.csv.gz or a DICOM-SEG file")
     try:
-        refs = None if no_rca else load_references(reference)
+        summary = run_qc(source, out, images=images, reference=reference, k=k, flip_model=flip_model,
+                         rca=not no_rca, report=not no_report, report_max=report_max, limit=limit,
+                         max_pixels=max_pixels, trust=trust_checkpoint)
     except AnatomixError as e:
-        raise click.ClickException(str(e))
-    segmenter = None
-    if flip_model:
-        from anatomix.models import load_segmenter
-
-        try:
-            segmenter = load_segmenter(flip_model, trust=trust_checkpoint)
-        except AnatomixError as e:
-            raise click.ClickException(str(e))
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = None if no_report else ReportWriter(out_dir / "report", f"anatomix QC: {src.name}",
-                                                    max_cards=report_max)
-    n = n_pass = 0
-    with open(out_dir / "qc.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, ["image_id", "path", *QC_COLUMNS])
-        writer.writeheader()
-        for item in itertools.islice(items, limit):
-            if item.seg is None:
-                row = {c: float("nan") for c in QC_COLUMNS}
-                row.update(qc_pass=False, qc_reasons=f"unreadable({item.error})", rca_references="")
-                path = ""
-            else:
-                row = assess(item.seg, item.pixels, references=refs, run_rca=not no_rca, k=k,
-                             segmenter=segmenter)
-                path = str(item.seg.path or "")
-            writer.writerow({"image_id": item.image_id, "path": path, **format_row(row)})
-            f.flush()
-            if report is not None:
-                report.add(item.image_id, row, item.pixels, item.seg.masks if item.seg else None, path)
-            n += 1
-            n_pass += bool(row["qc_pass"])
-    msg = f"{n} images: {n_pass} pass, {n - n_pass} flagged -> {out_dir / 'qc.csv'}"
-    if report is not None:
-        msg += f", {report.close()}"
-    click.echo(msg)
+        raise click.UsageError(str(e)) from None
+    click.echo(summary.line())

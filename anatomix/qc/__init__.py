@@ -1,215 +1,38 @@
-"""Mask quality control: plausibility checks, shape model, RCA, uncertainty, verdict, report.
+"""Mask quality control: plausibility checks, shape model, RCA, orientation, verdict, report.
 
-The one entry point for a batch is :func:`assess`: one :class:`~anatomix.segmentation.Segmentation`
-and its original-frame image in, one row of :data:`QC_COLUMNS` out::
+- :mod:`anatomix.qc.assess`: :func:`assess` (one segmentation -> one row of :data:`QC_COLUMNS`)
+  and :func:`format_row` (its CSV cells);
+- :mod:`anatomix.qc.run`: :func:`run_qc` (``anatomix qc``: a CSV, folder or DICOM-SEG source ->
+  ``qc.csv`` and an HTML report);
+- :mod:`anatomix.qc.rca`: reverse classification accuracy and its references (:func:`load_references`);
+- :mod:`anatomix.qc.plausibility`, :mod:`anatomix.qc.shape_model`, :mod:`anatomix.qc.orientation`:
+  the checks; :mod:`anatomix.qc.verdict`: :class:`Thresholds` and the pass/fail rule;
+- :mod:`anatomix.qc.inputs`: masks made elsewhere; :mod:`anatomix.qc.report`: the HTML report;
+- :mod:`anatomix.qc.atlases`: building the bundled atlases and shape model from training cases.
+
+::
 
     from anatomix.qc import QC_COLUMNS, assess, load_references
     refs = load_references(None)            # bundled derived atlases (or a labelled folder)
     row = assess(seg, radiograph.pixels, node_std=seg.node_std, references=refs)
     row["Dice RCA (Mean)"], row["qc_pass"], row["qc_reasons"]
-
-Cost per image on one CPU thread: plausibility + shape model about 20-50 ms at 512 px; RCA about
-0.3-0.5 s (k = 4 references, registration at 128 px; see :mod:`anatomix.qc.rca`).
-
-Columns (``QC_COLUMNS``):
-
-- ``Dice RCA (Max)``, ``Dice RCA (Mean)``: RCA Dice estimates (max / mean over the k references).
-- ``rca_similarity``: best global NCC between the registered image and a reference.
-- ``rca_references``: ids of the references used, ``|``-joined.
-- ``n_components``, ``n_holes``: summed over structures (a perfect lungs+heart mask has 3 and 0).
-- ``area_lungR``, ``area_lungL``, ``area_heart``: area fractions of the image.
-- ``ctr``: cardiothoracic ratio (max heart width / max thoracic width).
-- ``lr_order_ok``, ``heart_inside_thorax``, ``heart_side_ok``: position checks (bool or empty).
-- ``self_intersecting``: structures whose contour crosses itself, ``|``-joined.
-- ``shape_mahalanobis``: distance to the PCA shape model (about 1 for training shapes).
-- ``flip_gain``: only when a segmenter is passed to :func:`assess`: evidence that the image is
-  mirrored left-right, comparing this segmentation with the segmenter's result on the flipped
-  image (shape-model distance and heart offset, see :func:`_flip_gain`); > 0: the flipped image
-  gives the more typical anatomy, so the image is probably mirrored.
-- ``heart_lung_contrast``: median intensity in the heart minus in the lungs (image range units).
-- ``orientation_gain``: how much better a 90/180/270-degree rotation of the image matches the
-  references than the image itself (> 0: probably rotated).
-- ``node_std_mean``: mean node standard deviation from latent sampling, original pixels.
-- ``qc_pass``: the verdict; ``qc_reasons``: ``;``-joined reason codes (see :mod:`anatomix.qc.verdict`).
 """
 
-from __future__ import annotations
-
-from typing import Dict, Optional
-
-import numpy as np
-
+from anatomix.qc.assess import QC_COLUMNS, assess, format_row
+from anatomix.qc.orientation import heart_offset, orientation_gain
 from anatomix.qc.rca import References, load_references
-from anatomix.qc.verdict import DEFAULT_THRESHOLDS, Thresholds
+from anatomix.qc.run import QCSummary, run_qc
+from anatomix.qc.verdict import Thresholds
 
-QC_COLUMNS = [
-    "Dice RCA (Max)", "Dice RCA (Mean)", "rca_similarity", "rca_references",
-    "n_components", "n_holes", "area_lungR", "area_lungL", "area_heart", "ctr",
-    "lr_order_ok", "heart_inside_thorax", "heart_side_ok", "self_intersecting",
-    "shape_mahalanobis", "flip_gain", "heart_lung_contrast", "orientation_gain", "node_std_mean",
-    "qc_pass", "qc_reasons",
+__all__ = [
+    "QC_COLUMNS",
+    "QCSummary",
+    "References",
+    "Thresholds",
+    "assess",
+    "format_row",
+    "heart_offset",
+    "load_references",
+    "orientation_gain",
+    "run_qc",
 ]
-"""Ordered QC column names; :func:`assess` returns exactly these keys."""
-
-__all__ = ["QC_COLUMNS", "assess", "load_references", "References", "Thresholds", "format_row"]
-
-
-def _lungs_heart_landmarks(seg) -> Optional[np.ndarray]:
-    """(120, 2) lungs+heart landmarks of a segmentation: its own nodes, else traced from masks."""
-    from anatomix.anatomy import LUNGS_HEART, masks_to_landmarks
-
-    lm = seg.landmarks
-    keys = tuple(seg.template.keys) if seg.template is not None else ()
-    if lm is not None and np.size(lm) and keys[:3] == LUNGS_HEART.keys and len(lm) >= LUNGS_HEART.n_nodes:
-        return np.asarray(lm, np.float64)[: LUNGS_HEART.n_nodes]
-    try:
-        return masks_to_landmarks(seg.masks, LUNGS_HEART)
-    except (KeyError, ValueError):
-        return None
-
-
-FLIP_SCALES = (3.3, 0.069)
-"""Typical sizes of the two terms of ``flip_gain`` (shape-distance difference, heart-offset
-difference): their median absolute values over the 157 training images (graph model of 02:18 UTC,
-``bench/qc_verdict.py``), so that each term counts about as much as the other."""
-
-
-def heart_offset(landmarks: np.ndarray) -> float:
-    """Horizontal offset of the heart's centre from the mid-point of the two lungs' centres, in
-    units of the thoracic width, from (120, 2) lungs+heart landmarks; positive towards the image's
-    right (the patient's left), where the heart normally lies (at least 0.006 on the training masks)."""
-    r, l, h = landmarks[:44], landmarks[44:94], landmarks[94:120]
-    mid = 0.5 * (r[:, 0].mean() + l[:, 0].mean())
-    width = max(r[:, 0].max(), l[:, 0].max()) - min(r[:, 0].min(), l[:, 0].min())
-    return float((h[:, 0].mean() - mid) / max(width, 1e-9))
-
-
-def _flip_gain(segmenter, pixels: np.ndarray, landmarks: np.ndarray, sm) -> float:
-    """Evidence that the image is mirrored, from the segmenter's result on the flipped image.
-
-    ``(d(seg) - d(flipped)) / 3.3 - (heart_offset(seg) - heart_offset(flipped)) / 0.069``: positive
-    when the flipped image gives the more typical shape and the heart further to the patient's
-    left. It is antisymmetric: flipping the image flips its sign.
-    """
-    from anatomix.io.record import Radiograph
-
-    flipped = segmenter.predict([Radiograph(np.ascontiguousarray(pixels[:, ::-1]))])[0]
-    lm_f = _lungs_heart_landmarks(flipped)
-    if lm_f is None or not np.all(np.isfinite(lm_f)) or not np.all(np.isfinite(landmarks)):
-        return float("nan")
-    g_shape = sm.distance(landmarks) - sm.distance(lm_f)
-    g_heart = heart_offset(landmarks) - heart_offset(lm_f)
-    return float(g_shape / FLIP_SCALES[0] - g_heart / FLIP_SCALES[1])
-
-
-def orientation_gain(image: np.ndarray, refs: References) -> float:
-    """Best global NCC of a 90/180/270-degree rotation of the registration-frame ``image`` with
-    any reference, minus that of the image itself."""
-    r = refs.images.reshape(len(refs), -1)
-    r = r - r.mean(axis=1, keepdims=True)
-    r = r / (np.linalg.norm(r, axis=1, keepdims=True) + 1e-9)
-
-    def best(x):
-        q = x.ravel() - x.mean()
-        return float((r @ (q / (np.linalg.norm(q) + 1e-9))).max())
-
-    base = best(image)
-    return max(best(np.rot90(image, n)) for n in (1, 2, 3)) - base
-
-
-def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = None,
-           references: Optional[References] = None, *, run_rca: bool = True, k: int = 4,
-           thresholds: Thresholds = DEFAULT_THRESHOLDS, shape_model=None,
-           query_embedding: Optional[np.ndarray] = None, segmenter=None) -> Dict[str, object]:
-    """All QC figures and the verdict of one segmentation.
-
-    Args:
-        seg: a :class:`~anatomix.segmentation.Segmentation` (masks in the original frame; its
-            landmarks are used for the contour checks when it has lungs+heart nodes, otherwise
-            contours are traced from the masks).
-        pixels: the (H, W) float32 original-frame image, or None (image-based figures are NaN:
-            RCA, similarity, contrast, orientation).
-        node_std: (N,) node standard deviations (defaults to ``seg.node_std``).
-        references: RCA references (default: the bundled atlases, loaded once).
-        run_rca: compute the RCA figures (the slow part).
-        k: number of references registered per image.
-        thresholds: verdict thresholds.
-        shape_model: a :class:`~anatomix.qc.shape_model.ShapeModel` (default: bundled).
-        query_embedding: optional vector to pick references with (see :func:`anatomix.qc.rca.rca`).
-        segmenter: the segmenter that made ``seg`` (anything with ``predict([Radiograph])``), for
-            the mirrored-image test (``flip_gain``): it segments the flipped image once more
-            (one extra forward pass). A model that draws the conventional layout on whatever it
-            is given makes plausible but wrongly labelled contours on a mirrored radiograph,
-            which no mask check can see; its result on the re-flipped image looks more typical.
-
-    Returns:
-        {column: value} for exactly :data:`QC_COLUMNS`; floats are NaN and booleans None when a
-        figure cannot be computed.
-    """
-    from anatomix.qc.plausibility import plausibility
-    from anatomix.qc.rca import prepare_image, rca
-    from anatomix.qc.shape_model import default_shape_model
-    from anatomix.qc.verdict import verdict
-
-    nan = float("nan")
-    row: Dict[str, object] = {c: nan for c in QC_COLUMNS}
-    masks = {k_: np.asarray(m, bool) for k_, m in seg.masks.items() if k_ in ("lungR", "lungL", "heart")}
-    if pixels is not None:
-        pixels = np.asarray(pixels, np.float32)
-        if masks and pixels.shape != next(iter(masks.values())).shape:
-            raise ValueError(f"image shape {pixels.shape} differs from mask shape "
-                             f"{next(iter(masks.values())).shape}")
-    plaus = None
-    if masks:
-        lm_for_cross = seg.landmarks if (seg.landmarks is not None and np.size(seg.landmarks)) else None
-        plaus = plausibility(masks, lm_for_cross, seg.template if lm_for_cross is not None else None, pixels)
-        row.update({
-            "n_components": plaus["n_components"], "n_holes": plaus["n_holes"],
-            "ctr": plaus["ctr"], "lr_order_ok": plaus["lr_order_ok"],
-            "heart_inside_thorax": plaus["heart_inside_thorax"], "heart_side_ok": plaus["heart_side_ok"],
-            "self_intersecting": "|".join(plaus["self_intersecting"]),
-            "heart_lung_contrast": plaus["heart_lung_contrast"],
-        })
-        for key in ("lungR", "lungL", "heart"):
-            row[f"area_{key}"] = plaus["area"].get(key, nan)
-    else:
-        row.update({"lr_order_ok": None, "heart_inside_thorax": None, "heart_side_ok": None,
-                    "self_intersecting": ""})
-    sm = shape_model if shape_model is not None else default_shape_model()
-    lm = _lungs_heart_landmarks(seg) if masks or seg.landmarks is not None else None
-    if sm is not None and lm is not None:
-        row["shape_mahalanobis"] = float(sm.distance(lm))
-        if segmenter is not None and pixels is not None:
-            row["flip_gain"] = _flip_gain(segmenter, pixels, lm, sm)
-    row["rca_references"] = ""
-    if pixels is not None and masks:
-        refs = references if references is not None else load_references(None)
-        if run_rca:
-            r = rca(pixels, masks, refs, k=k, query_embedding=query_embedding)
-            for c in ("Dice RCA (Max)", "Dice RCA (Mean)", "rca_similarity", "rca_references"):
-                row[c] = r[c]
-        img, _ = prepare_image(pixels, refs.size)
-        row["orientation_gain"] = orientation_gain(img, refs)
-    std = node_std if node_std is not None else getattr(seg, "node_std", None)
-    if std is not None and np.size(std):
-        row["node_std_mean"] = float(np.mean(std))
-    ok, reasons = verdict(row, plaus, thresholds, sm.threshold if sm is not None else None,
-                          max(seg.shape) if seg.shape else None)
-    row["qc_pass"] = ok
-    row["qc_reasons"] = ";".join(reasons)
-    return {c: row[c] for c in QC_COLUMNS}
-
-
-def format_row(row: Dict[str, object], decimals: int = 4) -> Dict[str, str]:
-    """QC values as CSV text: floats rounded, NaN and None empty, booleans ``True``/``False``."""
-    out = {}
-    for c, v in row.items():
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            out[c] = ""
-        elif isinstance(v, (bool, np.bool_)):
-            out[c] = str(bool(v))
-        elif isinstance(v, (float, np.floating)):
-            out[c] = f"{float(v):.{decimals}g}" if abs(v) >= 1e4 else f"{round(float(v), decimals)}"
-        else:
-            out[c] = str(v)
-    return out

@@ -1,6 +1,6 @@
 """Masks that anatomix did not make, as (Segmentation, image) pairs for QC.
 
-Two sources:
+Three sources (:func:`iter_source` tells them apart):
 
 - a **folder** of images with their masks next to them: ``<stem>.png`` (any readable radiograph
   format) with ``<stem>_lungR.png``, ``<stem>_lungL.png``, ``<stem>_heart.png`` (nonzero =
@@ -10,7 +10,12 @@ Two sources:
 - a **CheXmask CSV** (``.csv`` / ``.csv.gz``, read by :mod:`anatomix.io.chexmask`), with an
   optional folder of the images: an image is found as ``<images>/<image_id>`` (CheXpert's ``Path``
   is relative) or ``<images>/<image_id><suffix>`` for any supported suffix. Rows whose image is
-  not found are still checked, without the image-based figures (RCA, contrast, orientation).
+  not found are still checked, without the image-based figures (RCA, contrast, orientation);
+- **DICOM-SEG** files (a SEG file, or a folder holding SEGs), with an optional folder of the
+  DICOM sources they reference.
+
+A source that cannot be read yields an item with ``seg=None`` and the reason in ``error``: one bad
+file never stops a batch.
 """
 
 from __future__ import annotations
@@ -21,11 +26,10 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from anatomix.anatomy import FULL, LUNGS_HEART
+from anatomix.anatomy import FULL, LUNGS_HEART, STRUCTURE_KEYS
+from anatomix.errors import UsageError
 from anatomix.limits import MAX_PIXELS
 from anatomix.segmentation import Segmentation
-
-QC_KEYS = ("lungR", "lungL", "heart")
 
 
 @dataclass
@@ -73,7 +77,7 @@ def iter_folder(folder: Path | str, max_pixels: int = MAX_PIXELS) -> Iterator[QC
             if not case.masks:
                 raise ValueError("no lungR/lungL/heart mask PNG")
             pixels = read_radiograph(case.image, max_pixels).pixels
-            masks = {k: read_mask(p, max_pixels) for k, p in case.masks.items() if k in QC_KEYS}
+            masks = {k: read_mask(p, max_pixels) for k, p in case.masks.items() if k in STRUCTURE_KEYS}
             if not masks:
                 raise ValueError("no lungR/lungL/heart mask PNG")
             for k, m in masks.items():
@@ -120,10 +124,10 @@ def iter_chexmask(csv_path: Path | str, images: Optional[Path | str] = None,
     for row in iter_chexmask_csv(csv_path, max_pixels):
         try:
             shape = (row.height, row.width)
-            masks = {k: m for k, m in row.masks().items() if k in QC_KEYS}
+            masks = {k: m for k, m in row.masks().items() if k in STRUCTURE_KEYS}
             template, lm = _template_for(row.landmarks)
             if (not masks or not any(m.any() for m in masks.values())) and len(lm):
-                masks = {k: v for k, v in landmarks_to_masks(lm, shape, template).items() if k in QC_KEYS}
+                masks = {k: v for k, v in landmarks_to_masks(lm, shape, template).items() if k in STRUCTURE_KEYS}
             path = find_image(images, row.image_id)
             pixels = None
             if path is not None:
@@ -155,7 +159,7 @@ def iter_dicom_seg(source: Path | str, images: Path | str | None = None,
         image_id = f.name.removesuffix(".dcm").removesuffix(".seg")
         try:
             seg_file = read_dicom_seg(f, max_pixels)
-            masks = {k: m for k, m in seg_file.masks.items() if k in QC_KEYS}
+            masks = {k: m for k, m in seg_file.masks.items() if k in STRUCTURE_KEYS}
             if not masks:
                 raise ValueError("no lungR/lungL/heart segment")
             path = next((sources[u] for u in seg_file.referenced_sop_instance_uids if u in sources), None)
@@ -169,3 +173,28 @@ def iter_dicom_seg(source: Path | str, images: Path | str | None = None,
             yield QCItem(image_id, seg, pixels)
         except Exception as e:  # noqa: BLE001 - one bad file must not stop a batch
             yield QCItem(image_id, None, None, f"{type(e).__name__}: {e}")
+
+
+def iter_source(source: Path | str, images: Path | str | None = None,
+                max_pixels: int = MAX_PIXELS) -> Iterator[QCItem]:
+    """QC items of any source: DICOM-SEG (a SEG file, or a folder holding SEGs), a folder of
+    images with their mask PNGs, or a CheXmask ``.csv`` / ``.csv.gz``.
+
+    Args:
+        source: the file or folder.
+        images: folder of the images of a CheXmask CSV, or of the DICOM sources of SEG files.
+        max_pixels: images and masks larger than this are refused (unreadable items).
+
+    Raises:
+        anatomix.errors.UsageError: ``source`` is none of these.
+    """
+    from anatomix.io.dicom_seg import find_seg_files, is_dicom_seg
+
+    src = Path(source)
+    if (src.is_file() and is_dicom_seg(src)) or (src.is_dir() and find_seg_files(src)):
+        return iter_dicom_seg(src, images, max_pixels)
+    if src.is_dir():
+        return iter_folder(src, max_pixels)
+    if src.name.lower().endswith((".csv", ".csv.gz")):
+        return iter_chexmask(src, images, max_pixels)
+    raise UsageError(f"{src}: expected a folder, a CheXmask .csv/.csv.gz or a DICOM-SEG file")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from anatomix.anatomy import LUNGS_HEART, landmarks_to_masks
-from anatomix.qc import QC_COLUMNS, assess, heart_offset
+from anatomix.qc import QC_COLUMNS, assess
+from anatomix.qc.orientation import heart_offset
 from anatomix.qc.plausibility import (
     cardiothoracic_ratio,
     count_components,

@@ -12,7 +12,7 @@ from PIL import Image
 
 from anatomix.anatomy import LUNGS_HEART, masks_to_landmarks
 from anatomix.cli.qc import qc
-from anatomix.io.chexmask import ChexmaskRow, ChexmaskWriter
+from anatomix.io.chexmask import ChexmaskRow, write_chexmask_csv
 from anatomix.qc import QC_COLUMNS
 from anatomix.qc.inputs import iter_chexmask, iter_folder
 from anatomix.qc.rca import load_references
@@ -64,13 +64,12 @@ def test_folder_with_wrong_mask_size_is_reported(tmp_path, case):
 
 def _write_csv(path: Path, img, masks, with_landmark_row: bool):
     lm = masks_to_landmarks(masks, LUNGS_HEART)
-    with ChexmaskWriter(path) as w:
-        w.write(ChexmaskRow.from_masks("good", masks, landmarks=lm))
-        swap = {"lungR": masks["lungL"], "lungL": masks["lungR"], "heart": masks["heart"]}
-        w.write(ChexmaskRow.from_masks("swapped", swap))
-        if with_landmark_row:  # landmarks only, empty mask cells: rasterised from the landmarks
-            w.write(ChexmaskRow("lm_only", S, S, lm, {"Right Lung": "", "Left Lung": "", "Heart": ""}))
-        w.write(ChexmaskRow.from_masks("no_image", masks))
+    swap = {"lungR": masks["lungL"], "lungL": masks["lungR"], "heart": masks["heart"]}
+    rows = [ChexmaskRow.from_masks("good", masks, landmarks=lm), ChexmaskRow.from_masks("swapped", swap)]
+    if with_landmark_row:  # landmarks only, empty mask cells: rasterised from the landmarks
+        rows.append(ChexmaskRow("lm_only", S, S, lm, {"Right Lung": "", "Left Lung": "", "Heart": ""}))
+    rows.append(ChexmaskRow.from_masks("no_image", masks))
+    write_chexmask_csv(path, rows)
 
 
 def test_chexmask_csv_with_images(tmp_path, case):
@@ -127,5 +126,6 @@ def test_cli_on_chexmask_csv_without_rca(tmp_path, case):
 
 def test_cli_rejects_other_files(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
-    res = CliRunner().invoke(qc, [str(tmp_path / "x.txt")])
-    assert res.exit_code != 0 and "CheXmask" in res.output
+    res = CliRunner().invoke(qc, [str(tmp_path / "x.txt"), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "expected a folder, a CheXmask .csv/.csv.gz or a DICOM-SEG file" in res.output
+    assert not (tmp_path / "out").exists()  # refused before anything is written

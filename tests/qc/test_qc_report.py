@@ -45,6 +45,12 @@ def test_thumbnail_draws_contours():
 def test_format_row():
     out = format_row({"a": float("nan"), "b": None, "c": True, "d": 0.123456789, "e": "x", "f": 3})
     assert out == {"a": "", "b": "", "c": "True", "d": "0.1235", "e": "x", "f": "3"}
+    # numpy scalars as assess returns them; large values in 4 significant digits
+    out = format_row({"a": np.float64("nan"), "b": np.bool_(False), "c": np.float64(0.5), "d": 123456.7,
+                      "e": -98765.4, "f": 9999.96, "g": 0.0})
+    assert out == {"a": "", "b": "False", "c": "0.5", "d": "1.235e+05", "e": "-9.877e+04", "f": "9999.96",
+                   "g": "0.0"}
+    assert format_row({"d": 0.123456789}, decimals=2) == {"d": "0.12"}
 
 
 def test_report_keeps_only_the_worst_cards(tmp_path):
