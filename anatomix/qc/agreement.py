@@ -22,6 +22,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from anatomix.anatomy import dice, rasterize
+from anatomix.errors import UsageError
 from anatomix.refine import GRAPH_LANDMARKS_KEY, PIXEL_MASKS_KEY
 
 AGREEMENT_MIN = "agree_min"
@@ -40,17 +41,17 @@ def structure_agreement(masks_a: Mapping[str, np.ndarray], masks_b: Mapping[str,
         {key: Dice in [0, 1]}; 1.0 for a structure empty in both.
 
     Raises:
-        ValueError: a structure's two masks differ in shape, or a requested key is missing.
+        anatomix.errors.UsageError: a structure's two masks differ in shape, or a requested key is missing.
     """
     if keys is None:
         keys = [k for k in masks_a if k in masks_b]
     out: Dict[str, float] = {}
     for k in keys:
         if k not in masks_a or k not in masks_b:
-            raise ValueError(f"structure {k!r} is not in both mask sets")
+            raise UsageError(f"structure {k!r} is not in both mask sets")
         a, b = np.asarray(masks_a[k], bool), np.asarray(masks_b[k], bool)
         if a.shape != b.shape:
-            raise ValueError(f"structure {k!r}: mask shapes differ ({a.shape} vs {b.shape})")
+            raise UsageError(f"structure {k!r}: mask shapes differ ({a.shape} vs {b.shape})")
         out[k] = dice(a, b)
     return out
 

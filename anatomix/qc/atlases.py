@@ -11,25 +11,19 @@ Shape model (``anatomix/weights/shape_model.npz``): :class:`anatomix.qc.shape_mo
 fitted on the same training landmarks, with training-range statistics used by the verdict
 (area fractions, cardiothoracic ratio, heart/lung contrast) stored alongside.
 
-Usage::
-
-    python -m anatomix.qc.atlases --data ../shared/data --out anatomix/weights
-
-Only the training part of :func:`anatomix.data.cases.split_cases` (``val_fraction=0.2, seed=0``)
+The bundled files are written by ``tools/build_qc_atlases.py`` (the command is in
+``anatomix/weights/qc_atlases.md``). Only the training part of :func:`anatomix.data.cases.split_cases` (``val_fraction=0.2, seed=0``)
 is used, so the validation cases stay unseen.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 
-from anatomix.anatomy import LUNGS_HEART, landmarks_to_masks
-from anatomix.qc.rca import KEYS, REGISTRATION_SIZE, References
+from anatomix.anatomy import LUNGS_HEART, STRUCTURE_KEYS, landmarks_to_masks
+from anatomix.qc.rca import REGISTRATION_SIZE, References
 
 
 def _load_case(case, size: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -92,12 +86,12 @@ def build_atlases(cases: Sequence, n_clusters: int = 12, size: int = REGISTRATIO
         warped = np.stack([_warp_to(imgs[i], lms[i], mean_lm) for i in sel])
         images.append(normalise_intensity(warped.mean(0)))
         m = landmarks_to_masks(mean_lm, (size, size), LUNGS_HEART)
-        masks.append(np.stack([m[k].astype(np.float32) for k in KEYS]))
+        masks.append(np.stack([m[k].astype(np.float32) for k in STRUCTURE_KEYS]))
         ids.append(f"atlas{j:02d}")
         members.append(int(len(sel)))
     meta = {"kind": "derived cluster-mean atlases", "members": members, "size": size,
             "n_training_cases": int(len(imgs)), "seed": seed}
-    return References(np.stack(images).astype(np.float32), np.stack(masks), ids, KEYS, meta)
+    return References(np.stack(images).astype(np.float32), np.stack(masks), ids, STRUCTURE_KEYS, meta)
 
 
 def training_statistics(cases: Sequence) -> dict:
@@ -107,13 +101,13 @@ def training_statistics(cases: Sequence) -> dict:
 
     rows = []
     for c in cases:
-        if not all(k in c.masks for k in KEYS):
+        if not all(k in c.masks for k in STRUCTURE_KEYS):
             continue
-        m = {k: read_mask(c.masks[k]) for k in KEYS}
+        m = {k: read_mask(c.masks[k]) for k in STRUCTURE_KEYS}
         px = read_radiograph(c.image).pixels
         rows.append(plausibility(m, pixels=px))
     stats = {}
-    for k in KEYS:
+    for k in STRUCTURE_KEYS:
         a = np.array([r["area"][k] for r in rows])
         stats[f"area_{k}"] = [float(a.min()), float(a.max())]
     for name in ("ctr", "heart_lung_contrast"):
@@ -121,30 +115,3 @@ def training_statistics(cases: Sequence) -> dict:
         stats[name] = [float(np.nanmin(v)), float(np.nanmax(v))]
     stats["n_cases"] = len(rows)
     return stats
-
-
-def main(argv: List[str] | None = None) -> None:
-    from anatomix.data.cases import pack_cases, split_cases
-    from anatomix.qc.shape_model import ShapeModel
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="../shared/data")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "weights"))
-    ap.add_argument("--clusters", type=int, default=12)
-    args = ap.parse_args(argv)
-    train, val = split_cases(pack_cases(args.data), 0.2, 0)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    refs = build_atlases(train, args.clusters)
-    refs.meta["training_statistics"] = training_statistics(train)
-    refs.save(out / "qc_atlases.npz")
-    lms = np.stack([np.load(c.landmarks)[: LUNGS_HEART.n_nodes] for c in train if c.landmarks is not None])
-    sm = ShapeModel.fit(lms)
-    sm.save(out / "shape_model.npz")
-    print(json.dumps({"train": len(train), "val": len(val), "atlases": refs.ids, "members": refs.meta["members"],
-                      "shape_modes": len(sm.variances), "shape_threshold": sm.threshold,
-                      "stats": refs.meta["training_statistics"]}, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -11,14 +11,20 @@ the held-out one, which is how the estimate behaves on a hospital it was not bui
 
 Shapes: ``features`` (n_masks, n_features) float; ``dice`` (n_masks,) true Dice; ``groups``
 (n_masks,) collection names.
+
+:func:`mean_dice` and :func:`estimate_agreement` measure any Dice estimate (RCA, this model)
+against the true Dice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from anatomix.anatomy import STRUCTURE_KEYS
+from anatomix.errors import UsageError
 
 FAILED_BELOW = 0.8
 """A mask with true Dice below this is a failure that QC must flag."""
@@ -49,11 +55,15 @@ class DiceModel:
     def fit(cls, features: np.ndarray, dice: np.ndarray, names: Optional[Sequence[str]] = None,
             alpha: float = 1.0) -> "DiceModel":
         """Fit on (n, f) ``features`` and (n,) true ``dice``. Non-finite features are replaced by
-        the training mean (so a missing figure contributes nothing)."""
+        the training mean (so a missing figure contributes nothing).
+
+        Raises:
+            anatomix.errors.UsageError: the shapes do not match or there is no mask.
+        """
         x = np.asarray(features, np.float64)
         y = np.asarray(dice, np.float64)
         if x.ndim != 2 or len(x) != len(y) or len(y) == 0:
-            raise ValueError(f"need (n, f) features and (n,) dice, got {x.shape} and {y.shape}")
+            raise UsageError(f"need (n, f) features and (n,) dice, got {x.shape} and {y.shape}")
         mean = np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0)
         mean = np.where(np.isfinite(mean), mean, 0.0)
         x = np.where(np.isfinite(x), x, mean)
@@ -155,3 +165,35 @@ def loco_evaluate(features: np.ndarray, dice: np.ndarray, groups: Sequence[str],
         out.append(LocoResult(held, len(te), int((y[te] < FAILED_BELOW).sum()), int((y[te] >= GOOD_FROM).sum()),
                               r, flag, keep, threshold, model, pred))
     return out
+
+
+# -- measuring a Dice estimate against the truth -----------------------------------------------
+def mean_dice(masks: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray],
+              keys: Sequence[str] = STRUCTURE_KEYS) -> float:
+    """True Dice of a mask set: the mean over ``keys`` of each structure's Dice against ``truth``
+    (a structure missing from ``masks`` counts as an empty mask)."""
+    from anatomix.anatomy import dice
+
+    return float(np.mean([dice(masks.get(k, np.zeros_like(truth[k])), truth[k]) for k in keys]))
+
+
+def estimate_agreement(estimate: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
+    """How well a Dice estimate (e.g. ``Dice RCA (Mean)``) tracks the true Dice.
+
+    Args:
+        estimate, truth: (n,) values; pairs where either is not finite are left out.
+
+    Returns:
+        ``{"n", "pearson", "spearman", "mae", "bias"}`` (bias = mean of estimate - truth);
+        correlations and bias are NaN below two pairs.
+    """
+    from scipy.stats import pearsonr, spearmanr
+
+    x, y = np.asarray(estimate, float), np.asarray(truth, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 2:
+        return {"n": int(len(x)), "pearson": float("nan"), "spearman": float("nan"),
+                "mae": float(np.abs(x - y).mean()) if len(x) else float("nan"), "bias": float("nan")}
+    return {"n": int(ok.sum()), "pearson": float(pearsonr(x, y)[0]), "spearman": float(spearmanr(x, y)[0]),
+            "mae": float(np.abs(x - y).mean()), "bias": float((x - y).mean())}

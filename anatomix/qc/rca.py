@@ -24,7 +24,7 @@ References come from :func:`load_references`: by default the bundled derived atl
 (``anatomix/weights/qc_atlases.npz``: cluster-mean images with their mean-shape masks, built from
 training cases only by :mod:`anatomix.qc.atlases`), or any labelled folder
 (``<id>.png`` + ``<id>_lungR.png``, ``<id>_lungL.png``, ``<id>_heart.png``), or an ``.npz`` of the
-same layout as the bundled file.
+same layout as the bundled file; :func:`references_from_cases` makes them of any labelled cases.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from anatomix.anatomy import STRUCTURE_KEYS
+
 REGISTRATION_SIZE = 128
 """Side of the square frame in which references are stored and registration runs."""
-KEYS = ("lungR", "lungL", "heart")
 
 
 @dataclass
@@ -59,7 +60,7 @@ class References:
     images: np.ndarray
     masks: np.ndarray
     ids: List[str]
-    keys: Sequence[str] = KEYS
+    keys: Sequence[str] = STRUCTURE_KEYS
     meta: Dict[str, object] = field(default_factory=dict)
     embeddings: Optional[np.ndarray] = None
 
@@ -145,22 +146,38 @@ def load_references(path: Optional[Path | str] = None, size: int = REGISTRATION_
 
 def _folder_references(folder: Path, size: int) -> References:
     from anatomix.data.cases import folder_cases
+
+    return references_from_cases(folder_cases(folder), size, str(folder))
+
+
+def references_from_cases(cases: Sequence, size: int = REGISTRATION_SIZE, source: str = "cases") -> References:
+    """RCA references made of labelled cases themselves (their real images and masks).
+
+    Args:
+        cases: labelled cases (:class:`anatomix.data.cases.SegCase`: ``image``, ``masks``,
+            ``case_id``); cases without all of ``lungR``, ``lungL``, ``heart`` are skipped.
+        size: side of the registration frame.
+        source: where the cases come from, kept in ``meta["source"]`` and named by the error.
+
+    Raises:
+        anatomix.errors.AnatomixError: no case is fully labelled.
+    """
     from anatomix.errors import AnatomixError
     from anatomix.io.read import read_mask, read_radiograph
 
     images, masks, ids = [], [], []
-    for case in folder_cases(folder):
-        if not all(k in case.masks for k in KEYS):
+    for case in cases:
+        if not all(k in case.masks for k in STRUCTURE_KEYS):
             continue
         pixels = read_radiograph(case.image).pixels
         img, frame = prepare_image(pixels, size)
-        m = {k: read_mask(case.masks[k]) for k in KEYS}
+        m = {k: read_mask(case.masks[k]) for k in STRUCTURE_KEYS}
         images.append(img)
-        masks.append(prepare_masks(m, frame, KEYS))
+        masks.append(prepare_masks(m, frame, STRUCTURE_KEYS))
         ids.append(case.case_id)
     if not ids:
-        raise AnatomixError(f"no labelled reference (image + {', '.join(KEYS)} masks) in {folder}")
-    return References(np.stack(images), np.stack(masks), ids, KEYS, {"source": str(folder)})
+        raise AnatomixError(f"no labelled reference (image + {', '.join(STRUCTURE_KEYS)} masks) in {source}")
+    return References(np.stack(images), np.stack(masks), ids, STRUCTURE_KEYS, {"source": source})
 
 
 # -- registration ---------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from typing import Optional
 
 import numpy as np
 
+from anatomix.errors import UsageError
+
 
 def normalise_shape(landmarks: np.ndarray) -> np.ndarray:
     """(..., N, 2) landmarks -> (..., 2N) centred and scaled to unit RMS radius."""
@@ -103,10 +105,14 @@ class ShapeModel:
 
     def distance(self, landmarks: np.ndarray) -> np.ndarray | float:
         """Scaled Mahalanobis distance of (N, 2) or (S, N, 2) landmarks (about 1 for training
-        shapes); NaN for non-finite input."""
+        shapes); NaN for non-finite input.
+
+        Raises:
+            anatomix.errors.UsageError: the landmarks do not have the model's node count.
+        """
         lm = np.asarray(landmarks, dtype=np.float64)
         if lm.shape[-2] != self.n_nodes:
-            raise ValueError(f"shape model has {self.n_nodes} nodes, got {lm.shape[-2]}")
+            raise UsageError(f"shape model has {self.n_nodes} nodes, got {lm.shape[-2]}")
         out = self._distance_normalised(normalise_shape(lm))
         out = np.where(np.isfinite(lm).all(axis=(-1, -2)), out, np.nan)
         return float(out) if out.ndim == 0 else out

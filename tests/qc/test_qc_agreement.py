@@ -6,6 +6,7 @@ import pytest
 from refine_doubles import GraphDouble, PixelDouble
 
 from anatomix.anatomy import LUNGS_HEART
+from anatomix.errors import UsageError
 from anatomix.io.record import Radiograph
 from anatomix.qc.agreement import (
     agreement_figures,
@@ -53,9 +54,9 @@ def test_only_shared_structures_and_empty_pairs():
 
 
 def test_mismatched_shapes_or_missing_keys_raise():
-    with pytest.raises(ValueError, match="shapes differ"):
+    with pytest.raises(UsageError, match="shapes differ"):
         structure_agreement({"heart": np.zeros((8, 8), bool)}, {"heart": np.zeros((8, 9), bool)})
-    with pytest.raises(ValueError, match="not in both"):
+    with pytest.raises(UsageError, match="not in both"):
         structure_agreement({"heart": np.zeros((8, 8), bool)}, {}, keys=["heart"])
 
 
