@@ -47,7 +47,7 @@ from typing import Callable, Dict, List
 import numpy as np
 from scipy import ndimage
 
-KEYS = ("lungR", "lungL", "heart")
+from anatomix.anatomy import STRUCTURE_KEYS
 
 
 # -- corruptions (original frame, [0, 1] float) -------------------------------------------------
@@ -102,7 +102,7 @@ def predict(model, radiographs, landmarks: List | None = None) -> List[Dict[str,
         else:
             segs = model.predict(chunk)
         for s in segs:
-            out.append({k: s.masks[k] for k in KEYS if k in s.masks})
+            out.append({k: s.masks[k] for k in STRUCTURE_KEYS if k in s.masks})
             if landmarks is not None:
                 landmarks.append(np.asarray(s.landmarks, dtype=np.float64))
     return out
@@ -138,9 +138,9 @@ def score(masks: List[Dict[str, np.ndarray]], truths, spacings) -> Dict[str, flo
     from anatomix.evaluation import mask_metrics
     from anatomix.pixel.postprocess import topological_error
 
-    per: Dict[str, Dict[str, list]] = {k: {"dice": [], "hd95_mm": [], "hd95_px": [], "topo": []} for k in KEYS}
+    per: Dict[str, Dict[str, list]] = {k: {"dice": [], "hd95_mm": [], "hd95_px": [], "topo": []} for k in STRUCTURE_KEYS}
     for pred, true, sp in zip(masks, truths, spacings):
-        for k in KEYS:
+        for k in STRUCTURE_KEYS:
             if k not in pred:
                 continue
             per[k]["topo"].append(topological_error(pred[k]))
@@ -155,7 +155,7 @@ def score(masks: List[Dict[str, np.ndarray]], truths, spacings) -> Dict[str, flo
     def lungs(f: str) -> float:
         return mean([mean(per["lungR"][f]), mean(per["lungL"][f])])
 
-    topo_all = [t for k in KEYS for t in per[k]["topo"]]
+    topo_all = [t for k in STRUCTURE_KEYS for t in per[k]["topo"]]
     return {
         "dice_lungR": mean(per["lungR"]["dice"]), "dice_lungL": mean(per["lungL"]["dice"]),
         "dice_lungs": lungs("dice"), "dice_heart": mean(per["heart"]["dice"]),
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     if args.limit:
         val = val[: args.limit]
     radiographs = [read_radiograph(c.image) for c in val]
-    truths = [case_masks(c, KEYS) for c in val]
+    truths = [case_masks(c, STRUCTURE_KEYS) for c in val]
     spacings = [case_spacing(c.meta) for c in val]
     print(f"{len(val)} validation cases; models: {sources}", file=sys.stderr)
 
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
                 segs += models["pixel"].predict(images[i : i + 8])
             landmarks["pixel traced"] = [s.landmarks for s in segs]
             variants["pixel traced"] = [landmarks_to_masks(s.landmarks, s.shape) if np.isfinite(s.landmarks).all()
-                                        else {k: np.zeros(s.shape, bool) for k in KEYS} for s in segs]
+                                        else {k: np.zeros(s.shape, bool) for k in STRUCTURE_KEYS} for s in segs]
         results[cname] = {v: score(m, truths, spacings) for v, m in variants.items()}
         print(f"{cname}: done ({time.time() - t0:.0f} s)", file=sys.stderr)
 

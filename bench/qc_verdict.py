@@ -44,9 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
+from anatomix.anatomy import STRUCTURE_KEYS
+from anatomix.qc.quality import estimate_agreement, mean_dice
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 CORRUPTIONS = ("rot90", "rot180", "mirror", "occlude", "noise")
 
@@ -144,9 +145,9 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from rca_validation import load_case, load_segmenter, stats, true_dice
-
     from anatomix.data.cases import pack_cases, split_cases
+    from anatomix.io.read import read_mask, read_radiograph
+    from anatomix.models import load_segmenter
     from anatomix.qc import load_references
     from anatomix.qc.report import ReportWriter
 
@@ -176,12 +177,13 @@ def main(argv=None) -> None:
     rows = []
     t0 = time.time()
     for i, c in enumerate(val):
-        px, gt, _ = load_case(c)
+        px = read_radiograph(c.image).pixels
+        gt = {k: read_mask(c.masks[k]) for k in STRUCTURE_KEYS}
         variants = [("clean", px, gt)] + [(kind, *corrupt(kind, px, gt, rng, i)) for kind in CORRUPTIONS]
         for kind, img, g in variants:
             name = f"{c.case_id}_{kind}"
             pred, row = run_one(segmenter, img, name, args.samples, refs, args.k)
-            td = true_dice(pred.masks, g)
+            td = mean_dice(pred.masks, g)
             rows.append({"case": c.case_id, "kind": kind, "true_dice": td, **row})
             if report is not None:
                 report.add(name, row, img, pred.masks)
@@ -234,7 +236,7 @@ def main(argv=None) -> None:
     lines += ["", "RCA against the true Dice over all segmentations:", "",
               "| estimate | n | Pearson r | Spearman rho | MAE |", "|---|---|---|---|---|"]
     for est in ("Dice RCA (Max)", "Dice RCA (Mean)"):
-        s = stats(np.array([float(r[est]) for r in rows]), td)
+        s = estimate_agreement(np.array([float(r[est]) for r in rows]), td)
         lines.append(f"| {est} | {s['n']} | {s['pearson']:.3f} | {s['spearman']:.3f} | {s['mae']:.3f} |")
     reasons_failed, reasons_good = Counter(), Counter()
     for r, f_, g_ in zip(rows, failed, good):

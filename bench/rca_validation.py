@@ -8,7 +8,8 @@ are built from the training split only), every case gets masks of deliberately v
   (smooth random displacement of the nodes), ``erode`` / ``dilate`` (morphology on the masks),
   ``heart_shift`` (heart only), ``lung_cut`` (a lung's lower part removed), ``other_patient``
   (another validation patient's ground truth: plausible but wrong), magnitudes drawn at random;
-- optional model predictions (``--checkpoint``, graph checkpoints; ``--weight-noise`` adds
+- optional model predictions (``--checkpoint``: registry names or checkpoints, loaded with
+  :func:`anatomix.models.load_segmenter`; ``--weight-noise`` adds
   degraded copies of each, Gaussian noise of that relative size on every weight, as stand-ins for
   under-trained checkpoints).
 
@@ -35,26 +36,20 @@ from typing import Dict, List
 
 import numpy as np
 
+from anatomix.anatomy import STRUCTURE_KEYS
+from anatomix.qc.quality import estimate_agreement, mean_dice
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-KEYS = ("lungR", "lungL", "heart")
 
 
 def load_case(case):
-    from PIL import Image
-
-    from anatomix.io.read import read_radiograph
+    """(image, {structure: ground-truth mask}, (120, 2) landmarks) of a labelled case."""
+    from anatomix.io.read import read_mask, read_radiograph
 
     px = read_radiograph(case.image).pixels
-    gt = {k: np.asarray(Image.open(case.masks[k])) > 0 for k in KEYS}
+    gt = {k: read_mask(case.masks[k]) for k in STRUCTURE_KEYS}
     lm = np.load(case.landmarks)[:120].astype(np.float64)
     return px, gt, lm
-
-
-def true_dice(masks: Dict[str, np.ndarray], gt: Dict[str, np.ndarray]) -> float:
-    from anatomix.anatomy import dice
-
-    return float(np.mean([dice(masks.get(k, np.zeros_like(gt[k])), gt[k]) for k in KEYS]))
 
 
 def _smooth_noise(n: int, amp: float, rng) -> np.ndarray:
@@ -116,52 +111,17 @@ def perturb(kind: str, gt, lm, shape, rng, other=None):
     return landmarks_to_masks(new, shape, LUNGS_HEART), new, float(mag)
 
 
-def load_segmenter(path):
-    """GraphSegmenter of a checkpoint; checkpoints written by an earlier revision of
-    ``anatomix/graphs/model.py`` (e.g. snapshots of a training run started before a model change)
-    are loaded with the model class of the git revision whose ``state_dict`` keys they match."""
-    import importlib.util
-    import subprocess
-
-    from anatomix.graphs.inference import GraphSegmenter
-    from anatomix.models import load_checkpoint, load_segmenter
-
-    try:
-        return load_segmenter(str(path))
-    except RuntimeError:
-        pass
-    state = load_checkpoint(path)
-    revs = subprocess.run(["git", "-C", str(ROOT), "log", "--format=%h", "--", "anatomix/graphs/model.py"],
-                          capture_output=True, text=True).stdout.split()
-    for rev in revs:
-        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:anatomix/graphs/model.py"],
-                             capture_output=True, text=True).stdout
-        tmp = Path(f"/tmp/anatomix_model_{rev}.py")
-        tmp.write_text(src)
-        spec = importlib.util.spec_from_file_location(f"anatomix_model_{rev}", tmp)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-        model = mod.HybridGNet(mod.GraphConfig.from_dict(state["graph_config"]))
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError:
-            continue
-        print(f"{Path(path).name}: loaded with anatomix/graphs/model.py of {rev}", file=sys.stderr)
-        return GraphSegmenter(model)
-    raise RuntimeError(f"no revision of the model matches {path}")
-
-
 def degraded_segmenters(checkpoints, noise_levels):
     """[(name, segmenter)]: every checkpoint (named by its file stem), plus weight-noise copies of
     the last one."""
     import torch
 
+    from anatomix.models import load_segmenter
 
-    out = [(Path(c).stem, load_segmenter(c)) for c in checkpoints]
+    out = [(Path(c).stem, load_segmenter(str(c))) for c in checkpoints]
     checkpoint = checkpoints[-1]
     for s in noise_levels:
-        seg = load_segmenter(checkpoint)
+        seg = load_segmenter(str(checkpoint))
         g = torch.Generator().manual_seed(int(s * 1000))
         with torch.no_grad():
             for p in seg.model.parameters():
@@ -171,33 +131,6 @@ def degraded_segmenters(checkpoints, noise_levels):
     return out
 
 
-def train_references(train_cases):
-    """References made of the training cases themselves (real images), for comparison."""
-    from anatomix.qc.rca import KEYS as RK
-    from anatomix.qc.rca import References, prepare_image, prepare_masks
-
-    imgs, masks, ids = [], [], []
-    for c in train_cases:
-        px, gt, _ = load_case(c)
-        img, frame = prepare_image(px)
-        imgs.append(img)
-        masks.append(prepare_masks(gt, frame, RK))
-        ids.append(c.case_id)
-    return References(np.stack(imgs), np.stack(masks), ids, RK, {"source": "training cases"})
-
-
-def stats(x: np.ndarray, y: np.ndarray) -> Dict[str, float]:
-    from scipy.stats import pearsonr, spearmanr
-
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 2:
-        return {"n": int(len(x)), "pearson": float("nan"), "spearman": float("nan"),
-                "mae": float(np.abs(x - y).mean()) if len(x) else float("nan"), "bias": float("nan")}
-    return {"n": int(ok.sum()), "pearson": float(pearsonr(x, y)[0]), "spearman": float(spearmanr(x, y)[0]),
-            "mae": float(np.abs(x - y).mean()), "bias": float((x - y).mean())}
-
-
 def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     import torch
@@ -205,7 +138,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     from anatomix.data.cases import pack_cases, split_cases
     from anatomix.io.record import Radiograph
-    from anatomix.qc.rca import load_references, rca
+    from anatomix.qc.rca import load_references, rca, references_from_cases
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -225,8 +158,8 @@ def main(argv=None) -> None:
         val = []  # only pooling earlier runs (--merge)
     if args.references == "atlases":
         refs = load_references(None)
-    elif args.references == "train":
-        refs = train_references(train)
+    elif args.references == "train":  # the training cases themselves (real images), for comparison
+        refs = references_from_cases(train, source="training cases")
     else:
         refs = load_references(args.references)
     models = degraded_segmenters(args.checkpoint, args.weight_noise) if args.checkpoint else []
@@ -250,7 +183,7 @@ def main(argv=None) -> None:
             r = rca(px, m, refs, k=args.k)
             times.append(time.process_time() - t)
             rows.append({"case": c.case_id, "source": kind, "magnitude": round(mag, 3),
-                         "true_dice": true_dice(m, gt), "rca_max": r["Dice RCA (Max)"],
+                         "true_dice": mean_dice(m, gt), "rca_max": r["Dice RCA (Max)"],
                          "rca_mean": r["Dice RCA (Mean)"], "similarity": r["rca_similarity"]})
         print(f"{i + 1}/{len(val)} {c.case_id}", file=sys.stderr)
 
@@ -287,7 +220,7 @@ def main(argv=None) -> None:
             continue
         t = np.array([r["true_dice"] for r in grows])
         for est in ("rca_max", "rca_mean"):
-            s = stats(np.array([r[est] for r in grows]), t)
+            s = estimate_agreement(np.array([r[est] for r in grows]), t)
             label = "Dice RCA (Max)" if est == "rca_max" else "Dice RCA (Mean)"
             lines.append(f"| {gname} | {s['n']} | {np.median(t):.3f} | {label} | {s['pearson']:.3f} | {s['spearman']:.3f} | "
                          f"{s['mae']:.3f} | {s['bias']:+.3f} |")
@@ -321,7 +254,7 @@ def main(argv=None) -> None:
                 sel = [r for r in rows if r["source"] == s]
                 ax.scatter([r["true_dice"] for r in sel], [r[est] for r in sel], s=10, label=s, alpha=0.7)
             ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-            st = stats(np.array([r[est] for r in rows]), td)
+            st = estimate_agreement(np.array([r[est] for r in rows]), td)
             ax.set_title(f"{label}: r={st['pearson']:.3f}, MAE={st['mae']:.3f}")
             ax.set_xlabel("true Dice")
             ax.set_ylabel(label)
