@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Union
 
+from anatomix.anatomy import STRUCTURE_KEYS
 from anatomix.batch.outdir import (
     CSV_NAME,
     DICOM_SEG,
@@ -150,14 +151,14 @@ def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter: Segm
 
 def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int, formats, overlays: bool,
                     overwrite: bool, qc, progress, on_image, expanded, max_pixels: int) -> BatchSummary:
-    from anatomix.io.chexmask import DEFAULT_STRUCTURES, chexmask_header
+    from anatomix.io.chexmask import chexmask_header
 
     qc_hook: QCHook | None = default_qc() if qc is True else (qc or None)
     if qc_hook is not None and not isinstance(qc_hook, QCHook):
         raise UsageError(f"qc must be True, False, None or a QCHook, got {type(qc_hook).__name__}")
     structures = tuple(segmenter.structures)
     qc_columns = qc_hook.columns if qc_hook else ()
-    header = chexmask_header((*DEFAULT_STRUCTURES, *structures), ["path", *qc_columns])
+    header = chexmask_header((*STRUCTURE_KEYS, *structures), ["path", *qc_columns])
     paths, input_errors = expanded if expanded is not None else expand_inputs(inputs)
     inside = resolved_key(out) + os.sep  # never segment our own outputs (OUT inside an input folder)
     paths = [p for p in paths if not resolved_key(p).startswith(inside)]

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from anatomix.anatomy import STRUCTURE_KEYS
 from anatomix.data.augment import MaskAugment
 from anatomix.data.cases import SegCase
 from anatomix.data.preprocess import to_model_frame
 from anatomix.io.geometry import SquareFrame
 from anatomix.io.read import read_mask
 
-PIXEL_KEYS: Tuple[str, ...] = ("lungR", "lungL", "heart")
 """Default output channels of the pixel models (multi-label: one sigmoid channel each)."""
 
 
@@ -46,7 +46,7 @@ class MaskDataset(Dataset):
     """
 
     def __init__(self, cases: Sequence[SegCase], image_size: int, augment: Optional[MaskAugment] = None,
-                 keys: Sequence[str] = PIXEL_KEYS, keep_original: bool = False, crop_borders: bool = False):
+                 keys: Sequence[str] = STRUCTURE_KEYS, keep_original: bool = False, crop_borders: bool = False):
         from anatomix.io.read import read_radiograph
 
         self.cases, self.size, self.augment, self.keys = list(cases), image_size, augment, tuple(keys)

@@ -3,14 +3,15 @@
 - :func:`read_radiograph` reads PNG/JPEG/TIFF, DICOM, NIfTI and ``.npy`` into a
   :class:`Radiograph` (float32 (H, W) pixels in [0, 1], original frame).
 - :class:`SquareFrame` maps between the original frame and a square model frame.
-- CheXmask CSV codec: RLE masks, the ``Landmarks`` column, streaming reader, resumable writer.
+- CheXmask CSV codec: RLE masks, the ``Landmarks`` column, streaming reader, atomic writer
+  (the resumable per-row writer of a batch is :mod:`anatomix.batch.outdir`).
+- :mod:`anatomix.io.inputs`: expand files/folders/globs/lists, image ids, ``errors.csv``.
 - ``write_*`` write masks (PNG, NIfTI), landmarks (JSON) and overlays (PNG), atomically.
 """
 
 from anatomix.io.atomic import atomic_write
 from anatomix.io.chexmask import (
     ChexmaskRow,
-    ChexmaskWriter,
     format_landmarks,
     iter_chexmask_csv,
     parse_landmarks,
@@ -40,7 +41,6 @@ from anatomix.io.write import (
 
 __all__ = [
     "ChexmaskRow",
-    "ChexmaskWriter",
     "format_landmarks",
     "iter_chexmask_csv",
     "parse_landmarks",

@@ -35,7 +35,7 @@ from typing import IO
 
 import numpy as np
 
-from anatomix.anatomy import STRUCTURE_BY_KEY, STRUCTURES
+from anatomix.anatomy import STRUCTURE_BY_KEY, STRUCTURE_KEYS, STRUCTURES
 from anatomix.errors import ReadError
 from anatomix.limits import MAX_PIXELS
 
@@ -46,7 +46,6 @@ ID_COLUMNS: tuple[str, ...] = ("image_id", "dicom_id", "ImageID", "Image Index",
 LANDMARKS_COLUMN = "Landmarks"
 LANDMARK_DECIMALS = 3
 """Decimals kept by :func:`format_landmarks`: 1/1000 pixel, far below any annotation's precision."""
-DEFAULT_STRUCTURES: tuple[str, ...] = ("lungR", "lungL", "heart")
 """Structure keys whose mask columns are always written."""
 
 LABEL_TO_KEY: dict[str, str] = {s.label: s.key for s in STRUCTURES}
@@ -357,7 +356,7 @@ def read_chexmask_csv(path: PathLike, max_pixels: int = MAX_PIXELS) -> list[Chex
 
 
 # -- writing -----------------------------------------------------------------------------------
-def chexmask_header(structures: Iterable[str] = DEFAULT_STRUCTURES, extra_columns: Iterable[str] = ()) -> list[str]:
+def chexmask_header(structures: Iterable[str] = STRUCTURE_KEYS, extra_columns: Iterable[str] = ()) -> list[str]:
     """The columns anatomix writes.
 
     ``image_id``, ``path`` (if among the extra columns), ``Height``, ``Width``, ``Landmarks``, the
@@ -409,7 +408,7 @@ def write_chexmask_csv(path: PathLike, rows: Iterable[ChexmaskRow]) -> None:
     """
     path = Path(path)
     rows = list(rows)
-    keys = set(DEFAULT_STRUCTURES) | {LABEL_TO_KEY[label] for r in rows for label in r.rles if label in LABEL_TO_KEY}
+    keys = set(STRUCTURE_KEYS) | {LABEL_TO_KEY[label] for r in rows for label in r.rles if label in LABEL_TO_KEY}
     header = chexmask_header(keys, [c for r in rows for c in r.extra])
     tmp = path.with_name(f".{uuid.uuid4().hex}.{path.name}")  # same folder, same suffix (.gz)
     try:
@@ -420,103 +419,3 @@ def write_chexmask_csv(path: PathLike, rows: Iterable[ChexmaskRow]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-class ChexmaskWriter:
-    """Append rows to a CheXmask CSV one at a time, for batch segmentation that can resume.
-
-    The header is fixed when the writer opens: :func:`chexmask_header` of ``structures`` and
-    ``extra_columns``. With ``resume=True`` an existing file is appended to without rewriting its
-    header (which must equal that header); a partly written last line of a plain ``.csv`` (from a
-    crash) is cut off first, and :attr:`existing_ids` lists the images already in the file so the
-    caller can skip them. Without ``resume`` the file is created or overwritten.
-
-    ``.csv.gz`` works too (appended as further gzip members), but a crash mid-write leaves a
-    damaged gzip stream that a resume cannot repair.
-
-    Example::
-
-        with ChexmaskWriter("out.csv", extra_columns=["path"], resume=True) as out:
-            for image_id, masks in todo:
-                if image_id not in out.existing_ids:
-                    out.write(ChexmaskRow.from_masks(image_id, masks, extra={"path": ...}))
-
-    Args:
-        path: the CSV file.
-        structures: structure keys with a mask column.
-        extra_columns: other columns rows may fill.
-        resume: append to an existing file instead of replacing it.
-        flush_every: flush to disk after this many rows (1: after every row).
-
-    Raises:
-        ReadError: on resume, if the existing file cannot be read or its header differs from
-            the expected one.
-    """
-
-    def __init__(self, path: PathLike, structures: Iterable[str] = DEFAULT_STRUCTURES,
-                 extra_columns: Iterable[str] = (), resume: bool = False, flush_every: int = 1):
-        self.path = Path(path)
-        self.columns: tuple[str, ...] = tuple(chexmask_header(structures, extra_columns))
-        self.flush_every = max(1, int(flush_every))
-        self.existing_ids: frozenset[str] = frozenset()
-        append = resume and self.path.is_file() and self._read_existing()
-        self._file = _open_text(self.path, "a" if append else "w")
-        self._writer = csv.writer(self._file, lineterminator="\n")
-        self._pending = 0
-        if not append:
-            self._writer.writerow(self.columns)
-            self.flush()
-
-    def _read_existing(self) -> bool:
-        """Check the file to resume and read its ids; False when it has no header yet."""
-        if self.path.suffix != ".gz":
-            _cut_partial_last_line(self.path)
-        if self.path.stat().st_size == 0:
-            return False
-        header, rows = _open_rows(self.path)
-        if header != self.columns:
-            rows.close()
-            raise ReadError(self.path, f"cannot resume: header {list(header)} differs from {list(self.columns)}")
-        self.existing_ids = frozenset(r.image_id for r in rows)
-        return True
-
-    def write(self, row: ChexmaskRow) -> None:
-        """Append one row (ValueError if it has a column the file lacks)."""
-        self._writer.writerow(_record(row, self.columns))
-        self._pending += 1
-        if self._pending >= self.flush_every:
-            self.flush()
-
-    def flush(self) -> None:
-        """Push written rows to the operating system."""
-        self._file.flush()
-        self._pending = 0
-
-    def close(self) -> None:
-        """Flush and close the file."""
-        if not self._file.closed:
-            self._file.close()
-
-    def __enter__(self) -> ChexmaskWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _cut_partial_last_line(path: Path, chunk: int = 1 << 16) -> None:
-    """Truncate a file after its last newline (drops a row cut short by a crash)."""
-    with open(path, "r+b") as f:
-        end = f.seek(0, os.SEEK_END)
-        pos = end
-        while pos > 0:
-            start = max(0, pos - chunk)
-            f.seek(start)
-            block = f.read(pos - start)
-            i = block.rfind(b"\n")
-            if i >= 0:
-                if start + i + 1 != end:
-                    f.truncate(start + i + 1)
-                return
-            pos = start
-        f.truncate(0)

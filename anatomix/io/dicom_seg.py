@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from anatomix.errors import AnatomixError, ReadError
+from anatomix.io.inputs import has_dicom_marker
 from anatomix.limits import MAX_PIXELS
 
 PathLike = str | os.PathLike
@@ -246,11 +247,9 @@ def is_dicom_seg(path: PathLike) -> bool:
     """Is ``path`` a DICOM Segmentation Storage file? (header only; False on any error)"""
     import pydicom
 
+    if not has_dicom_marker(path):
+        return False
     try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            if f.read(4) != b"DICM":
-                return False
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
     except Exception:  # noqa: BLE001 - anything unreadable is not a SEG
         return False
@@ -350,11 +349,9 @@ def index_sources(folders: Iterable[PathLike]) -> dict[str, Path]:
         for p in sorted(Path(folder).rglob("*")):
             if not p.is_file() or p.name.startswith("."):
                 continue
+            if not has_dicom_marker(p):
+                continue
             try:
-                with open(p, "rb") as f:
-                    f.seek(128)
-                    if f.read(4) != b"DICM":
-                        continue
                 ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SOPClassUID"])
             except Exception:  # noqa: BLE001, S112 - an unreadable file is not a source
                 continue

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from anatomix.errors import ReadError
+from anatomix.io.inputs import has_dicom_marker
 from anatomix.io.record import Radiograph
 from anatomix.limits import BYTES_PER_PIXEL, MAX_PIXELS, METADATA_BYTES
 
@@ -133,18 +134,12 @@ def _check_file(p: Path) -> None:
         raise ReadError(p, "empty file (0 bytes)")
 
 
-def _has_dicom_marker(p: Path) -> bool:
-    with open(p, "rb") as f:
-        f.seek(128)
-        return f.read(4) == b"DICM"
-
-
 def _kind(p: Path) -> str:
     name = p.name.lower()
     suffix = ".nii.gz" if name.endswith(".nii.gz") else p.suffix.lower()
     if suffix in _KIND_BY_SUFFIX:
         return _KIND_BY_SUFFIX[suffix]
-    if _has_dicom_marker(p):
+    if has_dicom_marker(p):
         return "dicom"
     raise ReadError(p, f"unsupported file type {suffix or '(no suffix)'!r} "
                        f"(supported: {', '.join(SUPPORTED_SUFFIXES)}, or DICOM)")

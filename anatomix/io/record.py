@@ -36,10 +36,6 @@ class Radiograph:
     @property
     def image_id(self) -> str:
         """The file stem without image extensions (``a.nii.gz`` -> ``a``), or ``"image"``."""
-        if self.path is None:
-            return "image"
-        name = Path(self.path).name
-        for ext in (".nii.gz", ".csv.gz"):
-            if name.lower().endswith(ext):
-                return name[: -len(ext)]
-        return Path(name).stem
+        from anatomix.io.inputs import image_stem
+
+        return "image" if self.path is None else image_stem(self.path)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Tuple
 
 import torch
 
-from anatomix.data.mask_dataset import PIXEL_KEYS
+from anatomix.anatomy import STRUCTURE_KEYS
 
 
 def _monai_unet(in_channels: int, out_channels: int, channels: Tuple[int, ...] = (16, 32, 64, 128, 256),
@@ -71,7 +71,7 @@ def pixel_model_names() -> Tuple[str, ...]:
     return tuple(sorted(BUILDERS))
 
 
-def build_pixel_model(name: str, in_channels: int = 1, out_channels: int = len(PIXEL_KEYS),
+def build_pixel_model(name: str, in_channels: int = 1, out_channels: int = len(STRUCTURE_KEYS),
                       **kwargs: Any) -> torch.nn.Module:
     """Build a dense segmentation network by name.
 
@@ -111,7 +111,7 @@ class PixelConfig:
 
     arch: str = "monai_unet"
     image_size: int = 256
-    keys: Tuple[str, ...] = PIXEL_KEYS
+    keys: Tuple[str, ...] = STRUCTURE_KEYS
     threshold: float = 0.5
     kwargs: Dict[str, Any] = field(default_factory=dict)
     crop_borders: bool = False
@@ -127,5 +127,5 @@ class PixelConfig:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "PixelConfig":
         d = dict(d)
-        d["keys"] = tuple(d.get("keys", PIXEL_KEYS))
+        d["keys"] = tuple(d.get("keys", STRUCTURE_KEYS))
         return cls(**d)

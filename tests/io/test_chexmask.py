@@ -13,7 +13,6 @@ import pytest
 from anatomix.errors import ReadError
 from anatomix.io.chexmask import (
     ChexmaskRow,
-    ChexmaskWriter,
     chexmask_header,
     format_landmarks,
     iter_chexmask_csv,
@@ -317,68 +316,3 @@ def test_corrupt_gzip_is_read_error(tmp_path):
     path.write_bytes(b"not gzip at all")
     with pytest.raises(ReadError, match="bad.csv.gz"):
         read_chexmask_csv(path)
-
-
-# -- incremental writer ------------------------------------------------------------------------
-EXTRA = ["path", "Dice RCA (Mean)", "note"]
-
-
-@pytest.mark.parametrize("name", ["out.csv", "out.csv.gz"])
-def test_writer_appends_and_resumes(tmp_path, name):
-    rows = make_rows()
-    path = tmp_path / name
-    with ChexmaskWriter(path, structures=("lungR", "lungL", "heart", "clavR"), extra_columns=EXTRA) as out:
-        assert out.existing_ids == frozenset()
-        out.write(rows[0])
-        out.write(rows[1])
-    with ChexmaskWriter(path, structures=("lungR", "lungL", "heart", "clavR"), extra_columns=EXTRA,
-                        resume=True) as out:
-        assert out.existing_ids == {rows[0].image_id, rows[1].image_id}
-        out.write(rows[2])
-    assert_same_rows(read_chexmask_csv(path), rows)
-    write_chexmask_csv(tmp_path / ("whole" + name[3:]), rows)
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rb") as a, opener(tmp_path / ("whole" + name[3:]), "rb") as b:
-        assert a.read() == b.read()  # same bytes as writing everything at once
-
-
-def test_writer_resume_cuts_a_partial_last_row(tmp_path):
-    rows = make_rows()
-    path = tmp_path / "out.csv"
-    with ChexmaskWriter(path, extra_columns=EXTRA) as out:
-        out.write(rows[0])
-    with open(path, "a") as f:
-        f.write("img-2,,61,47,[[1,2],[3")  # a crash in the middle of a row
-    with ChexmaskWriter(path, extra_columns=EXTRA, resume=True) as out:
-        assert out.existing_ids == {"img-1"}
-        out.write(rows[2])
-    assert [r.image_id for r in read_chexmask_csv(path)] == ["img-1", "img-3"]
-
-
-def test_writer_resume_of_missing_or_empty_file_writes_header(tmp_path):
-    for path in (tmp_path / "new.csv", tmp_path / "empty.csv"):
-        if path.name == "empty.csv":
-            path.write_bytes(b"")
-        with ChexmaskWriter(path, resume=True) as out:
-            out.write(ChexmaskRow("a", 2, 2, rles={"Heart": "1 1"}))
-        rows = read_chexmask_csv(path)
-        assert [r.image_id for r in rows] == ["a"] and rows[0].rles["Heart"] == "1 1"
-
-
-def test_writer_resume_refuses_a_different_header(tmp_path):
-    path = tmp_path / "out.csv"
-    ChexmaskWriter(path, extra_columns=["path"]).close()
-    with pytest.raises(ReadError, match="cannot resume"):
-        ChexmaskWriter(path, extra_columns=["note"], resume=True)
-
-
-def test_writer_without_resume_overwrites(tmp_path):
-    path = tmp_path / "out.csv"
-    write_chexmask_csv(path, make_rows())
-    ChexmaskWriter(path).close()
-    assert read_chexmask_csv(path) == []
-
-
-def test_writer_rejects_columns_outside_its_header(tmp_path):
-    with ChexmaskWriter(tmp_path / "out.csv") as out, pytest.raises(ValueError, match="note"):
-        out.write(ChexmaskRow("a", 2, 2, extra={"note": "x"}))

@@ -15,13 +15,14 @@ def val_cases(data_root):
 
 
 def test_mask_dataset_items_and_round_trip(val_cases):
-    from anatomix.data.mask_dataset import PIXEL_KEYS, MaskDataset
+    from anatomix.anatomy import STRUCTURE_KEYS
+    from anatomix.data.mask_dataset import MaskDataset
 
     ds = MaskDataset(val_cases[:3], 128, keep_original=True)
     item = ds[0]
     assert item["image"].shape == (1, 128, 128) and item["masks"].shape == (3, 128, 128)
     assert set(np.unique(item["masks"].numpy())) <= {0.0, 1.0}
-    for c, k in enumerate(PIXEL_KEYS):
+    for c, k in enumerate(STRUCTURE_KEYS):
         back = ds.frames[0].mask_to_original(item["masks"][c].numpy())
         assert dice(back, ds.original_masks[0][k]) > 0.97
 
