@@ -180,6 +180,14 @@ def test_verdict_thresholds():
     assert verdict({"node_std_mean": 10.0}, image_side=512, thresholds=Thresholds(node_std_max_fraction=0.05))[0]
 
 
+def test_image_and_masks_of_different_shapes_are_refused(good):
+    from anatomix.errors import UsageError
+
+    img, masks, _ = good
+    with pytest.raises(UsageError, match=r"image shape \(128, 256\) differs from mask shape \(256, 256\)"):
+        assess(_seg(masks), img[::2], run_rca=False)
+
+
 def test_plausibility_without_image_or_landmarks(good):
     _, masks, _ = good
     p = plausibility(masks)

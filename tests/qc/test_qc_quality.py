@@ -79,3 +79,20 @@ def test_threshold_separates_failed_from_good_and_hard_failures_flag():
     assert pass_rates(pred, dice, t) == (1.0, 1.0)
     hard = np.array([False, False, False, True, False, False])
     assert pass_rates(pred, dice, t, hard) == (1.0, pytest.approx(2 / 3))
+
+
+def test_mean_dice_and_estimate_agreement():
+    from anatomix.qc.quality import estimate_agreement, mean_dice
+
+    m = np.zeros((10, 10), bool)
+    m[:5] = True
+    truth = {"lungR": m, "lungL": m, "heart": m}
+    assert mean_dice(truth, truth) == 1.0
+    assert mean_dice({"lungR": m, "lungL": m}, truth) == pytest.approx(2 / 3)  # missing heart: empty
+    assert mean_dice({"lungR": m[::-1]}, truth, keys=("lungR",)) == 0.0
+    t = np.array([0.2, 0.5, 0.7, 0.9, np.nan])
+    s = estimate_agreement(t + 0.1, t)
+    assert s["n"] == 4 and s["pearson"] == pytest.approx(1.0) and s["spearman"] == pytest.approx(1.0)
+    assert s["mae"] == pytest.approx(0.1) and s["bias"] == pytest.approx(0.1)
+    one = estimate_agreement(np.array([0.5]), np.array([0.7]))
+    assert one["n"] == 1 and one["mae"] == pytest.approx(0.2) and np.isnan(one["pearson"])

@@ -103,3 +103,20 @@ def test_latent_embeddings_select_references(refs):
     assert emb.shape == (3, seg.config.latent_dim) and np.isfinite(emb).all()
     r3 = References(refs.images[:3], refs.masks[:3], refs.ids[:3], refs.keys, embeddings=emb)
     assert select_references(refs.images[0], r3, 1, query_embedding=emb[2])[0] == 2
+
+
+def test_references_from_cases(tmp_path, refs):
+    from anatomix.data.cases import folder_cases
+    from anatomix.errors import AnatomixError
+    from anatomix.qc.rca import references_from_cases
+
+    img, masks = _case(refs, 0)
+    Image.fromarray((img * 255).astype(np.uint8)).save(tmp_path / "r0.png")
+    for k, m in masks.items():
+        Image.fromarray(m.astype(np.uint8)).save(tmp_path / f"r0_{k}.png")
+    Image.fromarray((img * 255).astype(np.uint8)).save(tmp_path / "partial.png")
+    Image.fromarray(masks["lungR"].astype(np.uint8)).save(tmp_path / "partial_lungR.png")
+    r = references_from_cases(folder_cases(tmp_path), source="my cases")
+    assert r.ids == ["r0"] and r.keys == ("lungR", "lungL", "heart") and r.meta == {"source": "my cases"}
+    with pytest.raises(AnatomixError, match="in my cases$"):
+        references_from_cases([c for c in folder_cases(tmp_path) if c.case_id == "partial"], source="my cases")
