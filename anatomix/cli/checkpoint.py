@@ -9,7 +9,7 @@ import click
 from anatomix.cli import options
 
 
-@click.command("convert-checkpoint")
+@click.command("convert-checkpoint", cls=options.Command)
 @click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
 @options.trust_checkpoint
@@ -22,11 +22,7 @@ def convert_checkpoint(old: Path, new: Path, trust_checkpoint: bool) -> None:
     --trust-checkpoint, which RUNS CODE FROM OLD: use it only on files you trust.
     Exit status 2 when OLD is refused or cannot be converted.
     """
-    from anatomix.errors import AnatomixError
     from anatomix.models import convert_checkpoint as convert
 
-    try:
-        n = convert(old, new, trust=trust_checkpoint)
-    except AnatomixError as e:
-        raise click.UsageError(str(e)) from None
+    n = convert(old, new, trust=trust_checkpoint)
     click.echo(f"{old} -> {new}: {n} tensors, identical; loads with weights_only=True")

@@ -12,7 +12,7 @@ import click
 from anatomix.cli import options
 
 
-@click.command("evaluate")
+@click.command("evaluate", cls=options.Command)
 @click.option("--model", default="refined", show_default=True, help="Bundled name (refined, graph, pixel) or checkpoint path.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="The data pack (../shared/data: every labelled source), one of its folders, or a "

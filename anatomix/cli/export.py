@@ -23,7 +23,7 @@ onnx:   DIR/model.onnx (graph.onnx + pixel.onnx for a refined model; graph model
 """
 
 
-@click.command("export", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("export", cls=options.Command, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model")
 @click.option("--format", "fmt", type=click.Choice(["bundle", "onnx"]), required=True, help="What to write.")
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -45,20 +45,17 @@ def export(model: str, fmt: str, out: Path, trust_checkpoint: bool) -> None:
         spec = load_spec(model, trust=trust_checkpoint)
     except AnatomixError as e:
         raise click.BadParameter(str(e), param_hint="'MODEL'") from None
-    try:
-        if fmt == "onnx":
-            from anatomix.export.onnx import export_onnx
+    if fmt == "onnx":
+        from anatomix.export.onnx import export_onnx
 
-            info = export_onnx(spec, out)
-            for v in info["parts"].values():
-                diffs = ", ".join(f"{k} {d:.2g}" for k, d in v["parity_random_inputs"].items())
-                click.echo(f"{out / v['file']}: opset {info['opset']}, max |torch - onnxruntime| {diffs}")
-        else:
-            from anatomix.export.bundle import export_bundle
+        info = export_onnx(spec, out)
+        for v in info["parts"].values():
+            diffs = ", ".join(f"{k} {d:.2g}" for k, d in v["parity_random_inputs"].items())
+            click.echo(f"{out / v['file']}: opset {info['opset']}, max |torch - onnxruntime| {diffs}")
+    else:
+        from anatomix.export.bundle import export_bundle
 
-            export_bundle(spec, out)
-            click.echo(f"{out}: MONAI bundle of {spec.name} ({spec.kind}); run: python -m monai.bundle run "
-                       f"--config_file {out}/configs/inference.json --meta_file {out}/configs/metadata.json "
-                       f"--bundle_root {out} --dataset_dir IMAGES --output_dir OUT")
-    except AnatomixError as e:
-        raise click.UsageError(str(e)) from None
+        export_bundle(spec, out)
+        click.echo(f"{out}: MONAI bundle of {spec.name} ({spec.kind}); run: python -m monai.bundle run "
+                   f"--config_file {out}/configs/inference.json --meta_file {out}/configs/metadata.json "
+                   f"--bundle_root {out} --dataset_dir IMAGES --output_dir OUT")

@@ -9,9 +9,10 @@ from __future__ import annotations
 import click
 
 from anatomix import __version__
+from anatomix.cli.options import Group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="anatomix")
 def cli() -> None:
     """Chest X-ray anatomy: segmentation, mask QC and normal-only anomaly screening."""

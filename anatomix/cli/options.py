@@ -1,11 +1,48 @@
-"""Options shared by several commands: the trust opt-in for checkpoints and the image-size limit."""
+"""What every command shares: the error mapping (:class:`Command`, :class:`Group`), the trust
+opt-in for checkpoints and the image-size limit."""
 
 from __future__ import annotations
 
 import click
 
+from anatomix.errors import AnatomixError
 from anatomix.limits import MAX_PIXELS
 from anatomix.models import TRUST_HELP
+
+
+class CommandError(click.ClickException):
+    """An :class:`~anatomix.errors.AnatomixError` a command let through: ``Error: <message>``, exit 2."""
+
+    exit_code = 2
+
+
+class Command(click.Command):
+    """A command whose :class:`~anatomix.errors.AnatomixError` becomes exit status 2 with its message.
+
+    Commands parse options, call one library function and print; they catch the package's
+    errors only where they add a hint (which option was wrong).
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AnatomixError as e:
+            raise CommandError(str(e)) from None
+
+
+class Group(click.Group):
+    """A group of :class:`Command` (the same error mapping)."""
+
+    command_class = Command
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AnatomixError as e:
+            raise CommandError(str(e)) from None
+
+
+Group.group_class = Group
 
 trust_checkpoint = click.option("--trust-checkpoint", "trust_checkpoint", is_flag=True, help=TRUST_HELP)
 """``--trust-checkpoint``: read a model/detector/checkpoint file with a full unpickle."""

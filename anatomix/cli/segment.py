@@ -26,7 +26,7 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
 """
 
 
-@click.command("segment", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("segment", cls=options.Command, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--out", "out", required=True,
               type=click.Path(file_okay=False, dir_okay=True, path_type=Path),
@@ -105,13 +105,10 @@ def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_s
             segmenter.uncertainty_samples = uncertainty
     except AnatomixError as e:
         raise click.BadParameter(str(e), param_hint="'--model'") from None
-    try:
-        summary = segment_batch(inputs, out, segmenter, batch_size=batch_size, workers=workers,
-                                formats=formats, overlays=overlays, overwrite=overwrite,
-                                qc=not no_qc, progress=progress, max_pixels=max_pixels,
-                                expanded=(paths, bad))
-    except AnatomixError as e:
-        raise click.UsageError(str(e)) from None
+    summary = segment_batch(inputs, out, segmenter, batch_size=batch_size, workers=workers,
+                            formats=formats, overlays=overlays, overwrite=overwrite,
+                            qc=not no_qc, progress=progress, max_pixels=max_pixels,
+                            expanded=(paths, bad))
     click.echo(summary.line())
     raise SystemExit(summary.exit_code)
 

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import click
 
+from anatomix.cli import options
 from anatomix.models import TRUST_HELP
 
 
@@ -87,7 +88,7 @@ def loop_options(f):
     return f
 
 
-@click.group()
+@click.group(cls=options.Group)
 def train() -> None:
     """Train segmenters (graph or pixel) with one shared, resumable loop."""
 
