@@ -1,7 +1,7 @@
 """End-to-end speed of ``segment_batch`` against the bare model forward pass, same images, same run.
 
 Makes ``--n`` 512 px 8-bit PNG radiographs in a temporary folder (copies of the data pack's
-JSRT/Shenzhen images, flipped / gamma-shifted / shifted so no two files are equal; nothing is
+JSRT images (tests/pack_corpus.py), flipped / gamma-shifted / shifted so no two files are equal; nothing is
 written into the repository), then times, ``--repeats`` times in turn:
 
 - ``forward``: the model alone on tensors already in memory (images read and brought to the
@@ -34,78 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(os.environ.get("ANATOMIX_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def pack_images(data: Path = DATA) -> list[Path]:
-    """The pack's radiographs (not masks) listed in cxr-seg/manifest.csv."""
-    import csv
-
-    manifest = data / "cxr-seg" / "manifest.csv"
-    if not manifest.is_file():
-        sys.exit(f"data pack not found at {data} (set ANATOMIX_DATA)")
-    with open(manifest, newline="") as f:
-        rows = list(csv.DictReader(f))
-    paths = [data / "cxr-seg" / r["source"] / f"{r['id']}.png" for r in rows]
-    return [p for p in paths if p.is_file()]
-
-
-def make_corpus(folder: Path, n: int, size: int = 512, seed: int = 0) -> list[Path]:
-    """``n`` distinct ``size`` px grayscale PNGs made from the pack images (in ``folder``)."""
-    from PIL import Image
-
-    sources = pack_images()
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(n):
-        src = sources[i % len(sources)]
-        img = Image.open(src).convert("L")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.Resampling.BOX)
-        a = np.asarray(img, dtype=np.float32) / 255.0
-        variant = i // len(sources)
-        if variant % 2:
-            a = a[:, ::-1]
-        if variant:
-            a = np.clip(a ** rng.uniform(0.8, 1.25), 0, 1)
-            a = np.roll(a, rng.integers(-8, 9, size=2), axis=(0, 1))
-        path = folder / f"{src.stem}_v{variant}.png"
-        Image.fromarray(np.round(a * 255).astype(np.uint8)).save(path)
-        out.append(path)
-    return out
-
-
-def load_model(name: str, device: str = "cpu"):
-    """(segmenter, description): the bundled/named model, or an untrained default HybridGNet."""
-    from anatomix.errors import AnatomixError
-    from anatomix.models import load_segmenter
-
-    try:
-        return load_segmenter(name, device), name
-    except AnatomixError as e:
-        if name != "graph":
-            raise
-        import torch
-
-        from anatomix.graphs.inference import GraphSegmenter
-        from anatomix.graphs.model import GraphConfig, HybridGNet
-
-        torch.manual_seed(0)
-        model = HybridGNet(GraphConfig())
-        return GraphSegmenter(model, device), f"untrained default HybridGNet (bundled weights missing: {e})"
-
-
-def untrained_checkpoint(path: Path) -> Path:
-    """Save an untrained default HybridGNet as a checkpoint (for when no weights are bundled)."""
-    import torch
-
-    from anatomix.graphs.model import GraphConfig, HybridGNet
-
-    torch.manual_seed(0)
-    cfg = GraphConfig()
-    torch.save({"model": HybridGNet(cfg).state_dict(), "family": "graph", "graph_config": cfg.to_dict()}, path)
-    return path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from pack_corpus import make_corpus
 
 
 def clock() -> tuple[float, float]:
@@ -161,11 +91,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from anatomix.batch import segment_batch
     from anatomix.io.read import read_radiograph
+    from anatomix.models import load_segmenter
 
     tmp = Path(tempfile.mkdtemp(prefix="anatomix-batch-speed-"))
     try:
         files = make_corpus(tmp / "in", args.n)
-        segmenter, described = load_model(args.model, args.device)
+        segmenter, described = load_segmenter(args.model, args.device), args.model
         radiographs = [read_radiograph(p) for p in files]
         segmenter.predict(radiographs[: args.batch_size])  # warm-up
         times: dict[str, list[tuple[float, float]]] = {"forward": [], "predict": []}

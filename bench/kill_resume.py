@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batch_speed import make_corpus, untrained_checkpoint
+sys.path.insert(0, str(REPO / "tests"))
+from pack_corpus import make_corpus
 
 
 def command(env: dict, cwd: Path) -> list[str]:
@@ -108,12 +108,6 @@ def main() -> int:
         model = args.model
         if Path(model).is_file():  # a checkpoint that training may replace meanwhile: freeze it too
             model = str(shutil.copy(model, tmp / "model.pt"))
-        elif model == "graph":
-            from anatomix.models import REGISTRY
-
-            if not REGISTRY.get("graph").available:
-                model = str(untrained_checkpoint(tmp / "untrained.pt"))
-                print("bundled graph weights missing: using an untrained default HybridGNet")
         used = subprocess.run([sys.executable, "-c", "import anatomix; print(anatomix.__file__)"],
                               capture_output=True, text=True, check=False, cwd=tmp, env=env).stdout.strip()
         assert used.startswith(str(snapshot)), f"subprocesses import {used}, not the snapshot"
