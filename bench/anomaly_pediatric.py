@@ -29,7 +29,6 @@ Usage (one method per process; resumable: rerun continues from the checkpoint)::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -38,8 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
+from anatomix.anatomy import STRUCTURE_KEYS
+from anatomix.anomaly.models import METHODS
+from anatomix.data.anomaly_pack import anomaly_cases
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("ANATOMIX_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "bench" / "results"
 
@@ -50,21 +52,19 @@ def load_pack(size: int, work: Path):
     if cache.is_file():
         d = np.load(cache)
         return d["train"], d["test"], d["y"], [str(p) for p in d["test_paths"]]
-    from anatomix.io import SquareFrame, read_radiograph
+    from anatomix.anomaly.detector import preprocess
+    from anatomix.io import read_radiograph
 
-    rows = list(csv.DictReader(open(DATA / "cxr-anomaly" / "manifest.csv")))
-    zl = [r for r in rows if r["source"] == "zhanglab"]
-    tr = [r for r in zl if r["split_upstream"] == "train" and r["label"] == "normal"]
-    te = [r for r in zl if r["split_upstream"] == "test"]
+    tr = anomaly_cases(DATA, source="zhanglab", split="train", label="normal")
+    te = anomaly_cases(DATA, source="zhanglab", split="test")
 
-    def prep(r):
-        g = read_radiograph(DATA / "cxr-anomaly" / "zhanglab" / f"{r['id']}.png")
-        return np.clip(SquareFrame(*g.shape, size).image_to_model(g.pixels), 0, 1)
+    def prep(c):
+        return preprocess(read_radiograph(c.path).pixels, size)[0]
 
-    train = np.stack([prep(r) for r in tr]).astype(np.float32)
-    test = np.stack([prep(r) for r in te]).astype(np.float32)
-    y = np.array([r["label"] == "abnormal" for r in te], dtype=int)
-    paths = [str(DATA / "cxr-anomaly" / "zhanglab" / f"{r['id']}.png") for r in te]
+    train = np.stack([prep(c) for c in tr]).astype(np.float32)
+    test = np.stack([prep(c) for c in te]).astype(np.float32)
+    y = np.array([c.abnormal for c in te], dtype=int)
+    paths = [str(c.path) for c in te]
     work.mkdir(parents=True, exist_ok=True)
     np.savez(cache, train=train, test=test, y=y, test_paths=np.array(paths))
     return train, test, y, paths
@@ -78,15 +78,14 @@ def load_val_abnormal(size: int, work: Path, n: int = 300) -> np.ndarray:
     cache = work / f"pediatric_val_abnormal_{size}.npz"
     if cache.is_file():
         return np.load(cache)["x"]
-    from anatomix.io import SquareFrame, read_radiograph
+    from anatomix.anomaly.detector import preprocess
+    from anatomix.io import read_radiograph
 
-    rows = list(csv.DictReader(open(DATA / "cxr-anomaly" / "manifest.csv")))
-    ab = [r for r in rows if r["source"] == "zhanglab" and r["split_upstream"] == "train" and r["label"] == "abnormal"]
+    ab = anomaly_cases(DATA, source="zhanglab", split="train", label="abnormal")
     pick = np.random.default_rng(0).choice(len(ab), n, replace=False)
     out = []
     for i in sorted(pick):
-        g = read_radiograph(DATA / "cxr-anomaly" / "zhanglab" / f"{ab[i]['id']}.png")
-        out.append(np.clip(SquareFrame(*g.shape, size).image_to_model(g.pixels), 0, 1))
+        out.append(preprocess(read_radiograph(ab[i].path).pixels, size)[0])
     x = np.stack(out).astype(np.float32)
     np.savez(cache, x=x)
     return x
@@ -176,49 +175,46 @@ def segmenter_masks(size: int, work: Path):
     cache = work / f"pediatric_segmasks_{size}_{segmenter_tag()}.npz"
     if cache.is_file():
         d = np.load(cache)
-        keys = ("lungR", "lungL", "heart")
+        keys = STRUCTURE_KEYS
         return ([{k: d[f"train_{k}"][i] for k in keys} for i in range(len(d["train_lungR"]))],
                 [{k: d[f"test_{k}"][i] for k in keys} for i in range(len(d["test_lungR"]))])
     from anatomix.anomaly.detector import preprocess
-    from anatomix.anomaly.inputs import segment_masks
+    from anatomix.anomaly.run import segment_masks
     from anatomix.anomaly.scoring import masks_to_model
     from anatomix.io import read_radiograph
 
-    rows = list(csv.DictReader(open(DATA / "cxr-anomaly" / "manifest.csv")))
-    zl = [r for r in rows if r["source"] == "zhanglab"]
-    sets = {"train": [r for r in zl if r["split_upstream"] == "train" and r["label"] == "normal"],
-            "test": [r for r in zl if r["split_upstream"] == "test"]}
+    sets = {"train": anomaly_cases(DATA, source="zhanglab", split="train", label="normal"),
+            "test": anomaly_cases(DATA, source="zhanglab", split="test")}
     out = {}
-    for name, rs in sets.items():
+    for name, cs in sets.items():
         ms = []
-        for i in range(0, len(rs), 64):
-            rads = [read_radiograph(DATA / "cxr-anomaly" / "zhanglab" / f"{r['id']}.png") for r in rs[i:i + 64]]
+        for i in range(0, len(cs), 64):
+            rads = [read_radiograph(c.path) for c in cs[i:i + 64]]
             for g, m in zip(rads, segment_masks(rads)):
                 ms.append(masks_to_model(m, preprocess(g.pixels, size)[1]))
         out[name] = ms
     np.savez_compressed(cache, **{f"{n}_{k}": np.stack([m[k] for m in ms]) for n, ms in out.items()
-                                  for k in ("lungR", "lungL", "heart")})
+                                  for k in STRUCTURE_KEYS})
     return out["train"], out["test"]
 
 
 def val_abnormal_segmasks(size: int, work: Path):
     """Segmenter masks (model frame) of the validation pneumonia images of :func:`load_val_abnormal`."""
     cache = work / f"pediatric_val_abnormal_segmasks_{size}_{segmenter_tag()}.npz"
-    keys = ("lungR", "lungL", "heart")
+    keys = STRUCTURE_KEYS
     if cache.is_file():
         d = np.load(cache)
         return [{k: d[k][i] for k in keys} for i in range(len(d["lungR"]))]
     from anatomix.anomaly.detector import preprocess
-    from anatomix.anomaly.inputs import segment_masks
+    from anatomix.anomaly.run import segment_masks
     from anatomix.anomaly.scoring import masks_to_model
     from anatomix.io import read_radiograph
 
-    rows = list(csv.DictReader(open(DATA / "cxr-anomaly" / "manifest.csv")))
-    ab = [r for r in rows if r["source"] == "zhanglab" and r["split_upstream"] == "train" and r["label"] == "abnormal"]
+    ab = anomaly_cases(DATA, source="zhanglab", split="train", label="abnormal")
     pick = sorted(np.random.default_rng(0).choice(len(ab), 300, replace=False))
     ms = []
     for i in range(0, len(pick), 64):
-        rads = [read_radiograph(DATA / "cxr-anomaly" / "zhanglab" / f"{ab[j]['id']}.png") for j in pick[i:i + 64]]
+        rads = [read_radiograph(ab[j].path) for j in pick[i:i + 64]]
         for g, m in zip(rads, segment_masks(rads)):
             ms.append(masks_to_model(m, preprocess(g.pixels, size)[1]))
     np.savez_compressed(cache, **{k: np.stack([m[k] for m in ms]) for k in keys})
@@ -349,7 +345,7 @@ def field_prior(size: int):
 
     jsrt = DATA / "cxr-seg" / "jsrt"
     out = {}
-    for s in ("lungR", "lungL", "heart"):
+    for s in STRUCTURE_KEYS:
         files = sorted(jsrt.glob(f"*_{s}.png"))
         mean = np.mean([np.asarray(Image.open(f), dtype=np.float32) for f in files], axis=0)
         out[s] = SquareFrame(*mean.shape, size).image_to_model(mean) >= 0.5
@@ -645,7 +641,7 @@ diagnosis. Research use; not a medical device.
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--method", choices=("ae", "memae", "mae", "squid"))
+    p.add_argument("--method", choices=METHODS)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)

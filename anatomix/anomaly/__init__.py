@@ -1,12 +1,15 @@
 """Normal-only anomaly screening: fit on normal radiographs, flag what deviates and where.
 
-- :mod:`anatomix.anomaly.models`: ``ae``, ``memae``, ``mae``, ``squid`` behind
-  :func:`~anatomix.anomaly.models.create_model`;
+- :mod:`anatomix.anomaly.models`: ``ae``, ``memae``, ``mae``, ``squid`` in one registry
+  (:data:`~anatomix.anomaly.models.MODELS`) behind :func:`~anatomix.anomaly.models.create_model`;
 - :mod:`anatomix.anomaly.scoring`: residual maps, aggregation inside masks, overlays;
+- :mod:`anatomix.anomaly.critic`: the realness critic (SQUID's discriminator, for any model);
 - :mod:`anatomix.anomaly.calibration`: normalisation and thresholds from held-out normals;
 - :mod:`anatomix.anomaly.detector`: :class:`Detector` (everything in one file, save/load);
 - :mod:`anatomix.anomaly.train`: :func:`fit_detector` (resumable fit + calibration);
-- :mod:`anatomix.anomaly.metrics`: AUROC, AP, TPR at fixed FPR, ROC plot.
+- :mod:`anatomix.anomaly.metrics`: AUROC, AP, TPR at fixed FPR, ROC plot;
+- :mod:`anatomix.anomaly.run`: fit / calibrate / score / evaluate from paths (what the
+  ``anatomix anomaly`` commands call).
 
 Importing this package does not import torch.
 """
@@ -15,9 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__all__ = ["METHODS", "AnomalyResult", "Detector", "ScoringConfig", "create_model", "fit_detector"]
+from anatomix.anomaly.models import METHODS
 
-METHODS = ("ae", "memae", "mae", "squid")
+__all__ = ["METHODS", "AnomalyResult", "Detector", "ScoringConfig", "create_model", "fit_detector"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from anatomix.anomaly.detector import AnomalyResult, Detector, ScoringConfig

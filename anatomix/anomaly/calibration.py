@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from anatomix.errors import UsageError
+
 #: fewest held-out normals for which a threshold is fitted at all
 MIN_CALIBRATION = 5
 
@@ -26,9 +28,9 @@ def quantile_threshold(normal_scores: Sequence[float], target_fpr: float = 0.05)
     s = np.asarray(normal_scores, dtype=np.float64)
     s = s[np.isfinite(s)]
     if s.size < MIN_CALIBRATION:
-        raise ValueError(f"need at least {MIN_CALIBRATION} held-out normal scores, got {s.size}")
+        raise UsageError(f"need at least {MIN_CALIBRATION} held-out normal scores, got {s.size}")
     if not 0.0 < target_fpr < 1.0:
-        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+        raise UsageError(f"target_fpr must be in (0, 1), got {target_fpr}")
     return float(np.quantile(s, 1.0 - target_fpr, method="higher"))
 
 
@@ -42,7 +44,7 @@ def fit_region(raw_normal_scores: Sequence[float], target_fpr: float = 0.05) -> 
     raw = np.asarray(raw_normal_scores, dtype=np.float64)
     raw = raw[np.isfinite(raw)]
     if raw.size < MIN_CALIBRATION:
-        raise ValueError(f"need at least {MIN_CALIBRATION} held-out normal scores, got {raw.size}")
+        raise UsageError(f"need at least {MIN_CALIBRATION} held-out normal scores, got {raw.size}")
     center = float(raw.mean())
     scale = float(raw.std()) or 1.0
     z = (raw - center) / scale

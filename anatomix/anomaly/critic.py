@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anatomix.errors import UsageError
+
 
 class PatchCritic(nn.Module):
     """An ensemble of small patch critics whose logits are averaged.
@@ -45,9 +47,9 @@ class PatchCritic(nn.Module):
         super().__init__()
         channels = [int(c) for c in channels]
         if len(channels) != 3:
-            raise ValueError(f"PatchCritic takes 3 channel widths, got {channels}")
+            raise UsageError(f"PatchCritic takes 3 channel widths, got {channels}")
         if members < 1:
-            raise ValueError(f"PatchCritic needs at least one member, got {members}")
+            raise UsageError(f"PatchCritic needs at least one member, got {members}")
         self.config: dict[str, Any] = {"channels": channels, "members": int(members)}
         self.members = nn.ModuleList(self._member(channels) for _ in range(members))
 

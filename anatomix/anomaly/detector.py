@@ -29,6 +29,7 @@ from anatomix.anomaly.scoring import (
     region_scores,
     smooth,
 )
+from anatomix.errors import UsageError
 
 FORMAT = "anatomix-anomaly-detector"
 FORMAT_VERSION = 1
@@ -44,7 +45,7 @@ def preprocess(pixels: np.ndarray, image_size: int):
 
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
+        raise UsageError(f"expected a 2-D image, got shape {pixels.shape}")
     frame = SquareFrame(int(pixels.shape[0]), int(pixels.shape[1]), int(image_size))
     return np.clip(frame.image_to_model(pixels), 0.0, 1.0).astype(np.float32), frame
 
@@ -86,10 +87,10 @@ class ScoringConfig:
 
     def __post_init__(self) -> None:
         if not is_residual(self.residual):
-            raise ValueError(f"unknown residual {self.residual!r}; choose one of {RESIDUALS} "
+            raise UsageError(f"unknown residual {self.residual!r}; choose one of {RESIDUALS} "
                              f"or <one of them>+critic")
         if self.reduce not in REDUCTIONS:
-            raise ValueError(f"unknown reduction {self.reduce!r}; choose one of {REDUCTIONS}")
+            raise UsageError(f"unknown reduction {self.reduce!r}; choose one of {REDUCTIONS}")
 
 
 @dataclass
@@ -184,7 +185,7 @@ class Detector:
         from anatomix.anomaly.critic import critic_map
 
         if part == "critic" and self.critic is None:
-            raise RuntimeError(f"residual {self.scoring.residual!r} needs a critic; fit the detector "
+            raise UsageError(f"residual {self.scoring.residual!r} needs a critic; fit the detector "
                                f"with critic epochs > 0")
         out = []
         dev = next(self.model.parameters()).device
@@ -234,13 +235,13 @@ class Detector:
             maps = part_maps(parts[0])
         else:
             if self._missing_component_stats():
-                raise RuntimeError(f"residual {self.scoring.residual!r} sums normalised parts but their "
+                raise UsageError(f"residual {self.scoring.residual!r} sums normalised parts but their "
                                    f"normal statistics are missing; call calibrate() or set_component_stats()")
             maps = sum((part_maps(p) - self.component_stats[p][0])
                        / self.component_stats[p][1] for p in parts).astype(np.float32)
         if normalise and self.scoring.pixel_norm:
             if self.pixel_stats is None:
-                raise RuntimeError("scoring.pixel_norm is on but pixel_stats are missing; call set_pixel_stats()")
+                raise UsageError("scoring.pixel_norm is on but pixel_stats are missing; call set_pixel_stats()")
             mean, std = self.pixel_stats
             maps = ((maps - mean) / std).astype(np.float32)
         return maps
@@ -306,7 +307,7 @@ class Detector:
                keep_maps: bool = False) -> AnomalyResult:
         """Turn one model-frame map into an :class:`AnomalyResult`."""
         if "image" not in self.calibration:
-            raise RuntimeError("detector is not calibrated; call calibrate() with held-out normals")
+            raise UsageError("detector is not calibrated; call calibrate() with held-out normals")
         source = "given" if masks_model else ("prior" if self.prior_masks else "none")
         if not masks_model:
             masks_model = self.prior_masks
@@ -333,7 +334,7 @@ class Detector:
         """
         masks = list(masks) if masks is not None else [None] * len(radiographs)
         if len(masks) != len(radiographs):
-            raise ValueError(f"{len(radiographs)} radiographs but {len(masks)} mask sets")
+            raise UsageError(f"{len(radiographs)} radiographs but {len(masks)} mask sets")
         pre = [self.preprocess(r.pixels) for r in radiographs]
         maps = self.model_maps(np.stack([p[0] for p in pre]) if pre else np.zeros((0, 1, 1)), batch_size)
         out = []
@@ -389,7 +390,10 @@ class Detector:
         state = load_checkpoint(path, trust=trust)
         if state.get("format") != FORMAT:
             raise CheckpointError(path, "not an anatomix anomaly detector")
-        model = create_model(state["method"], **state["model_config"])
+        try:
+            model = create_model(state["method"], **state["model_config"])
+        except UsageError as e:
+            raise CheckpointError(path, f"not a detector this version can rebuild ({e})") from None
         model.load_state_dict(state["state_dict"])
         prior = state.get("prior_masks")
         prior = None if prior is None else {k: v.numpy().astype(bool) for k, v in prior.items()}

@@ -11,16 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
+from anatomix.errors import UsageError
+
 
 def _check(y, s) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y).astype(int).ravel()
     s = np.asarray(s, dtype=np.float64).ravel()
     if y.shape != s.shape:
-        raise ValueError(f"{y.size} labels but {s.size} scores")
+        raise UsageError(f"{y.size} labels but {s.size} scores")
     if not (set(np.unique(y)) <= {0, 1}):
-        raise ValueError("labels must be 0 (normal) or 1 (abnormal)")
+        raise UsageError("labels must be 0 (normal) or 1 (abnormal)")
     if y.min(initial=1) == y.max(initial=0):
-        raise ValueError("need both normal and abnormal cases")
+        raise UsageError("need both normal and abnormal cases")
     return y, s
 
 

@@ -12,10 +12,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from anatomix.anatomy import STRUCTURE_KEYS
+from anatomix.errors import UsageError
+
 RESIDUALS = ("auto", "l2", "l1", "ssim", "l2+ssim", "feature", "critic")
 REDUCTIONS = ("mean", "max", "topk")
 REGIONS = ("image", "lungs", "lungR", "lungL", "heart", "anatomy")
-STRUCTURES = ("lungR", "lungL", "heart")
 
 
 def is_residual(name: str) -> bool:
@@ -63,7 +65,7 @@ def residual_map(x, rec, kind: str = "l2"):
         return (1 - ssim_map(x, rec)) / 2
     if kind == "l2+ssim":
         return (x - rec) ** 2 + (1 - ssim_map(x, rec)) / 2
-    raise ValueError(f"unknown residual {kind!r}; choose one of {RESIDUALS}")
+    raise UsageError(f"unknown residual {kind!r}; choose one of {RESIDUALS}")
 
 
 def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
@@ -85,10 +87,10 @@ def region_masks(masks: Mapping[str, np.ndarray] | None, shape) -> dict[str, np.
     out = {"image": np.ones(shape, dtype=bool)}
     if not masks:
         return out
-    m = {k: np.asarray(v, dtype=bool) for k, v in masks.items() if k in STRUCTURES and v is not None}
+    m = {k: np.asarray(v, dtype=bool) for k, v in masks.items() if k in STRUCTURE_KEYS and v is not None}
     for k, v in m.items():
         if v.shape != tuple(shape):
-            raise ValueError(f"mask {k!r} has shape {v.shape}, expected {tuple(shape)}")
+            raise UsageError(f"mask {k!r} has shape {v.shape}, expected {tuple(shape)}")
         out[k] = v
     if "lungR" in m and "lungL" in m:
         out["lungs"] = m["lungR"] | m["lungL"]
@@ -123,7 +125,7 @@ def aggregate(m: np.ndarray, mask: np.ndarray, reduce: str = "mean", topk: float
     if reduce == "topk":
         k = max(1, round(v.size * topk / 100.0))
         return float(np.partition(v, v.size - k)[v.size - k:].mean())
-    raise ValueError(f"unknown reduction {reduce!r}; choose one of {REDUCTIONS}")
+    raise UsageError(f"unknown reduction {reduce!r}; choose one of {REDUCTIONS}")
 
 
 def region_scores(m: np.ndarray, masks: Mapping[str, np.ndarray] | None = None,

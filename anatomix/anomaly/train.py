@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from anatomix.errors import CheckpointError, UsageError
+
 
 def _set_seed(seed: int) -> None:
     import torch
@@ -48,7 +50,7 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
     x_all = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
     n = x_all.shape[0]
     if n == 0:
-        raise ValueError("no training images")
+        raise UsageError("no training images")
     steps_per_epoch = math.ceil(n / batch_size)
     total = max(1, epochs * steps_per_epoch)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -62,8 +64,8 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
     if checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint)
         if state.get("settings") != settings:
-            raise ValueError(f"{checkpoint}: checkpoint was written with other settings; "
-                             f"delete it or pass another path")
+            raise CheckpointError(checkpoint, "checkpoint was written with other settings; "
+                                              "delete it or pass another path")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -156,7 +158,7 @@ def add_critic(det, images: np.ndarray, epochs: int = 30, batch_size: int = 32, 
 def split_calibration(n: int, calib_fraction: float = 0.1, seed: int = 0, min_calib: int = 5):
     """Indices (fit, calibration) of a random hold-out of ``calib_fraction`` (at least ``min_calib``)."""
     if n < min_calib + 1:
-        raise ValueError(f"need at least {min_calib + 1} normal images (fit + calibration), got {n}")
+        raise UsageError(f"need at least {min_calib + 1} normal images (fit + calibration), got {n}")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
     k = min(n - 1, max(min_calib, round(n * calib_fraction)))
@@ -197,10 +199,10 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None 
     images = np.asarray(images, dtype=np.float32)
     image_size = int(image_size or images.shape[-1] or DEFAULT_IMAGE_SIZE[method])
     if images.ndim != 3 or images.shape[1:] != (image_size, image_size):
-        raise ValueError(f"images must be (N, {image_size}, {image_size}), got {images.shape}")
+        raise UsageError(f"images must be (N, {image_size}, {image_size}), got {images.shape}")
     scoring = scoring or ScoringConfig()
     if "critic" in scoring.residual and not critic_epochs:
-        raise ValueError(f"residual {scoring.residual!r} needs a critic: give critic_epochs > 0")
+        raise UsageError(f"residual {scoring.residual!r} needs a critic: give critic_epochs > 0")
     fit_idx, cal_idx = split_calibration(len(images), calib_fraction, seed)
     torch.manual_seed(seed)
     model = create_model(method, image_size=image_size, **(model_config or {}))

@@ -3,6 +3,7 @@ import pytest
 from anomaly_synth import normal_images
 
 from anatomix.anomaly import calibration as cal
+from anatomix.errors import UsageError
 
 
 def test_quantile_threshold_holds_fpr_on_fresh_normals():
@@ -20,9 +21,9 @@ def test_retarget_and_guards():
     c = cal.fit_region(np.arange(100.0), 0.05)
     c10 = cal.retarget(c, 0.10)
     assert c10["threshold"] < c["threshold"]
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         cal.fit_region([1.0, 2.0], 0.05)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         cal.quantile_threshold(np.arange(10.0), 1.5)
 
 

@@ -13,6 +13,7 @@ from anatomix.anomaly.detector import Detector, ScoringConfig
 from anatomix.anomaly.metrics import auroc
 from anatomix.anomaly.models import create_model
 from anatomix.anomaly.train import fit_critic, fit_detector, fit_model
+from anatomix.errors import UsageError
 
 
 def textured(n, seed):
@@ -45,9 +46,9 @@ def test_critic_shapes_and_config():
     a, b = c.member_logits(x)
     assert not torch.equal(a, b) and torch.allclose(c(x), (a + b) / 2)  # independent members, averaged
     assert critic_map(c, x).shape == (3, 1, 32, 32)
-    with pytest.raises(ValueError, match="3 channel widths"):
+    with pytest.raises(UsageError, match="3 channel widths"):
         PatchCritic((8, 16))
-    with pytest.raises(ValueError, match="at least one member"):
+    with pytest.raises(UsageError, match="at least one member"):
         PatchCritic(members=0)
 
 
@@ -73,7 +74,7 @@ def test_sum_is_normalised_on_held_out_normals(fitted):
     model, critic = fitted
     det = Detector(model, ScoringConfig(residual="ssim+critic", reduce="mean"), critic=critic)
     cal = textured(30, seed=9)
-    with pytest.raises(RuntimeError, match="normal statistics"):
+    with pytest.raises(UsageError, match="normal statistics"):
         det.model_maps(cal)
     det.calibrate(cal)
     assert set(det.component_stats) == {"ssim", "critic"}
@@ -85,13 +86,13 @@ def test_sum_is_normalised_on_held_out_normals(fitted):
 
 def test_critic_residual_needs_a_critic():
     imgs = normal_images(12, 32)
-    with pytest.raises(ValueError, match="needs a critic"):
+    with pytest.raises(UsageError, match="needs a critic"):
         fit_detector(imgs, "ae", 32, epochs=1, progress=False, scoring=ScoringConfig(residual="ssim+critic"),
                      model_config={"channels": [8, 16], "latent": 4})
     det = Detector(create_model("ae", image_size=32, channels=[8, 16], latent=4), ScoringConfig(residual="critic"))
-    with pytest.raises(RuntimeError, match="needs a critic"):
+    with pytest.raises(UsageError, match="needs a critic"):
         det.model_maps(imgs)
-    with pytest.raises(ValueError, match="unknown residual"):
+    with pytest.raises(UsageError, match="unknown residual"):
         ScoringConfig(residual="critic+critic")
 
 

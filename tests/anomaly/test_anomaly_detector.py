@@ -6,7 +6,7 @@ from anomaly_synth import normal_images, with_blob
 
 from anatomix.anomaly.detector import Detector, ScoringConfig
 from anatomix.anomaly.train import fit_detector, split_calibration
-from anatomix.errors import AnatomixError
+from anatomix.errors import AnatomixError, UsageError
 from anatomix.io.record import Radiograph
 
 TINY = {"ae": {"channels": [8, 16], "latent": 8}, "mae": {"patch": 8, "dim": 32, "depth": 1, "dec_depth": 1,
@@ -95,7 +95,7 @@ def test_load_rejects_garbage(tmp_path):
 
 
 def test_scoring_config_validates():
-    with pytest.raises(ValueError, match="residual"):
+    with pytest.raises(UsageError, match="residual"):
         ScoringConfig(residual="nope")
 
 

@@ -5,6 +5,7 @@ import torch
 from anomaly_synth import normal_images, with_blob
 
 from anatomix.anomaly.models import MODELS, create_model
+from anatomix.errors import UsageError
 
 TINY = {
     "ae": {"channels": [8, 16], "latent": 8},
@@ -15,7 +16,7 @@ TINY = {
 
 
 def test_factory_lists_names():
-    with pytest.raises(ValueError, match="ae"):
+    with pytest.raises(UsageError, match="ae"):
         create_model("nope", image_size=32)
     assert set(TINY) == set(MODELS)
 

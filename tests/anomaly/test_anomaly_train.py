@@ -6,6 +6,7 @@ from anomaly_synth import normal_images
 
 from anatomix.anomaly.models import create_model
 from anatomix.anomaly.train import fit_model
+from anatomix.errors import CheckpointError
 
 
 class Stop(Exception):
@@ -42,6 +43,6 @@ def test_checkpoint_from_other_settings_is_refused(tmp_path):
     imgs = normal_images(8, 32)
     m = create_model("ae", image_size=32, channels=[8, 16], latent=8)
     fit_model(m, imgs, epochs=1, batch_size=8, checkpoint=tmp_path / "c.ckpt", progress=False)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(CheckpointError, match="other settings"):
         fit_model(m, imgs, epochs=2, batch_size=8, checkpoint=tmp_path / "c.ckpt", progress=False)
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from anatomix.anomaly.models.base import AnomalyModel, conv_decoder, conv_encoder
+from anatomix.errors import UsageError
 
 
 class ConvAE(AnomalyModel):
@@ -47,7 +48,7 @@ class ConvAE(AnomalyModel):
         self.uncertainty = bool(uncertainty)
         self.side = image_size // 2 ** len(channels)
         if self.side * 2 ** len(channels) != image_size:
-            raise ValueError(f"image_size {image_size} is not divisible by {2 ** len(channels)}")
+            raise UsageError(f"image_size {image_size} is not divisible by {2 ** len(channels)}")
         flat = channels[-1] * self.side ** 2
         self.encoder = conv_encoder(channels)
         self.to_latent = nn.Linear(flat, latent)

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from anatomix.errors import UsageError
+
 
 class AnomalyModel(nn.Module):
     """Base class: a reconstruction model fitted on normal images only.
@@ -73,7 +75,7 @@ class AnomalyModel(nn.Module):
 
         enc = getattr(self, "encoder", None)
         if enc is None:
-            raise ValueError(f"{self.method}: no convolutional encoder for the 'feature' residual")
+            raise UsageError(f"{self.method}: no convolutional encoder for the 'feature' residual")
         stages = list(enc.children())
         if stages and isinstance(stages[0], nn.Sequential) and len(stages) <= 2 and not isinstance(stages[0][0], nn.Conv2d):
             stages = list(stages[0].children())  # memae: (encoder, 1x1 projection)

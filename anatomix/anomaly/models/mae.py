@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anatomix.anomaly.models.base import AnomalyModel
+from anatomix.errors import UsageError
 
 
 class MemorySelfAttention(nn.Module):
@@ -149,7 +150,7 @@ class MemMCMAE(AnomalyModel):
         self.config.update(patch=int(patch), dim=int(dim), depth=int(depth), dec_depth=int(dec_depth),
                            heads=int(heads), mem_slots=int(mem_slots), mask_ratio=float(mask_ratio))
         if image_size % patch:
-            raise ValueError(f"image_size {image_size} is not divisible by patch {patch}")
+            raise UsageError(f"image_size {image_size} is not divisible by patch {patch}")
         self.patch, self.grid = patch, image_size // patch
         self.n = self.grid ** 2
         self.mask_ratio = mask_ratio

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anatomix.anomaly.models.base import AnomalyModel, conv_decoder, conv_encoder
+from anatomix.errors import UsageError
 
 
 class MaskedNeighbourConv(nn.Conv2d):
@@ -69,7 +70,7 @@ class SQUID(AnomalyModel):
         self.grid, self.psize = grid, image_size // grid
         down = 2 ** len(channels)
         if self.psize * grid != image_size or self.psize % down:
-            raise ValueError(f"image_size {image_size} must split into {grid}x{grid} patches divisible by {down}")
+            raise UsageError(f"image_size {image_size} must split into {grid}x{grid} patches divisible by {down}")
         self.f = self.psize // down
         c = channels[-1]
         self.c = c
