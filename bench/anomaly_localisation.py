@@ -22,14 +22,15 @@ import argparse
 import csv
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from anatomix.anatomy import STRUCTURE_KEYS
+from anatomix.anomaly.models import METHODS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("ANATOMIX_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "bench" / "results"
 MM_PER_PX = 0.7
@@ -74,7 +75,7 @@ def summary() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--method", default="ae", choices=("ae", "memae", "mae", "squid"))
+    p.add_argument("--method", default="ae", choices=METHODS)
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
@@ -105,7 +106,7 @@ def main() -> None:
     jsrt = DATA / "cxr-seg" / "jsrt"
 
     def masks(i):
-        return {s: np.asarray(Image.open(jsrt / f"{i}_{s}.png")) > 0 for s in ("lungR", "lungL", "heart")}
+        return {s: np.asarray(Image.open(jsrt / f"{i}_{s}.png")) > 0 for s in STRUCTURE_KEYS}
 
     normals = [r for r in rows if r["label"] == "normal"]
     nodules = [r for r in rows if r["label"] == "nodule" and r["nodule_x"]]
