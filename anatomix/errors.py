@@ -34,8 +34,9 @@ class CheckpointError(AnatomixError):
         super().__init__(f"{self.path}: {reason}")
 
 
-class UsageError(AnatomixError):
+class UsageError(AnatomixError, ValueError):
     """A bad argument: an unknown name, a value out of range, options that do not go together.
 
+    Also a ``ValueError``, so code that guards a call with ``except ValueError`` keeps working.
     The command line prints the message and exits with status 2.
     """

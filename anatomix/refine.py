@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 from anatomix.anatomy import contour_self_intersects, landmarks_to_masks, signed_area
+from anatomix.errors import UsageError
 from anatomix.io.record import Radiograph
 from anatomix.segmentation import Segmentation
 
@@ -121,7 +122,7 @@ class RefinedSegmenter:
     def __init__(self, graph, pixel, config: RefineConfig = RefineConfig()):
         missing = set(graph.template.keys) - set(pixel.keys)
         if missing:
-            raise ValueError(f"the pixel model has no channel for {sorted(missing)}")
+            raise UsageError(f"the pixel model has no channel for {sorted(missing)}")
         self.graph, self.pixel, self.config = graph, pixel, config
         self.template = graph.template
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anatomix.anatomy import TEMPLATES
+from anatomix.errors import UsageError
 from anatomix.graphs.pooling import GraphPyramid, pyramid
 from anatomix.runtime import quiet_imports
 
@@ -88,11 +89,11 @@ class GraphConfig:
         self.graph_channels = tuple(int(c) for c in self.graph_channels)
         TEMPLATES.get(self.template)  # UsageError naming the templates when unknown
         if not self.encoder_channels or not self.graph_channels:
-            raise ValueError("encoder_channels and graph_channels must not be empty")
+            raise UsageError("encoder_channels and graph_channels must not be empty")
         if self.cheb_k < 1 or self.latent_dim < 1:
-            raise ValueError("cheb_k and latent_dim must be >= 1")
+            raise UsageError("cheb_k and latent_dim must be >= 1")
         if not 0 <= self.n_skips <= min(self.n_levels, self.n_stages):
-            raise ValueError(f"n_skips={self.n_skips} must lie in [0, min(graph levels "
+            raise UsageError(f"n_skips={self.n_skips} must lie in [0, min(graph levels "
                              f"{self.n_levels}, encoder stages {self.n_stages})]")
         pyramid(self.template, self.n_levels)  # raises if the rings cannot be halved that often
 
@@ -102,10 +103,10 @@ class GraphConfig:
         n, s = 0, self.image_size
         while s > BOTTOM_MAX:
             if s % 2:
-                raise ValueError(f"image_size {self.image_size} must be b * 2**k with b <= {BOTTOM_MAX}")
+                raise UsageError(f"image_size {self.image_size} must be b * 2**k with b <= {BOTTOM_MAX}")
             s, n = s // 2, n + 1
         if n == 0:
-            raise ValueError(f"image_size {self.image_size} is too small (need > {BOTTOM_MAX})")
+            raise UsageError(f"image_size {self.image_size} is too small (need > {BOTTOM_MAX})")
         return n
 
     @property
@@ -138,12 +139,12 @@ class GraphConfig:
         """Inverse of :meth:`to_dict`.
 
         Raises:
-            ValueError: on keys that are not fields of the config.
+            UsageError: on keys that are not fields of the config.
         """
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown GraphConfig keys {sorted(unknown)}; known: {sorted(names)}")
+            raise UsageError(f"unknown GraphConfig keys {sorted(unknown)}; known: {sorted(names)}")
         return cls(**dict(d))
 
 

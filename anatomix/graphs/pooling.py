@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from anatomix.anatomy import TEMPLATES, Template
+from anatomix.errors import UsageError
 
 MIN_RING = 3
 """Smallest ring that still is a cycle without repeated edges."""
@@ -77,16 +78,16 @@ class GraphPyramid:
         """Halve every ring ``n_levels - 1`` times.
 
         Raises:
-            ValueError: if ``n_levels < 1`` or a ring would drop below three nodes.
+            UsageError: if ``n_levels < 1`` or a ring would drop below three nodes.
         """
         if n_levels < 1:
-            raise ValueError(f"n_levels must be >= 1, got {n_levels}")
+            raise UsageError(f"n_levels must be >= 1, got {n_levels}")
         templates, down, up = [template], [], []
         for _ in range(n_levels - 1):
             fine = templates[-1]
             counts = [(s.count + 1) // 2 for s in fine.structures]
             if min(counts) < MIN_RING:
-                raise ValueError(f"{n_levels} levels make a ring of {min(counts)} nodes "
+                raise UsageError(f"{n_levels} levels make a ring of {min(counts)} nodes "
                                  f"(fewer than {MIN_RING}); use fewer graph levels")
             pairs = [_ring_down_up(s.count) for s in fine.structures]
             down.append(_block_diag([d for d, _ in pairs]))

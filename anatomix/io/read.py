@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from anatomix.errors import ReadError
+from anatomix.errors import ReadError, UsageError
 from anatomix.io.inputs import has_dicom_marker
 from anatomix.io.record import Radiograph
 from anatomix.limits import BYTES_PER_PIXEL, MAX_PIXELS, METADATA_BYTES
@@ -98,7 +98,7 @@ def read_radiograph(path: PathLike, max_pixels: int = MAX_PIXELS) -> Radiograph:
             compressed data inflate past what its size needs), or holds NaN/infinite values.
     """
     if int(max_pixels) < MIN_SIDE * MIN_SIDE:
-        raise ValueError(f"max_pixels must be at least {MIN_SIDE * MIN_SIDE}, got {max_pixels}")
+        raise UsageError(f"max_pixels must be at least {MIN_SIDE * MIN_SIDE}, got {max_pixels}")
     p = Path(path)
     _check_file(p)
     kind = _kind(p)

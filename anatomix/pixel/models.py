@@ -15,6 +15,8 @@ from typing import Any, Callable, Dict, Tuple
 import torch
 
 from anatomix.anatomy import STRUCTURE_KEYS
+from anatomix.errors import UsageError
+from anatomix.registry import Registry
 
 
 def _monai_unet(in_channels: int, out_channels: int, channels: Tuple[int, ...] = (16, 32, 64, 128, 256),
@@ -30,7 +32,7 @@ def _monai_unet(in_channels: int, out_channels: int, channels: Tuple[int, ...] =
 def _refuse_download(option: str, value: Any) -> None:
     """anatomix never downloads weights: asking for pretrained encoders is an error, not a no-op."""
     if value:
-        raise ValueError(f"{option}={value!r} would download weights; anatomix builds every model "
+        raise UsageError(f"{option}={value!r} would download weights; anatomix builds every model "
                          f"from scratch (train it with `anatomix train pixel`)")
 
 
@@ -58,12 +60,12 @@ def _smp(arch: str) -> Callable[..., torch.nn.Module]:
 _SMP_ARCHS = ("unet", "unetplusplus", "manet", "linknet", "fpn", "pspnet", "deeplabv3",
               "deeplabv3plus", "pan", "upernet", "segformer")
 
-BUILDERS: Dict[str, Callable[..., torch.nn.Module]] = {
-    "monai_unet": _monai_unet,
-    "flexible_unet": _monai_flexible_unet,
-    **{f"smp_{a}": _smp(a) for a in _SMP_ARCHS},
-}
+BUILDERS: Registry[Callable[..., torch.nn.Module]] = Registry("pixel model")
 """Registry name -> builder ``(in_channels, out_channels, **kwargs) -> nn.Module``."""
+BUILDERS.register("monai_unet", _monai_unet)
+BUILDERS.register("flexible_unet", _monai_flexible_unet)
+for _arch in _SMP_ARCHS:
+    BUILDERS.register(f"smp_{_arch}", _smp(_arch))
 
 
 def pixel_model_names() -> Tuple[str, ...]:
@@ -87,11 +89,9 @@ def build_pixel_model(name: str, in_channels: int = 1, out_channels: int = len(S
         A module mapping (B, in_channels, S, S) to (B, out_channels, S, S) logits.
 
     Raises:
-        ValueError: for an unknown name; the message lists the valid names.
+        UsageError: for an unknown name; the message lists the valid names.
     """
-    if name not in BUILDERS:
-        raise ValueError(f"unknown pixel model {name!r}; valid names: {', '.join(pixel_model_names())}")
-    return BUILDERS[name](in_channels, out_channels, **kwargs)
+    return BUILDERS.get(name)(in_channels, out_channels, **kwargs)
 
 
 @dataclass

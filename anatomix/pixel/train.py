@@ -105,11 +105,12 @@ def bundle_checkpoint(src, dst) -> Dict[str, Any]:
     validation ``metrics``, ``train_config``); drops optimiser and RNG state. Returns what was
     written.
     """
+    from anatomix.errors import CheckpointError
     from anatomix.training import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(src)
     if state.get("family") != "pixel":
-        raise ValueError(f"{src} is not a pixel-model checkpoint")
+        raise CheckpointError(src, "not a pixel-model checkpoint")
     keep = {k: state[k] for k in ("model", "family", "pixel_config", "epoch", "metrics", "train_config")
             if k in state}
     save_checkpoint(Path(dst), keep)
