@@ -7,7 +7,7 @@ import click
 from anatomix.cli import options
 
 
-@click.command("qc")
+@click.command("qc", cls=options.Command)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--images", type=click.Path(exists=True, file_okay=False),
               help="Folder of the images of a CheXmask CSV (found as <images>/<image_id>[.png|.jpg|...]), "
@@ -43,13 +43,9 @@ def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_
     from anatomix.runtime import quiet_imports
 
     quiet_imports()
-    from anatomix.errors import AnatomixError
     from anatomix.qc.run import run_qc
 
-    try:
-        summary = run_qc(source, out, images=images, reference=reference, k=k, flip_model=flip_model,
-                         rca=not no_rca, report=not no_report, report_max=report_max, limit=limit,
-                         max_pixels=max_pixels, trust=trust_checkpoint)
-    except AnatomixError as e:
-        raise click.UsageError(str(e)) from None
+    summary = run_qc(source, out, images=images, reference=reference, k=k, flip_model=flip_model,
+                     rca=not no_rca, report=not no_report, report_max=report_max, limit=limit,
+                     max_pixels=max_pixels, trust=trust_checkpoint)
     click.echo(summary.line())
