@@ -1,4 +1,4 @@
-"""One training loop for every segmenter family (graph and pixel models).
+"""The training loop of every segmenter family (graph and pixel models), and its parts.
 
 A family plugs in through :class:`Task`: how to build the model, the loss of a batch, and
 the validation metrics. The loop gives them seeding, resumable checkpoints, the best
@@ -9,6 +9,10 @@ Files in ``out_dir``:
     ``best.pt``  the model with the best validation score so far (what gets bundled);
     ``log.csv``  one row per epoch: epoch, lr, train loss parts, validation metrics, seconds.
 
+Its optimiser (:func:`make_optimizer`), schedule (:func:`warmup_cosine`) and update with
+gradient clipping (:func:`optimizer_step`) are also those of the anomaly models and critics
+(:func:`anatomix.anomaly.train.fit_model`), with their own constants.
+
 Both checkpoints hold plain types only (:func:`anatomix.models.save_checkpoint`) and load with
 ``torch.load(weights_only=True)``; a ``last.pt`` of an older version (numpy's RNG state as a
 numpy array) still resumes through :func:`anatomix.models.load_checkpoint`.
@@ -17,6 +21,7 @@ numpy array) still resumes through :func:`anatomix.models.load_checkpoint`.
 from __future__ import annotations
 
 import csv
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -105,16 +110,52 @@ def _one_thread(_worker: int) -> None:
     torch.set_num_threads(1)
 
 
-def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = max(1, total_steps // 50)
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """The optimiser of every anatomix training loop: AdamW over all of ``model``'s parameters."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+                  floor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning-rate factor per optimiser step: linear warm-up to 1 over ``warmup_steps``, then
+    cosine decay to ``floor`` at ``total_steps`` (stepped once per batch).
+
+    .. math::
+        f(s) = \\frac{s + 1}{W} \\; (s < W), \\qquad
+        f(s) = \\phi + (1 - \\phi) \\, \\tfrac12 \\big(1 + \\cos(\\pi \\min(1, \\tfrac{s - W}{T - W}))\\big)
+
+    The two branches below compute this same function in the floating-point order of the two loops
+    they came from (segmenters: ``floor`` 0.01; anomaly models and critics: ``floor`` 0), so that
+    every earlier run resumes and refits bit for bit: ``pi * (s - W) / (T - W)`` and
+    ``pi * ((s - W) / (T - W))`` differ in the last bit for some steps.
+    """
+    span = max(1, total_steps - warmup_steps)
 
     def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = (step - warmup) / max(1, total_steps - warmup)
-        return 0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * min(1.0, t)))
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if floor:
+            t = (step - warmup_steps) / span
+            return floor + (1.0 - floor) * 0.5 * (1.0 + np.cos(np.pi * min(1.0, t)))
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / span))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler, loss: torch.Tensor, max_norm: float = 5.0) -> None:
+    """One update: clear gradients, back-propagate ``loss``, clip the gradient norm to
+    ``max_norm``, step the optimiser, then the learning-rate schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    scheduler.step()
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The segmenters' schedule: 2 % warm-up, cosine decay to 1 % of the peak."""
+    return warmup_cosine(optimizer, total_steps, max(1, total_steps // 50), floor=0.01)
 
 
 def fit(task: Task, train_set: Dataset, val_set: Dataset, config: TrainConfig,
@@ -132,7 +173,7 @@ def fit(task: Task, train_set: Dataset, val_set: Dataset, config: TrainConfig,
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     model = task.build_model()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
                               num_workers=config.workers, generator=gen,
@@ -159,11 +200,7 @@ def fit(task: Task, train_set: Dataset, val_set: Dataset, config: TrainConfig,
         parts_sum: Dict[str, float] = {}
         for batch in train_loader:
             loss, parts = task.loss(model, batch, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(model, optimizer, scheduler, loss)
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v / len(train_loader)
         row: Dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],

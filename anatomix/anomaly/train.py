@@ -1,4 +1,10 @@
-"""Fit loop for the anomaly models: deterministic, resumable, with a progress bar.
+"""Fit loop for the anomaly models and critics: deterministic, resumable, with a progress bar.
+
+Optimiser, warm-up + cosine schedule and gradient clipping are :mod:`anatomix.training`'s
+(``make_optimizer``, ``warmup_cosine``, ``optimizer_step``); this loop differs from
+:func:`anatomix.training.fit` in what it iterates (in-memory images, a fresh seeded permutation
+per epoch, the last partial batch kept), its constants (10 % warm-up, decay to 0) and its
+one-file checkpoint checked against the fit settings.
 
 A checkpoint (model, optimiser, scheduler, epoch, config; plain types, loadable with
 ``weights_only=True``) is written atomically after every epoch; calling :func:`fit_model` again with the same checkpoint path and the same settings
@@ -44,6 +50,7 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
     import torch
 
     from anatomix.models import load_checkpoint, save_checkpoint
+    from anatomix.training import make_optimizer, optimizer_step, warmup_cosine
 
     device = torch.device(device)
     model.to(device)
@@ -53,10 +60,8 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
         raise UsageError("no training images")
     steps_per_epoch = math.ceil(n / batch_size)
     total = max(1, epochs * steps_per_epoch)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    warm = min(100, total // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    opt = make_optimizer(model, lr, weight_decay)
+    sched = warmup_cosine(opt, total, min(100, total // 10), floor=0.0)  # 10 % warm-up (at most 100 steps), to 0
     settings = {"method": model.method, "config": model.config, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "seed": seed, "n": n}
     history: list[dict[str, float]] = []
@@ -87,11 +92,7 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
         for i in range(0, n, batch_size):
             x = x_all[perm[i:i + batch_size]].to(device)
             loss, logs = model.training_loss(x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss, max_norm=5.0)
             for k, v in {"loss": float(loss.detach()), **logs}.items():
                 sums[k] = sums.get(k, 0.0) + v * x.shape[0]
         rec = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "seconds": time.time() - t0}
