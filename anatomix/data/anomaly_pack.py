@@ -101,3 +101,32 @@ def anomaly_cases(root: Path | str, source: str | None = None, split: str | None
                                path=folder / sub / f"{r['id']}.png", patient=r["patient_id"],
                                split=r["split_upstream"], meta=dict(r)))
     return out
+
+
+def model_frame_images(cases, image_size: int):
+    """The cases' images in a detector's model frame: ``(N, S, S)`` float32 in [0, 1]
+    (:func:`anatomix.anomaly.detector.preprocess` of each file as read)."""
+    import numpy as np
+
+    from anatomix.anomaly.detector import preprocess
+    from anatomix.io import read_radiograph
+
+    return np.stack([preprocess(read_radiograph(c.path).pixels, image_size)[0] for c in cases]).astype(np.float32)
+
+
+def model_frame_masks(cases, image_size: int, batch_size: int = 64) -> list:
+    """Masks of the default segmenter (:func:`anatomix.anomaly.run.segment_masks`) in the model
+    frame, one ``{"lungR", "lungL", "heart"}`` dict per case. The cases are segmented in fixed
+    chunks of ``batch_size`` (CPU convolutions round with batch composition), so the same list
+    gives the same masks bit for bit."""
+    from anatomix.anomaly.detector import preprocess
+    from anatomix.anomaly.run import segment_masks
+    from anatomix.anomaly.scoring import masks_to_model
+    from anatomix.io import read_radiograph
+
+    out = []
+    for i in range(0, len(cases), batch_size):
+        rads = [read_radiograph(c.path) for c in cases[i:i + batch_size]]
+        for g, m in zip(rads, segment_masks(rads)):
+            out.append(masks_to_model(m, preprocess(g.pixels, image_size)[1]))
+    return out
