@@ -30,11 +30,6 @@ def _setup(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
-
-
 def _exit_on_errors(report) -> None:
     """Exit with status 1 when inputs failed (the library listed them in ``errors.csv``)."""
     if report.errors:
@@ -46,7 +41,37 @@ def _stderr(line: str) -> None:
     click.echo(line, err=True)
 
 
-@click.group()
+def _options(*decorators):
+    """Several click options as one decorator (applied in the order listed)."""
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return apply
+
+
+_calibration_masks = _options(
+    click.option("--masks", "mask_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+                 help="Folder of <image_id>_<structure>.png masks to calibrate the masked regions too."),
+    click.option("--segment", is_flag=True, help="Calibrate masked regions with the default segmenter (refined)."))
+_detector = click.option("--detector", default="anomaly", show_default=True,
+                         help="Detector file, or the bundled detector's registry name.")
+_threads = click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+
+
+def _detector_io(output_help: str):
+    """INPUTS, --detector and -o/--output of the commands that apply a detector."""
+    return _options(click.argument("inputs", nargs=-1, required=True), _detector,
+                    click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                                 help=output_help))
+
+
+def _errors(what: str):
+    return click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help=f"Where to list {what} (default: errors.csv next to OUTPUT).")
+
+
+@click.group(cls=options.Group)
 def anomaly() -> None:
     """Normal-only anomaly screening: fit on normals, score new images, evaluate."""
 
@@ -79,17 +104,14 @@ def anomaly() -> None:
               help="Percent of highest values averaged by --reduce topk.")
 @click.option("--smooth", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Gaussian smoothing of the map (model pixels).")
-@click.option("--masks", "mask_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Folder of <image_id>_<structure>.png masks to calibrate the masked regions too.")
-@click.option("--segment", is_flag=True, help="Calibrate masked regions with the default segmenter (refined).")
+@_calibration_masks
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Resumable training checkpoint (default: OUTPUT.ckpt; rerun to resume).")
 @click.option("--model-config", default="{}", show_default=True,
               help='Model arguments as JSON, e.g. \'{"latent": 8}\' (see anatomix.anomaly.models).')
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
-@click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to list unreadable inputs (default: errors.csv next to OUTPUT).")
+@_threads
+@_errors("unreadable inputs")
 @options.max_pixels
 def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fraction, target_fpr, residual,
         critic_epochs, reduce, topk, smooth, mask_dir, segment, model_config, seed, checkpoint, threads, errors_path,
@@ -103,23 +125,19 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
     import json
 
     from anatomix.anomaly import run
-    from anatomix.errors import AnatomixError
 
     try:
         config = json.loads(model_config)
     except ValueError:
         config = None
     if not isinstance(config, dict):
-        _fail(f"--model-config must be a JSON object, got {model_config!r}")
+        raise click.BadParameter(f"must be a JSON object, got {model_config!r}", param_hint="'--model-config'")
     t0 = time.time()
-    try:
-        report = run.fit(inputs, output, method=method, epochs=epochs, image_size=image_size, batch_size=batch_size,
-                         lr=lr, calib_fraction=calib_fraction, target_fpr=target_fpr, residual=residual,
-                         critic_epochs=critic_epochs, reduce=reduce, topk=topk, smooth=smooth, mask_dir=mask_dir,
-                         segment=segment, model_config=config, seed=seed, checkpoint=checkpoint,
-                         max_pixels=max_pixels, errors_path=errors_path, command=" ".join(sys.argv), log=_stderr)
-    except AnatomixError as e:
-        _fail(str(e))
+    report = run.fit(inputs, output, method=method, epochs=epochs, image_size=image_size, batch_size=batch_size,
+                     lr=lr, calib_fraction=calib_fraction, target_fpr=target_fpr, residual=residual,
+                     critic_epochs=critic_epochs, reduce=reduce, topk=topk, smooth=smooth, mask_dir=mask_dir,
+                     segment=segment, model_config=config, seed=seed, checkpoint=checkpoint,
+                     max_pixels=max_pixels, errors_path=errors_path, command=" ".join(sys.argv), log=_stderr)
     det = report.detector
     c = det.calibration["image"]
     click.echo(f"fitted {method} on {det.meta['n_fit']} normals, calibrated on {det.meta['n_calibration']} "
@@ -129,19 +147,12 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
 
 
 @anomaly.command()
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--detector", default="anomaly", show_default=True,
-              help="Detector file, or the bundled detector's registry name.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Recalibrated detector file to write (.pt).")
+@_detector_io("Recalibrated detector file to write (.pt).")
 @click.option("--target-fpr", type=click.FloatRange(0.001, 0.5), default=None,
               help="False-positive rate to aim at (default: the detector's).")
-@click.option("--masks", "mask_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Folder of <image_id>_<structure>.png masks to calibrate the masked regions too.")
-@click.option("--segment", is_flag=True, help="Calibrate masked regions with the default segmenter (refined).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
-@click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to list unreadable inputs (default: errors.csv next to OUTPUT).")
+@_calibration_masks
+@_threads
+@_errors("unreadable inputs")
 @options.max_pixels
 @options.trust_checkpoint
 def calibrate(inputs, detector, output, target_fpr, mask_dir, segment, threads, errors_path, max_pixels,
@@ -154,15 +165,11 @@ def calibrate(inputs, detector, output, target_fpr, mask_dir, segment, threads, 
     """
     _setup(threads)
     from anatomix.anomaly import run
-    from anatomix.errors import AnatomixError
 
     t0 = time.time()
-    try:
-        report = run.calibrate(inputs, output, detector, target_fpr=target_fpr, mask_dir=mask_dir, segment=segment,
-                               max_pixels=max_pixels, trust=trust_checkpoint, errors_path=errors_path,
-                               command=" ".join(sys.argv), log=_stderr)
-    except AnatomixError as e:
-        _fail(str(e))
+    report = run.calibrate(inputs, output, detector, target_fpr=target_fpr, mask_dir=mask_dir, segment=segment,
+                           max_pixels=max_pixels, trust=trust_checkpoint, errors_path=errors_path,
+                           command=" ".join(sys.argv), log=_stderr)
     det = report.detector
     c = det.calibration[det.scoring.primary if det.scoring.primary in det.calibration else "image"]
     click.echo(f"recalibrated on {report.n_normals} normals (threshold {c['threshold']:.3f} for "
@@ -172,11 +179,7 @@ def calibrate(inputs, detector, output, target_fpr, mask_dir, segment, threads, 
 
 
 @anomaly.command()
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--detector", default="anomaly", show_default=True,
-              help="Detector file, or the bundled detector's registry name.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="scores.csv to write.")
+@_detector_io("scores.csv to write.")
 @click.option("--maps", "maps_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for heat-map overlays (<image_id>_anomaly.png, original size).")
 @click.option("--masks", "mask_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
@@ -184,9 +187,8 @@ def calibrate(inputs, detector, output, target_fpr, mask_dir, segment, threads, 
 @click.option("--segment", is_flag=True, help="Get masks from the default segmenter (refined).")
 @click.option("--no-mask", is_flag=True, help="Whole-image scores only (ignore --masks/--segment).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
-@click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to list failed inputs (default: errors.csv next to OUTPUT).")
+@_threads
+@_errors("failed inputs")
 @options.max_pixels
 @options.trust_checkpoint
 def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_size, threads, errors_path,
@@ -199,17 +201,13 @@ def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_
     """
     _setup(threads)
     from anatomix.anomaly import run
-    from anatomix.errors import AnatomixError
 
     t0 = time.time()
     if no_mask:
         mask_dir, segment = None, False
-    try:
-        report = run.score(inputs, output, detector, maps_dir=maps_dir, mask_dir=mask_dir, segment=segment,
-                           batch_size=batch_size, max_pixels=max_pixels, trust=trust_checkpoint,
-                           errors_path=errors_path)
-    except AnatomixError as e:
-        _fail(str(e))
+    report = run.score(inputs, output, detector, maps_dir=maps_dir, mask_dir=mask_dir, segment=segment,
+                       batch_size=batch_size, max_pixels=max_pixels, trust=trust_checkpoint,
+                       errors_path=errors_path)
     fpr = report.detector.scoring.target_fpr
     click.echo(f"{len(report.results)} scored ({report.n_flagged} flagged anomalous at {100 * fpr:.0f}% FPR), "
                f"{len(report.errors)} failed in {time.time() - t0:.1f}s -> {output}")
@@ -233,11 +231,7 @@ def evaluate(scores, labels, out_dir) -> None:
     """
     _setup(None)
     from anatomix.anomaly import run
-    from anatomix.errors import AnatomixError
 
-    try:
-        report = run.evaluate(scores, labels, out_dir)
-    except AnatomixError as e:
-        _fail(str(e))
+    report = run.evaluate(scores, labels, out_dir)
     click.echo(report.text)
     click.echo(f"-> {report.json_path}, {report.roc_path}")
