@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Optional
@@ -34,14 +33,9 @@ def evaluate(model: str, data: Path, sources: str, split_file: Optional[Path], o
     from anatomix.runtime import quiet_imports
 
     quiet_imports()
-    from tqdm.auto import tqdm
-
-    from anatomix.anatomy import contour_self_intersects
     from anatomix.data.cases import is_pack, labelled_cases, split_cases
-    from anatomix.data.datasets import case_landmarks
     from anatomix.errors import AnatomixError
-    from anatomix.evaluation import case_spacing, evaluate_case, summarise
-    from anatomix.io import read_mask, read_radiograph
+    from anatomix.evaluation import evaluate_model
     from anatomix.models import load_segmenter
     from anatomix.runtime import resolve_device
 
@@ -57,30 +51,10 @@ def evaluate(model: str, data: Path, sources: str, split_file: Optional[Path], o
         cases = split_cases(cases)[1]
     if not cases:
         raise click.UsageError(f"no labelled cases to evaluate in {data}")
-    template = segmenter.template
-    rows, crossed = [], 0
-    for case in tqdm(cases, desc="evaluate", unit="image"):
-        seg = segmenter.predict([read_radiograph(case.image)])[0]
-        truth = {k: read_mask(p) for k, p in case.masks.items()}
-        landmarks = case_landmarks(case, template) if case.landmarks is not None else None
-        rows += [{"source": case.source, **row}
-                 for row in evaluate_case(seg, truth, landmarks, case_spacing(case.meta) or spacing)]
-        crossed += sum(contour_self_intersects(c) for c in template.split(seg.landmarks).values())
-    summary = summarise(rows)
+    result = evaluate_model(segmenter, cases, spacing)
     click.echo(f"model {model}: {len(cases)} cases\n")
-    click.echo("| source | structure | n | Dice mean ± sd | Dice min | HD95 px | HD95 mm | landmark px "
-               "| topological errors |")
-    click.echo("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for s in summary:
-        click.echo(f"| {s['source']} | {s['structure']} | {s['n']} | {s['dice_mean']:.4f} ± {s['dice_std']:.4f} | "
-                   f"{s['dice_min']:.4f} | {s['hd95_px']:.2f} | {s['hd95_mm']:.2f} | {s['landmark_px']:.2f} "
-                   f"| {s['topology_errors']} |")
-    n_contours = len(cases) * len(template.structures)
-    click.echo(f"\nself-intersecting contours: {crossed} of {n_contours} ({100 * crossed / n_contours:.1f}%)")
+    click.echo(result.table())
+    click.echo(f"\nself-intersecting contours: {result.crossed} of {result.n_contours} "
+               f"({100 * result.crossed / result.n_contours:.1f}%)")
     if out is not None:
-        from anatomix.io import atomic_write
-
-        with atomic_write(out) as tmp, open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-            w.writeheader()
-            w.writerows(rows)
+        result.write_csv(out)
