@@ -53,12 +53,12 @@ def _pack_image(folder: Path, case_id: str) -> Path:
 
 
 def _anomaly_cases() -> tuple[list[Path], list[Path]]:
-    root = DATA / "cxr-anomaly"
-    with open(root / "manifest.csv", newline="", encoding="utf-8") as f:
-        rows = sorted((r for r in csv.DictReader(f) if r["source"] == "zhanglab"), key=lambda r: r["id"])
-    normal = [r["id"] for r in rows if r["label"] == "normal"][:NORMALS]
-    sick = [r["id"] for r in rows if r["label"] != "normal"][:PNEUMONIA]
-    return ([_pack_image(root, i) for i in normal], [_pack_image(root, i) for i in sick])
+    from anatomix.data.anomaly_pack import anomaly_cases
+
+    cases = sorted(anomaly_cases(DATA, source="zhanglab"), key=lambda c: c.id)
+    normal = [c.path for c in cases if c.label == "normal"][:NORMALS]
+    sick = [c.path for c in cases if c.label != "normal"][:PNEUMONIA]
+    return normal, sick
 
 
 def build_inputs(work: Path) -> None:
