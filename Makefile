@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev,dicom,onnx,bundle]'
+	$(PY) -m pip install -q -e '.[dev,dicom,onnx,bundle,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)

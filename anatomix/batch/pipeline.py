@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from anatomix.batch.outdir import RowWriter
@@ -63,6 +64,109 @@ class LockedSegmenter:
         return getattr(self._segmenter, name)
 
 
+class Sink:
+    """Where an engine reports each image's outcome, in input order (the driver's side).
+
+    Appends the row of a written image to ``segmentations.csv`` (:class:`RowWriter`), lists a
+    failed one in ``errors``, counts, updates the progress bar and calls ``on_image``.
+    """
+
+    def __init__(self, rows: RowWriter, errors: list[InputError], summary: BatchSummary, bar=None,
+                 on_image: Callable[[BatchItem], None] | None = None):
+        self.rows, self.errors, self.summary, self.bar, self.on_image = rows, errors, summary, bar, on_image
+        self.notes: dict[str, tuple[str, str]] = {}  # image_id -> (path, note): no DICOM-SEG for it
+        self.qc_failures = 0
+
+    def written(self, item: BatchItem, cells: list[str]) -> None:
+        self.rows.write(cells)
+        self.summary.segmented += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.on_image is not None:
+            self.on_image(item)
+
+    def sync(self) -> None:
+        """Flush and fsync the rows written so far (they are the images' completion markers)."""
+        self.rows.sync()
+
+    def failed(self, item: BatchItem, reason: str) -> None:
+        self.errors.append(InputError(str(item.path), reason))
+        if self.bar is not None:
+            self.bar.update(1)
+
+
+def fixed_chunks(items: list[BatchItem], todo: list[BatchItem], batch_size: int) -> list[list[tuple[BatchItem, bool]]]:
+    """The model's batches: fixed chunks of ``batch_size`` consecutive images of the whole sorted
+    input list, finished or not, each image with "to do?"; only chunks with something to do.
+
+    Every engine predicts these same chunks, so every image meets the model in the same batch as
+    in an uninterrupted local run (CPU kernels round differently with batch composition).
+    """
+    wanted = set(map(id, todo))
+    chunks = []
+    for start in range(0, len(items), batch_size):
+        chunk = [(i, id(i) in wanted) for i in items[start:start + batch_size]]
+        if any(to_do for _, to_do in chunk):
+            chunks.append(chunk)
+    return chunks
+
+
+@dataclass
+class Outcome:
+    """What became of one image of a chunk: its row cells, or the reason it failed.
+
+    Attributes:
+        item: the image.
+        cells: its ``segmentations.csv`` row (None when it failed).
+        reason: its ``errors.csv`` reason (None when it was written).
+        note: ``(path, note)`` when the image got no DICOM-SEG (not a DICOM source).
+        qc_failed: QC raised on it (its QC cells are empty).
+    """
+
+    item: BatchItem
+    cells: list[str] | None = None
+    reason: str | None = None
+    note: tuple[str, str] | None = None
+    qc_failed: bool = False
+
+
+def process_chunk(chunk: list[tuple[BatchItem, bool]], segmenter, writer: ImageWriter,
+                  max_pixels: int = MAX_PIXELS) -> list[Outcome]:
+    """One chunk in the calling thread: read every image, predict them as one batch, write the
+    ones to do. The same steps (:func:`_read`, :func:`_predict`, the writer) and reasons as
+    :func:`run_pipeline`, without its threads: what a distributed worker runs.
+
+    Returns:
+        One :class:`Outcome` per image to do, in chunk order.
+    """
+    outcomes: dict[int, Outcome] = {}
+    batch = []
+    for item, to_do in chunk:
+        try:
+            radiograph, _ = _read(item.path, None, max_pixels)
+        except Exception as e:  # noqa: BLE001 - every reader failure is this file's error
+            if to_do:
+                outcomes[id(item)] = Outcome(item, reason=_reason(e))
+            continue
+        batch.append((item, radiograph, to_do))
+    results = _predict(segmenter, [b[1] for b in batch]) if batch else []
+    for (item, radiograph, to_do), result in zip(batch, results):
+        if not to_do:
+            continue
+        if isinstance(result, BaseException):
+            outcomes[id(item)] = Outcome(item, reason=f"segmentation failed: {_reason(result)}")
+            continue
+        failures = writer.qc_failures
+        try:
+            cells = writer(item, radiograph, result)
+        except Exception as e:  # noqa: BLE001
+            outcomes[id(item)] = Outcome(item, reason=f"writing outputs failed: {_reason(e)}")
+            continue
+        outcomes[id(item)] = Outcome(item, cells, note=writer.notes.get(item.image_id),
+                                     qc_failed=writer.qc_failures > failures)
+    return [outcomes[id(item)] for item, to_do in chunk if to_do]
+
+
 class _Inline:
     """Executor stand-in that runs a call at submit time (``workers=0``)."""
 
@@ -81,8 +185,7 @@ class _Inline:
 
 
 def run_pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch_size: int, workers: int,
-                 writer: ImageWriter, rows: RowWriter, errors: list[InputError], summary: BatchSummary, bar,
-              on_image, max_pixels: int) -> None:
+                 writer: ImageWriter, sink: Sink, timings: dict[str, float], max_pixels: int) -> None:
     """Decode ahead (bounded), predict in batches, write behind (bounded), append rows in order.
 
     Batches are fixed chunks of ``batch_size`` consecutive images of the whole sorted input list
@@ -94,17 +197,13 @@ def run_pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch
     readers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-read") if workers else _Inline()
     writers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-write") if workers else _Inline()
     window = max(2 * batch_size, workers) if workers else 0
-    wanted = set(map(id, todo))
     prepare = segmenter.prepare if workers else None  # only worth it with reader threads
-    work = []  # (chunk start, item, to do?) for every chunk with something to do
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        if any(id(i) in wanted for i in chunk):
-            work += [(start, i, id(i) in wanted) for i in chunk]
+    # (chunk number, item, to do?) of every fixed chunk with something to do
+    work = [(n, item, to_do) for n, chunk in enumerate(fixed_chunks(items, todo, batch_size))
+            for item, to_do in chunk]
     reads: deque = deque()
     writes: deque = deque()
     pending = iter(work)
-    timings = summary.timings
 
     def fill() -> None:
         while len(reads) < max(window, 1):
@@ -117,10 +216,7 @@ def run_pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch
                 timings["read_wait"] += time.perf_counter() - t
                 return
 
-    def fail(item: BatchItem, reason: str) -> None:
-        errors.append(InputError(str(item.path), reason))
-        if bar is not None:
-            bar.update(1)
+    fail = sink.failed
 
     def drain(keep: int) -> None:
         """Append the rows of finished writes in input order, leaving at most ``keep`` pending."""
@@ -135,15 +231,10 @@ def run_pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch
                 fail(item, f"writing outputs failed: {_reason(e)}")
                 continue
             timings["write_wait"] += time.perf_counter() - t
-            rows.write(cells)
+            sink.written(item, cells)
             wrote = True
-            summary.segmented += 1
-            if bar is not None:
-                bar.update(1)
-            if on_image is not None:
-                on_image(item)
         if wrote:
-            rows.sync()
+            sink.sync()
 
     try:
         while True:

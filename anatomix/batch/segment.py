@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Union
 
 from anatomix.anatomy import STRUCTURE_KEYS
+from anatomix.batch.engines import Engine, Job, LocalEngine
 from anatomix.batch.outdir import (
     CSV_NAME,
     DICOM_SEG,
@@ -59,9 +59,9 @@ from anatomix.batch.outdir import (
     read_notes,
     remove_stale_temporaries,
 )
-from anatomix.batch.pipeline import LockedSegmenter, run_pipeline
+from anatomix.batch.pipeline import Sink
 from anatomix.batch.records import BatchItem, BatchSummary
-from anatomix.batch.writer import ImageWriter, QCHook, default_qc
+from anatomix.batch.writer import QCHook, default_qc
 from anatomix.errors import AnatomixError, UsageError
 from anatomix.io.atomic import fsync_dir
 from anatomix.io.inputs import (
@@ -88,7 +88,7 @@ def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter: Segm
                   progress: bool | None = False,
                   on_image: Callable[[BatchItem], None] | None = None,
                   expanded: tuple[list[Path], list[InputError]] | None = None,
-                  max_pixels: int = MAX_PIXELS) -> BatchSummary:
+                  max_pixels: int = MAX_PIXELS, engine: Engine | None = None) -> BatchSummary:
     """Segment every input radiograph and write masks, overlays and the CheXmask CSV.
 
     See the module docstring for the output layout and the resume rules.
@@ -100,7 +100,7 @@ def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter: Segm
             :func:`anatomix.models.load_segmenter`) that treats every image independently.
         batch_size: images per ``predict`` call.
         workers: decoding threads ahead of the model and as many writing threads behind it;
-            0 runs everything in the calling thread.
+            0 runs everything in the calling thread (the local engine's).
         formats: mask formats, any of ``"png"``, ``"nifti"`` and ``"dicom-seg"`` (needs
             highdicom: ``anatomix[dicom]``).
         overlays: also write ``overlays/<image_id>.png``.
@@ -114,6 +114,9 @@ def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter: Segm
         max_pixels: largest image read (rows x columns, checked before decoding); a larger file
             is one line of ``errors.csv``. Memory in flight is bounded by about
             ``2 * batch_size`` decoded images of at most this size.
+        engine: where the pipeline runs: None: :class:`~anatomix.batch.engines.LocalEngine`
+            with ``workers`` threads; or a :class:`~anatomix.batch.ray_engine.RayEngine`
+            (same outputs, byte for byte).
 
     Returns:
         A :class:`BatchSummary`; ``exit_code`` is 1 when any input failed.
@@ -124,8 +127,7 @@ def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter: Segm
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    if workers < 0:
-        raise UsageError(f"workers must be >= 0, got {workers}")
+    engine = engine if engine is not None else LocalEngine(workers)
     formats = tuple(dict.fromkeys(formats))
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -143,13 +145,13 @@ def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter: Segm
         raise AnatomixError(f"{out}: cannot create output folder ({e.strerror or e})") from e
     t0 = time.perf_counter()
     with folder_lock(out):
-        summary = _segment_locked(inputs, out, segmenter, batch_size, workers, formats, overlays,
+        summary = _segment_locked(inputs, out, segmenter, batch_size, engine, formats, overlays,
                                   overwrite, qc, progress, on_image, expanded, max_pixels)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int, formats, overlays: bool,
+def _segment_locked(inputs, out: Path, segmenter, batch_size: int, engine: Engine, formats, overlays: bool,
                     overwrite: bool, qc, progress, on_image, expanded, max_pixels: int) -> BatchSummary:
     from anatomix.io.chexmask import chexmask_header
 
@@ -193,11 +195,8 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
     summary.skipped = len(items) - len(todo)
 
     errors: list[InputError] = list(input_errors)
-    model_lock = threading.Lock()
-    locked = LockedSegmenter(segmenter, model_lock)
-    writer = ImageWriter(header, outputs, qc_hook, locked)
-    if DICOM_SEG in formats:
-        writer.algorithm = identity
+    job = Job(items, todo, segmenter, batch_size, header, outputs, qc_hook,
+              identity if DICOM_SEG in formats else ("anatomix", ""), max_pixels, summary.timings)
     rows = RowWriter(csv_path)
     bar = _progress_bar(len(todo), summary.skipped, progress)
     succeeded: set[str] = set()
@@ -207,13 +206,14 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
         if on_image is not None:
             on_image(item)
 
+    sink = Sink(rows, errors, summary, bar, written)
     try:
-        run_pipeline(items, todo, locked, batch_size, workers, writer, rows, errors, summary, bar, written, max_pixels)
+        engine.run(job, sink)
     finally:
         rows.close()
         if bar is not None:
             bar.close()
-        summary.qc_failures = writer.qc_failures
+        summary.qc_failures = sink.qc_failures
         # errors.csv: this run's failures + earlier ones about inputs that did not succeed or
         # fail again now (still failing as far as anyone knows)
         settled = set(done) | succeeded | {e.path for e in errors} | {resolved_key(e.path) for e in errors}
@@ -222,7 +222,7 @@ def _segment_locked(inputs, out: Path, segmenter, batch_size: int, workers: int,
         write_errors(out / ERRORS_NAME, sorted(summary.errors + old, key=lambda e: e.path))
         if DICOM_SEG in formats:  # notes of the images finished before, then of this run's
             notes = {i: n for i, n in outputs.notes.items() if i in set(done.values())}
-            notes.update((i, n) for i, n in writer.notes.items() if resolved_key(n[0]) in succeeded)
+            notes.update((i, n) for i, n in sink.notes.items() if resolved_key(n[0]) in succeeded)
             write_table(out / NOTES_NAME, ["image_id", "path", "note"],
                              ([i, *notes[i]] for i in sorted(notes)))
         fsync_dir(out)

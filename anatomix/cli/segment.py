@@ -54,13 +54,15 @@ Exit status: 0 all segmented, 1 some failed (see errors.csv), 2 usage error.
                    "bundled name or checkpoint (exported in memory) or a folder written by "
                    "`anatomix export MODEL --format onnx`. Same pipeline, outputs equal within float "
                    "tolerance, node-wise uncertainty included.")
+@options.engine
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 @options.max_pixels
 @options.trust_checkpoint
 def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_size: int, workers: int,
             threads: int, formats: tuple[str, ...], overlays: bool, overwrite: bool, no_qc: bool,
-            uncertainty: int, runtime: str, progress: bool | None, max_pixels: int,
+            uncertainty: int, runtime: str, engine: str, address: str | None, num_workers: int,
+            cpus_per_worker: float | None, gpus_per_worker: float, progress: bool | None, max_pixels: int,
             trust_checkpoint: bool) -> None:
     """Segment lungs and heart in every radiograph of INPUTS.
 
@@ -78,6 +80,9 @@ def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_s
 
     if out.exists() and not out.is_dir():
         raise click.BadParameter(f"{out} exists and is not a directory", param_hint="'-o' / '--out'")
+    if engine == "ray" and runtime == "onnx":
+        raise click.UsageError("--engine ray runs the torch runtime only (onnxruntime sessions do not travel)")
+    chosen = options.make_engine(engine, workers, address, num_workers, cpus_per_worker, gpus_per_worker)
     paths, bad = expand_inputs(inputs)
     if not paths and not bad:
         raise click.UsageError(f"no radiographs found in {', '.join(inputs)}")
@@ -108,7 +113,7 @@ def segment(inputs: tuple[str, ...], out: Path, model: str, device: str, batch_s
     summary = segment_batch(inputs, out, segmenter, batch_size=batch_size, workers=workers,
                             formats=formats, overlays=overlays, overwrite=overwrite,
                             qc=not no_qc, progress=progress, max_pixels=max_pixels,
-                            expanded=(paths, bad))
+                            expanded=(paths, bad), engine=chosen)
     click.echo(summary.line())
     raise SystemExit(summary.exit_code)
 

@@ -1,0 +1,110 @@
+"""Where the per-image pipeline runs: here, in threads (:class:`LocalEngine`, the default), or on
+a Ray cluster (:class:`RayEngine`, extra ``anatomix[ray]``).
+
+An engine gets a :class:`Job` (the fixed chunks of the sorted input list, the model, what to
+write) and reports every image's outcome, in input order, to the driver's
+:class:`~anatomix.batch.pipeline.Sink`, which appends the CSV rows and lists the errors. Engines
+change where reading, predicting and writing run, never what they do: the same inputs give
+byte-identical outputs on every engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from anatomix.batch.outdir import Outputs
+from anatomix.batch.pipeline import LockedSegmenter, Sink, run_pipeline
+from anatomix.batch.records import BatchItem
+from anatomix.batch.writer import ImageWriter, QCHook
+from anatomix.errors import UsageError
+from anatomix.limits import MAX_PIXELS
+
+
+@dataclass
+class Job:
+    """One batch's work, as the driver prepared it.
+
+    Attributes:
+        items: every input image, sorted (finished ones included: they fix the chunks).
+        todo: the images to segment now.
+        segmenter: the model (:class:`~anatomix.segmentation.Segmenter`).
+        batch_size: images per model call.
+        header: the CSV header (structure and QC columns).
+        outputs: the output folder's file names.
+        qc: the QC hook, or None.
+        algorithm: (name, version) that DICOM-SEG outputs name.
+        max_pixels: the readers' size limit.
+        timings: seconds spent waiting for reads, in predict and waiting for writes (local engine).
+    """
+
+    items: list[BatchItem]
+    todo: list[BatchItem]
+    segmenter: Any
+    batch_size: int
+    header: list[str]
+    outputs: Outputs
+    qc: QCHook | None
+    algorithm: tuple[str, str] = ("anatomix", "")
+    max_pixels: int = MAX_PIXELS
+    timings: dict[str, float] = field(default_factory=lambda: {"read_wait": 0.0, "predict": 0.0, "write_wait": 0.0})
+
+    def writer(self, segmenter) -> ImageWriter:
+        """An :class:`ImageWriter` of this job (each engine worker makes its own)."""
+        writer = ImageWriter(self.header, self.outputs, self.qc, segmenter)
+        writer.algorithm = self.algorithm
+        return writer
+
+
+class Engine(Protocol):
+    """Runs a :class:`Job`, reporting each image to ``sink`` in input order."""
+
+    name: str
+
+    def run(self, job: Job, sink: Sink) -> None: ...
+
+
+@dataclass
+class LocalEngine:
+    """This process: decoding threads ahead of the model, writing threads behind it.
+
+    Attributes:
+        workers: threads on each side (0: everything in the calling thread).
+    """
+
+    workers: int = 2
+    name: str = "local"
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise UsageError(f"workers must be >= 0, got {self.workers}")
+
+    def run(self, job: Job, sink: Sink) -> None:
+        # QC's extra model calls (writer threads) never run the model beside the batch's own
+        locked = LockedSegmenter(job.segmenter, threading.Lock())
+        writer = job.writer(locked)
+        try:
+            run_pipeline(job.items, job.todo, locked, job.batch_size, self.workers, writer, sink, job.timings,
+                         job.max_pixels)
+        finally:
+            sink.notes.update(writer.notes)
+            sink.qc_failures += writer.qc_failures
+
+
+def engine_from_name(name: str, workers: int = 2, **ray_options: Any) -> Engine:
+    """``"local"`` -> :class:`LocalEngine` (``workers`` threads); ``"ray"`` ->
+    :class:`~anatomix.batch.ray_engine.RayEngine` (``ray_options``: address, num_workers,
+    cpus_per_worker, gpus_per_worker).
+
+    Raises:
+        UsageError: unknown engine, or Ray is not installed (the message says how to install it).
+    """
+    if name == "local":
+        return LocalEngine(workers)
+    if name == "ray":
+        from anatomix.batch.ray_engine import RayEngine, require_ray
+
+        require_ray()
+        return RayEngine(**ray_options)
+    raise UsageError(f"unknown engine {name!r}; choose from: local, ray")
