@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -119,7 +119,9 @@ class RayEngine:
         ds = ray.data.range(len(chunks), override_num_blocks=len(chunks)).map_batches(
             ChunkWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=self.num_workers), num_cpus=cpus,
             num_gpus=self.gpus_per_worker or None,
-            fn_constructor_kwargs={"job": job, "chunks": chunks, "threads": max(1, int(cpus))})
+            # the chunks carry the items: the job travels without its own copy of the input lists
+            fn_constructor_kwargs={"job": replace(job, items=[], todo=[]), "chunks": chunks,
+                                   "threads": max(1, int(cpus))})
         for row in ds.iter_rows():
             todo = [item for item, to_do in chunks[int(row["id"])] if to_do]
             for item, (cells, reason, note, qc_failed) in zip(todo, json.loads(row["outcomes"])):

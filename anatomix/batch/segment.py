@@ -42,7 +42,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Union
 
 from anatomix.anatomy import STRUCTURE_KEYS
 from anatomix.batch.engines import Engine, Job, LocalEngine
@@ -67,6 +66,7 @@ from anatomix.io.atomic import fsync_dir
 from anatomix.io.inputs import (
     ERRORS_NAME,
     InputError,
+    PathLike,
     assign_image_ids,
     expand_inputs,
     image_stem,
@@ -78,8 +78,6 @@ from anatomix.io.tables import write_table
 from anatomix.limits import MAX_PIXELS
 from anatomix.models import model_identity
 from anatomix.segmentation import Segmenter
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def segment_batch(inputs: Iterable[PathLike], out_dir: PathLike, segmenter: Segmenter, *, batch_size: int = 8,
