@@ -1,21 +1,28 @@
-"""Where the per-image pipeline runs: here, in threads (:class:`LocalEngine`, the default), or on
-a Ray cluster (:class:`RayEngine`, extra ``anatomix[ray]``).
+"""Where the per-image work runs: here (:class:`LocalEngine`, the default), or on a Ray cluster
+(:class:`RayEngine`, extra ``anatomix[ray]``).
 
-An engine gets a :class:`Job` (the fixed chunks of the sorted input list, the model, what to
-write) and reports every image's outcome, in input order, to the driver's
-:class:`~anatomix.batch.pipeline.Sink`, which appends the CSV rows and lists the errors. Engines
-change where reading, predicting and writing run, never what they do: the same inputs give
-byte-identical outputs on every engine.
+Engines do two things:
+
+- :meth:`Engine.run` segments a :class:`Job` (the fixed chunks of the sorted input list, the
+  model, what to write) and reports every image's outcome, in input order, to the driver's
+  :class:`~anatomix.batch.pipeline.Sink`, which appends the CSV rows and lists the errors
+  (``anatomix segment``);
+- :meth:`Engine.map_chunks` maps a :class:`ChunkTask` over chunks and yields the results in
+  chunk order (``anatomix qc``, ``anatomix anomaly score``: the driver writes the tables).
+
+Engines change where reading, predicting and writing run, never what they do: every engine calls
+the same per-chunk function, and the same inputs give byte-identical outputs on every engine.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from anatomix.batch.outdir import Outputs
-from anatomix.batch.pipeline import LockedSegmenter, Sink, run_pipeline
+from anatomix.batch.pipeline import LockedSegmenter, Sink, process_chunk, run_pipeline
 from anatomix.batch.records import BatchItem
 from anatomix.batch.writer import ImageWriter, QCHook
 from anatomix.errors import UsageError
@@ -57,12 +64,40 @@ class Job:
         return writer
 
 
+class ChunkTask(Protocol):
+    """Work that an engine maps over chunks (it travels to the workers, so it must pickle).
+
+    :meth:`open` runs once per worker, where it loads what the work needs (a model, reference
+    sets), and returns the function of one chunk; a chunk and its result must pickle too.
+    """
+
+    def open(self) -> Callable[[Any], Any]: ...
+
+
+@dataclass
+class SegmentTask:
+    """Segmentation of a :class:`Job`'s fixed chunks (what :class:`RayEngine` workers run).
+
+    A chunk is a list of ``(BatchItem, to do?)`` (:func:`~anatomix.batch.pipeline.fixed_chunks`);
+    its result, one :class:`~anatomix.batch.pipeline.Outcome` per image to do.
+    """
+
+    job: Job
+
+    def open(self) -> Callable[[list], list]:
+        writer = self.job.writer(self.job.segmenter)
+        return lambda chunk: process_chunk(chunk, self.job.segmenter, writer, self.job.max_pixels)
+
+
 class Engine(Protocol):
-    """Runs a :class:`Job`, reporting each image to ``sink`` in input order."""
+    """Runs a :class:`Job`, reporting each image to ``sink`` in input order; maps a
+    :class:`ChunkTask` over chunks, yielding the results in chunk order."""
 
     name: str
 
     def run(self, job: Job, sink: Sink) -> None: ...
+
+    def map_chunks(self, task: ChunkTask, chunks: Iterable) -> Iterator: ...
 
 
 @dataclass
@@ -90,6 +125,12 @@ class LocalEngine:
         finally:
             sink.notes.update(writer.notes)
             sink.qc_failures += writer.qc_failures
+
+    def map_chunks(self, task: ChunkTask, chunks: Iterable) -> Iterator:
+        """The chunks one after another in this thread (``workers`` plays no part)."""
+        process = task.open()
+        for chunk in chunks:
+            yield process(chunk)
 
 
 def engine_from_name(name: str, workers: int = 2, **ray_options: Any) -> Engine:
