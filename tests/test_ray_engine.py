@@ -6,6 +6,7 @@ is bounded by an alarm, so nothing hangs.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -120,3 +121,67 @@ def test_cli_without_ray_exits_2(monkeypatch, tmp_path, corpus):
     result = CliRunner().invoke(segment, [str(corpus), "-o", str(tmp_path / "o"), "--engine", "ray"])
     assert result.exit_code == 2 and "pip install 'anatomix[ray]'" in result.output
     assert not (tmp_path / "o").exists()
+
+
+class DiesOnce:
+    """A segmenter whose worker process dies (``os._exit``) the first time any copy of it
+    predicts: ``marker`` is claimed by an atomic rename, so exactly one worker dies, once."""
+
+    def __init__(self, segmenter, marker):
+        self._segmenter, self.marker = segmenter, marker
+
+    def predict(self, *args, **kwargs):
+        try:
+            os.rename(self.marker, f"{self.marker}.claimed")
+        except FileNotFoundError:
+            return self._segmenter.predict(*args, **kwargs)
+        os._exit(1)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):  # unpickling: _segmenter not set yet
+            raise AttributeError(name)
+        return getattr(self._segmenter, name)
+
+
+def test_a_killed_worker_is_replaced_and_the_outputs_are_identical(ray_instance, corpus, graph, local_run,
+                                                                 tmp_path):
+    from ray import cloudpickle
+
+    from anatomix.batch.ray_engine import RayEngine
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test file
+    marker = tmp_path / "die"
+    marker.touch()
+    s = segment_batch([corpus], tmp_path / "out", DiesOnce(graph, marker), batch_size=4, qc=True, overlays=True,
+                      formats=("png", "nifti"), engine=RayEngine(num_workers=2))
+    assert not marker.exists() and (tmp_path / "die.claimed").exists()  # a worker did die
+    assert (s.segmented, s.failed) == (19, 6)
+    assert snapshot(tmp_path / "out") == snapshot(local_run[0])
+
+
+def test_qc_on_ray_equals_the_local_qc(ray_instance, corpus, local_run, tmp_path):
+    """QC of the local run's CheXmask CSV (its images beside): qc.csv and the report, byte for byte."""
+    from anatomix.batch.ray_engine import RayEngine
+    from anatomix.qc.run import run_qc
+
+    csv = local_run[0] / "segmentations.csv"
+    local = run_qc(csv, tmp_path / "local", images=corpus / "hostile", k=2)
+    ray_run = run_qc(csv, tmp_path / "ray", images=corpus / "hostile", k=2, engine=RayEngine(num_workers=2))
+    assert (ray_run.images, ray_run.passed) == (local.images, local.passed) and local.images == 19
+    assert snapshot(tmp_path / "ray") == snapshot(tmp_path / "local")
+    assert any(name.startswith("report/thumbs/") for name in snapshot(tmp_path / "local"))
+
+
+def test_anomaly_scores_on_ray_equal_the_local_scores(ray_instance, corpus, tmp_path):
+    """The bundled detector on images + the hostile corpus: scores.csv, errors.csv and heat maps."""
+    from anatomix.anomaly import run
+    from anatomix.batch.ray_engine import RayEngine
+
+    reports = {}
+    for name, engine in (("local", None), ("ray", RayEngine(num_workers=2))):
+        out = tmp_path / name
+        reports[name] = run.score([corpus], out / "scores.csv", maps_dir=out / "maps", batch_size=4,
+                                  engine=engine, progress=False)
+    assert len(reports["local"].results) == 19 and len(reports["local"].errors) == 6
+    assert snapshot(tmp_path / "ray") == snapshot(tmp_path / "local")
+    assert len(list((tmp_path / "local" / "maps").glob("*.png"))) == 19

@@ -84,8 +84,9 @@ def masks_from_dir(mask_dir: Path, image_id: str, shape: tuple[int, int]) -> dic
     return out or None
 
 
-def segment_masks(radiographs: Sequence) -> list[dict[str, np.ndarray]]:
-    """Masks (``lungR``, ``lungL``, ``heart``; original frame) from the default segmenter.
+def segment_masks(radiographs: Sequence, segmenter=None) -> list[dict[str, np.ndarray]]:
+    """Masks (``lungR``, ``lungL``, ``heart``; original frame) from ``segmenter`` (default: the
+    default segmenter, loaded for this call).
 
     Raises:
         AnatomixError: the default segmenter (``refined``) is not bundled (the message names
@@ -93,7 +94,7 @@ def segment_masks(radiographs: Sequence) -> list[dict[str, np.ndarray]]:
     """
     from anatomix.models import load_segmenter
 
-    seg = load_segmenter()
+    seg = segmenter if segmenter is not None else load_segmenter()
     return [{k: v for k, v in s.masks.items() if k in STRUCTURE_KEYS} for s in seg.predict(list(radiographs))]
 
 
@@ -145,12 +146,13 @@ def _expand(inputs) -> tuple[list[Path], list[str], list[InputError]]:
     return paths, assign_image_ids(paths), list(errors)
 
 
-def _masks_for(items, mask_dir: Path | None, segment: bool, errors: list[InputError]):
-    """Per (image_id, Radiograph): original-frame masks or None; unreadable mask files -> ``errors``."""
+def _masks_for(items, mask_dir: Path | None, segment: bool, errors: list[InputError], segmenter=None):
+    """Per (image_id, Radiograph): original-frame masks or None; unreadable mask files -> ``errors``.
+    ``segment``: masks from ``segmenter`` (default: the default segmenter)."""
     if mask_dir is None and not segment:
         return [None] * len(items)
     if segment:
-        return segment_masks([r for _, r in items])
+        return segment_masks([r for _, r in items], segmenter)
     out = []
     for i, r in items:
         try:
@@ -418,10 +420,51 @@ class ScoreReport:
         return sum(int(r.anomalous) for r in self.results)
 
 
+@dataclass
+class ScoreTask:
+    """Scoring of chunks of ``(path, image_id)``: the :class:`~anatomix.batch.engines.ChunkTask`
+    that every engine runs (read, mask, score, write each image's heat map).
+
+    A chunk's result is ``(rows, results, errors)``: its ``scores.csv`` rows, its
+    :class:`~anatomix.anomaly.detector.AnomalyResult` records (maps dropped) and its failed inputs.
+    """
+
+    detector: Any
+    mask_dir: Path | None = None
+    segment: bool = False
+    maps_dir: Path | None = None
+    max_pixels: int = MAX_PIXELS
+
+    def open(self) -> Callable[[list], tuple]:
+        segmenter = None
+        if self.segment:
+            from anatomix.models import load_segmenter
+
+            segmenter = load_segmenter()
+        return lambda chunk: self.score(chunk, segmenter)
+
+    def score(self, chunk: list[tuple[Path, str]], segmenter=None) -> tuple[list, list, list[InputError]]:
+        items, errors = read_images([p for p, _ in chunk], [i for _, i in chunk], self.max_pixels)
+        if not items:
+            return [], [], errors
+        masks = _masks_for(items, self.mask_dir, self.segment, errors, segmenter)
+        det = self.detector
+        results = det.score([r for _, r in items], masks, keep_maps=self.maps_dir is not None)
+        rows = []
+        for (iid, r), m, res in zip(items, masks, results):
+            res.image_id = iid
+            rows.append(score_row(res))
+            if self.maps_dir is not None:
+                write_map(Path(self.maps_dir) / f"{iid}_anomaly.png", r.pixels, res.heatmap, m,
+                          det.meta.get("map_vmax"))
+            res.heatmap = res.model_map = None
+        return rows, results, errors
+
+
 def score(inputs: Sequence, output: Path, detector: Any = "anomaly", maps_dir: Path | None = None,
           mask_dir: Path | None = None, segment: bool = False, batch_size: int = 32,
           max_pixels: int = MAX_PIXELS, trust: bool = False, errors_path: Path | None = None,
-          progress: bool = True) -> ScoreReport:
+          progress: bool | None = None, engine=None) -> ScoreReport:
     """Score radiographs into ``scores.csv`` (``anatomix anomaly score``).
 
     ``score`` is normalised on held-out normals (0 = their mean, 1 = one standard deviation
@@ -436,32 +479,27 @@ def score(inputs: Sequence, output: Path, detector: Any = "anomaly", maps_dir: P
         maps_dir: folder for heat-map overlays ``<image_id>_anomaly.png`` (original size).
         mask_dir: folder of ``<image_id>_<structure>.png`` masks; ``segment``: masks from the
             default segmenter instead; neither: whole image only.
-        batch_size: images read and scored at a time.
+        batch_size: images read and scored at a time (the same batches on every engine).
         errors_path: where failed inputs are listed (default: ``errors.csv`` next to ``output``).
-        progress: a progress bar when there is more than one batch.
+        progress: a progress bar on stderr (images/s, ETA); None: when stderr is a terminal.
+        engine: where the scoring runs (:mod:`anatomix.batch.engines`); default this process.
+            Every engine gives the same ``scores.csv``, ``errors.csv`` and maps. ``maps_dir``
+            must be reachable from every worker.
     """
-    from tqdm.auto import tqdm
+    from anatomix.batch.engines import LocalEngine, chunked, progress_bar
 
     output = Path(output)
     det = _load(detector, trust)
     paths, ids, errors = _expand(inputs)
+    task = ScoreTask(det, mask_dir, segment, maps_dir, max_pixels)
+    chunks = list(chunked(zip(paths, ids), batch_size))
     rows: list[list[str]] = []
     kept = []
-    for start in tqdm(range(0, len(paths), batch_size), desc="score", unit="batch", leave=False,
-                      disable=not progress or len(paths) <= batch_size):
-        items, read_errors = read_images(paths[start:start + batch_size], ids[start:start + batch_size], max_pixels)
-        errors += read_errors
-        if not items:
-            continue
-        masks = _masks_for(items, mask_dir, segment, errors)
-        results = det.score([r for _, r in items], masks, keep_maps=maps_dir is not None)
-        for (iid, r), m, res in zip(items, masks, results):
-            res.image_id = iid
-            rows.append(score_row(res))
-            if maps_dir is not None:
-                write_map(Path(maps_dir) / f"{iid}_anomaly.png", r.pixels, res.heatmap, m, det.meta.get("map_vmax"))
-            res.heatmap = res.model_map = None
-            kept.append(res)
+    scored = (engine or LocalEngine()).map_chunks(task, chunks)
+    for chunk, (chunk_rows, results, chunk_errors) in zip(chunks, progress_bar(scored, "score", len(chunks), progress, "batch")):
+        rows += chunk_rows
+        kept += results
+        errors += chunk_errors
     _write_scores(output, rows)
     report = ScoreReport(kept, det, output, errors)
     report.note = site_mismatch_note(len(rows), report.n_flagged, det.scoring.target_fpr)

@@ -16,6 +16,8 @@ the same per-chunk function, and the same inputs give byte-identical outputs on 
 
 from __future__ import annotations
 
+import itertools
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -62,6 +64,24 @@ class Job:
         writer = ImageWriter(self.header, self.outputs, self.qc, segmenter)
         writer.algorithm = self.algorithm
         return writer
+
+
+def chunked(iterable: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items of ``iterable`` (the last one shorter), lazily."""
+    it = iter(iterable)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def progress_bar(results: Iterable, desc: str, total: int | None, progress: bool | None,
+                 unit: str = "img") -> Iterable:
+    """``results`` with a tqdm bar on stderr (images/s, ETA when ``total`` is known) while they
+    are consumed; ``progress`` None: only when stderr is a terminal, False: none."""
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return results
+    from tqdm import tqdm
+
+    return tqdm(results, desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 
 
 class ChunkTask(Protocol):

@@ -189,10 +189,13 @@ def calibrate(inputs, detector, output, target_fpr, mask_dir, segment, threads, 
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @_threads
 @_errors("failed inputs")
+@options.engine
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @options.max_pixels
 @options.trust_checkpoint
 def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_size, threads, errors_path,
-          max_pixels, trust_checkpoint) -> None:
+          engine, address, num_workers, cpus_per_worker, gpus_per_worker, progress, max_pixels,
+          trust_checkpoint) -> None:
     """Score radiographs: scores.csv with image_id, path, score, anomalous and per-region scores.
 
     score is normalised on held-out normals (0 = their mean, 1 = one standard deviation
@@ -205,9 +208,10 @@ def score(inputs, detector, output, maps_dir, mask_dir, segment, no_mask, batch_
     t0 = time.time()
     if no_mask:
         mask_dir, segment = None, False
+    chosen = options.make_engine(engine, 0, address, num_workers, cpus_per_worker, gpus_per_worker)
     report = run.score(inputs, output, detector, maps_dir=maps_dir, mask_dir=mask_dir, segment=segment,
                        batch_size=batch_size, max_pixels=max_pixels, trust=trust_checkpoint,
-                       errors_path=errors_path)
+                       errors_path=errors_path, progress=progress, engine=chosen)
     fpr = report.detector.scoring.target_fpr
     click.echo(f"{len(report.results)} scored ({report.n_flagged} flagged anomalous at {100 * fpr:.0f}% FPR), "
                f"{len(report.errors)} failed in {time.time() - t0:.1f}s -> {output}")

@@ -27,10 +27,12 @@ from anatomix.cli import options
 @click.option("--report-max", type=int, default=1000, show_default=True,
               help="Images shown in the report (the worst ones); the summary counts all.")
 @click.option("--limit", type=int, default=None, help="Check only the first N images.")
+@options.engine
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @options.max_pixels
 @options.trust_checkpoint
-def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_max, limit, max_pixels,
-       trust_checkpoint):
+def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_max, limit, engine, address,
+       num_workers, cpus_per_worker, gpus_per_worker, progress, max_pixels, trust_checkpoint):
     """Check masks and write a QC table and an HTML report.
 
     SOURCE is a CheXmask CSV (.csv/.csv.gz: RLE mask columns and/or Landmarks) or a folder of
@@ -45,7 +47,8 @@ def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_
     quiet_imports()
     from anatomix.qc.run import run_qc
 
+    chosen = options.make_engine(engine, 0, address, num_workers, cpus_per_worker, gpus_per_worker)
     summary = run_qc(source, out, images=images, reference=reference, k=k, flip_model=flip_model,
                      rca=not no_rca, report=not no_report, report_max=report_max, limit=limit,
-                     max_pixels=max_pixels, trust=trust_checkpoint)
+                     max_pixels=max_pixels, trust=trust_checkpoint, engine=chosen, progress=progress)
     click.echo(summary.line())

@@ -100,16 +100,18 @@ class ReportWriter:
         self._names: Counter = Counter()
 
     def add(self, image_id: str, row: Mapping[str, object], pixels: Optional[np.ndarray] = None,
-            masks: Optional[Mapping[str, np.ndarray]] = None, path: Optional[str] = None) -> None:
-        """Add one image: its QC row (``QC_COLUMNS``), and the image and masks for the thumbnail."""
+            masks: Optional[Mapping[str, np.ndarray]] = None, path: Optional[str] = None, thumb=None) -> None:
+        """Add one image: its QC row (``QC_COLUMNS``), and the image and masks for the thumbnail
+        (or the :func:`thumbnail` itself, ``thumb``, made where the image was checked)."""
         name = _safe(image_id)
         self._names[name] += 1
         if self._names[name] > 1:
             name = f"{name}_{self._names[name]}"
-        thumb = None
-        if masks or pixels is not None:
+        if thumb is None and (masks or pixels is not None):
+            thumb = thumbnail(pixels, masks or {})
+        if thumb is not None:
+            thumb.save(self.out / f"thumbs/{name}.png")
             thumb = f"thumbs/{name}.png"
-            thumbnail(pixels, masks or {}).save(self.out / thumb)
         entry = {"image_id": image_id, "path": path or "", "_thumb": thumb, **row}
         self.rows.append({c: entry.get(c) for c in ("qc_pass", "qc_reasons", "Dice RCA (Mean)")})
         heapq.heappush(self._heap, (_neg(_sort_key(entry)), len(self.rows), entry))
