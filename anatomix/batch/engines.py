@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from anatomix.batch.outdir import Outputs
-from anatomix.batch.pipeline import LockedSegmenter, Sink, process_chunk, run_pipeline
+from anatomix.batch.pipeline import (
+    LockedSegmenter,
+    Sink,
+    fixed_chunks,
+    process_chunk,
+    run_pipeline,
+)
 from anatomix.batch.records import BatchItem
 from anatomix.batch.writer import ImageWriter, QCHook
 from anatomix.errors import UsageError
@@ -106,7 +112,7 @@ class SegmentTask:
 
     def open(self) -> Callable[[list], list]:
         writer = self.job.writer(self.job.segmenter)
-        return lambda chunk: process_chunk(chunk, self.job.segmenter, writer, self.job.max_pixels)
+        return lambda chunk: process_chunk(chunk, self.job.segmenter, writer, self.job.max_pixels, self.job.timings)
 
 
 class Engine(Protocol):
@@ -125,7 +131,8 @@ class LocalEngine:
     """This process: decoding threads ahead of the model, writing threads behind it.
 
     Attributes:
-        workers: threads on each side (0: everything in the calling thread).
+        workers: threads on each side (0: everything in the calling thread, chunk by chunk, as
+            a distributed worker does).
     """
 
     workers: int = 2
@@ -136,6 +143,11 @@ class LocalEngine:
             raise UsageError(f"workers must be >= 0, got {self.workers}")
 
     def run(self, job: Job, sink: Sink) -> None:
+        if not self.workers:  # the distributed workers' function, chunk by chunk
+            process = SegmentTask(job).open()
+            for chunk in fixed_chunks(job.items, job.todo, job.batch_size):
+                sink.report(process(chunk))
+            return
         # QC's extra model calls (writer threads) never run the model beside the batch's own
         locked = LockedSegmenter(job.segmenter, threading.Lock())
         writer = job.writer(locked)

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +94,18 @@ class Sink:
         if self.bar is not None:
             self.bar.update(1)
 
+    def report(self, outcomes: list[Outcome]) -> None:
+        """Record a chunk's :class:`Outcome` list (from :func:`process_chunk`) and sync the rows."""
+        for outcome in outcomes:
+            self.qc_failures += outcome.qc_failed
+            if outcome.note is not None:
+                self.notes[outcome.item.image_id] = outcome.note
+            if outcome.cells is None:
+                self.failed(outcome.item, outcome.reason)
+            else:
+                self.written(outcome.item, outcome.cells)
+        self.sync()
+
 
 def fixed_chunks(items: list[BatchItem], todo: list[BatchItem], batch_size: int) -> list[list[tuple[BatchItem, bool]]]:
     """The model's batches: fixed chunks of ``batch_size`` consecutive images of the whole sorted
@@ -131,16 +143,23 @@ class Outcome:
 
 
 def process_chunk(chunk: list[tuple[BatchItem, bool]], segmenter, writer: ImageWriter,
-                  max_pixels: int = MAX_PIXELS) -> list[Outcome]:
+                  max_pixels: int = MAX_PIXELS, timings: dict[str, float] | None = None) -> list[Outcome]:
     """One chunk in the calling thread: read every image, predict them as one batch, write the
     ones to do. The same steps (:func:`_read`, :func:`_predict`, the writer) and reasons as
-    :func:`run_pipeline`, without its threads: what a distributed worker runs.
+    :func:`run_pipeline`, without its threads: what a distributed worker and a thread-less local
+    run execute.
+
+    Args:
+        timings: when given, seconds reading (``read_wait``), in predict and writing
+            (``write_wait``) are added to it.
 
     Returns:
         One :class:`Outcome` per image to do, in chunk order.
     """
+    clock = {"read_wait": 0.0, "predict": 0.0, "write_wait": 0.0}
     outcomes: dict[int, Outcome] = {}
     batch = []
+    t = time.perf_counter()
     for item, to_do in chunk:
         try:
             radiograph, _ = _read(item.path, None, max_pixels)
@@ -149,7 +168,11 @@ def process_chunk(chunk: list[tuple[BatchItem, bool]], segmenter, writer: ImageW
                 outcomes[id(item)] = Outcome(item, reason=_reason(e))
             continue
         batch.append((item, radiograph, to_do))
+    clock["read_wait"] += time.perf_counter() - t
+    t = time.perf_counter()
     results = _predict(segmenter, [b[1] for b in batch]) if batch else []
+    clock["predict"] += time.perf_counter() - t
+    t = time.perf_counter()
     for (item, radiograph, to_do), result in zip(batch, results):
         if not to_do:
             continue
@@ -164,29 +187,17 @@ def process_chunk(chunk: list[tuple[BatchItem, bool]], segmenter, writer: ImageW
             continue
         outcomes[id(item)] = Outcome(item, cells, note=writer.notes.get(item.image_id),
                                      qc_failed=writer.qc_failures > failures)
+    clock["write_wait"] += time.perf_counter() - t
+    if timings is not None:
+        for k, v in clock.items():
+            timings[k] += v
     return [outcomes[id(item)] for item, to_do in chunk if to_do]
-
-
-class _Inline:
-    """Executor stand-in that runs a call at submit time (``workers=0``)."""
-
-    def submit(self, fn, *args) -> Future:
-        f: Future = Future()
-        try:
-            f.set_result(fn(*args))
-        except BaseException as e:
-            if not isinstance(e, Exception):
-                raise
-            f.set_exception(e)
-        return f
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
 
 
 def run_pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch_size: int, workers: int,
                  writer: ImageWriter, sink: Sink, timings: dict[str, float], max_pixels: int) -> None:
-    """Decode ahead (bounded), predict in batches, write behind (bounded), append rows in order.
+    """Decode ahead (bounded), predict in batches, write behind (bounded), append rows in order;
+    ``workers`` (>= 1) threads on each side (no threads: :func:`process_chunk`, chunk by chunk).
 
     Batches are fixed chunks of ``batch_size`` consecutive images of the whole sorted input list
     (``items``), finished or not: a chunk with any image to do is decoded and predicted whole,
@@ -194,10 +205,10 @@ def run_pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch
     batch as in an uninterrupted run, and a resumed run gives bit-identical results even where
     a model's arithmetic depends slightly on the batch it is in (CPU kernels often do).
     """
-    readers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-read") if workers else _Inline()
-    writers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-write") if workers else _Inline()
-    window = max(2 * batch_size, workers) if workers else 0
-    prepare = segmenter.prepare if workers else None  # only worth it with reader threads
+    readers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-read")
+    writers = ThreadPoolExecutor(workers, thread_name_prefix="anatomix-write")
+    window = max(2 * batch_size, workers)
+    prepare = segmenter.prepare
     # (chunk number, item, to do?) of every fixed chunk with something to do
     work = [(n, item, to_do) for n, chunk in enumerate(fixed_chunks(items, todo, batch_size))
             for item, to_do in chunk]
@@ -206,15 +217,11 @@ def run_pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch
     pending = iter(work)
 
     def fill() -> None:
-        while len(reads) < max(window, 1):
+        while len(reads) < window:
             entry = next(pending, None)
             if entry is None:
                 return
-            t = time.perf_counter()
             reads.append((*entry, readers.submit(_read, entry[1].path, prepare, max_pixels)))
-            if not workers:  # decoded right here: count it as waiting for the reader
-                timings["read_wait"] += time.perf_counter() - t
-                return
 
     fail = sink.failed
 
@@ -260,7 +267,7 @@ def run_pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch
             if not batch:
                 continue
             t = time.perf_counter()
-            results = _predict(segmenter, [b[1] for b in batch], [b[3] for b in batch] if prepare else None)
+            results = _predict(segmenter, [b[1] for b in batch], [b[3] for b in batch])
             timings["predict"] += time.perf_counter() - t
             for (item, radiograph, to_do, _), result in zip(batch, results):
                 if not to_do:  # finished earlier: only here to keep the batch as it was
@@ -268,12 +275,9 @@ def run_pipeline(items: list[BatchItem], todo: list[BatchItem], segmenter, batch
                 if isinstance(result, BaseException):
                     fail(item, f"segmentation failed: {_reason(result)}")
                 else:
-                    t = time.perf_counter()
                     writes.append((item, writers.submit(writer, item, radiograph, result)))
-                    if not workers:  # written right here
-                        timings["write_wait"] += time.perf_counter() - t
             del batch, results
-            drain(keep=max(2 * batch_size, workers) if workers else 0)
+            drain(keep=window)
         drain(keep=0)
     except BaseException:
         # interrupted (Ctrl-C, a bug): let running writes finish, keep the rows of the finished

@@ -33,7 +33,7 @@ INSTALL_HINT = "the Ray engine needs Ray: pip install 'anatomix[ray]'"
 def require_ray() -> None:
     """Raise :class:`UsageError` (saying how to install it) when Ray Data is not importable."""
     try:
-        import ray  # noqa: F401
+        import ray
         import ray.data  # noqa: F401
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
@@ -99,16 +99,8 @@ class RayEngine:
         chunks = fixed_chunks(job.items, job.todo, job.batch_size)
         # the chunks carry the items: the job travels without its own copy of the input lists
         task = SegmentTask(replace(job, items=[], todo=[]))
-        for chunk, outcomes in zip(chunks, self.map_chunks(task, chunks)):
-            for outcome in outcomes:
-                sink.qc_failures += outcome.qc_failed
-                if outcome.note is not None:
-                    sink.notes[outcome.item.image_id] = outcome.note
-                if outcome.cells is None:
-                    sink.failed(outcome.item, outcome.reason)
-                else:
-                    sink.written(outcome.item, outcome.cells)
-            sink.sync()
+        for outcomes in self.map_chunks(task, chunks):
+            sink.report(outcomes)
 
     def map_chunks(self, task: ChunkTask, chunks: Iterable) -> Iterator:
         """Run ``task`` on the actors, one chunk per call; yield the results in chunk order."""
