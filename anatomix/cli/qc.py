@@ -39,8 +39,14 @@ def qc(source, images, reference, out, k, flip_model, no_rca, no_report, report_
     images with <stem>_lungR.png, <stem>_lungL.png, <stem>_heart.png masks next to them (0/1 or
     0/255), or DICOM-SEG files (a .dcm file, or a folder holding SEGs such as the dicom-seg/ folder
     of `anatomix segment --format dicom-seg`). Writes OUT/qc.csv (image_id, path, then the QC columns of anatomix.qc.QC_COLUMNS) and
-    OUT/report/index.html (worst first; open it in a browser). Exit status 0 even when masks fail:
-    read the qc_pass column.
+    OUT/report/index.html (worst first, with a summary per source folder; open it in a browser).
+
+    Each mask set gets a predicted Dice per structure (the bundled model of
+    anatomix/weights/qc_dice_model.json, from RCA, the masks' agreement with the bundled graph
+    and pixel models run on the image, node uncertainty and plausibility); qc_pass is true when
+    the mean predicted Dice reaches the model's threshold and no hard check fails (topology,
+    swapped sides, heart outside the thorax, rotated or mirrored film). Exit status 0 even when
+    masks fail: read the qc_pass column.
     """
     from anatomix.runtime import quiet_imports
 

@@ -22,7 +22,12 @@ Columns (``QC_COLUMNS``):
 - ``orientation_gain``: how much better a 90/180/270-degree rotation of the image matches the
   references than the image itself (> 0: probably rotated).
 - ``node_std_mean``: mean node standard deviation from latent sampling, original pixels.
-- ``qc_pass``: the verdict; ``qc_reasons``: ``;``-joined reason codes (see :mod:`anatomix.qc.verdict`).
+- ``agree_min``: min over structures of the masks' agreement (Dice) with the second opinion
+  (:mod:`anatomix.qc.signals`: the bundled graph and pixel models run on the image by QC).
+- ``Predicted Dice``: the bundled :class:`~anatomix.qc.quality.DiceModel`'s estimate of the mask
+  set's Dice (mean over its structures); ``pred_dice_<key>``: per structure.
+- ``qc_pass``: the verdict; ``qc_reasons``: ``;``-joined reasons it failed; ``qc_notes``: soft
+  checks that fired but do not fail a mask with a predicted Dice (see :mod:`anatomix.qc.verdict`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,12 @@ import numpy as np
 
 from anatomix.anatomy import STRUCTURE_KEYS
 from anatomix.errors import UsageError
-from anatomix.qc.orientation import flip_gain, lungs_heart_landmarks, orientation_gain
+from anatomix.qc.orientation import (
+    film_orientation_gain,
+    flip_gain,
+    lungs_heart_landmarks,
+)
+from anatomix.qc.quality import bundled_dice_model
 from anatomix.qc.rca import References, load_references
 from anatomix.qc.verdict import DEFAULT_THRESHOLDS, Thresholds
 
@@ -42,7 +52,8 @@ QC_COLUMNS = [
     "n_components", "n_holes", "area_lungR", "area_lungL", "area_heart", "ctr",
     "lr_order_ok", "heart_inside_thorax", "heart_side_ok", "self_intersecting",
     "shape_mahalanobis", "flip_gain", "heart_lung_contrast", "orientation_gain", "node_std_mean",
-    "qc_pass", "qc_reasons",
+    "agree_min", "Predicted Dice", *(f"pred_dice_{k}" for k in STRUCTURE_KEYS),
+    "qc_pass", "qc_reasons", "qc_notes",
 ]
 """Ordered QC column names; :func:`assess` returns exactly these keys."""
 
@@ -50,7 +61,8 @@ QC_COLUMNS = [
 def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = None,
            references: Optional[References] = None, *, run_rca: bool = True, k: int = 4,
            thresholds: Thresholds = DEFAULT_THRESHOLDS, shape_model=None,
-           query_embedding: Optional[np.ndarray] = None, segmenter=None) -> Dict[str, object]:
+           query_embedding: Optional[np.ndarray] = None, segmenter=None, opinion=None,
+           dice_model=None) -> Dict[str, object]:
     """All QC figures and the verdict of one segmentation.
 
     Args:
@@ -71,6 +83,11 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
             (one extra forward pass). A model that draws the conventional layout on whatever it
             is given makes plausible but wrongly labelled contours on a mirrored radiograph,
             which no mask check can see; its result on the re-flipped image looks more typical.
+        opinion: the :class:`~anatomix.qc.signals.SecondOpinion` run on the image for the
+            agreement signals (default: the bundled graph + pixel pair; False: none, their
+            signals then count as their calibration mean).
+        dice_model: the :class:`~anatomix.qc.quality.DiceModel` (default: bundled; False: no
+            predicted Dice, and the verdict falls back to failing on every check).
 
     Returns:
         {column: value} for exactly :data:`QC_COLUMNS`; floats are NaN and booleans None when a
@@ -80,7 +97,7 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
         anatomix.errors.UsageError: ``pixels`` and the masks differ in shape.
     """
     from anatomix.qc.plausibility import plausibility
-    from anatomix.qc.rca import prepare_image, rca
+    from anatomix.qc.rca import rca
     from anatomix.qc.shape_model import default_shape_model
     from anatomix.qc.verdict import verdict
 
@@ -115,22 +132,47 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
         if segmenter is not None and pixels is not None:
             row["flip_gain"] = flip_gain(segmenter, pixels, lm, sm)
     row["rca_references"] = ""
+    rca_per_structure = None
     if pixels is not None and masks:
         refs = references if references is not None else load_references(None)
         if run_rca:
             r = rca(pixels, masks, refs, k=k, query_embedding=query_embedding)
             for c in ("Dice RCA (Max)", "Dice RCA (Mean)", "rca_similarity", "rca_references"):
                 row[c] = r[c]
-        img, _ = prepare_image(pixels, refs.size)
-        row["orientation_gain"] = orientation_gain(img, refs)
+            rca_per_structure = r["per_structure"]
+        row["orientation_gain"] = film_orientation_gain(pixels, refs)
     std = node_std if node_std is not None else getattr(seg, "node_std", None)
     if std is not None and np.size(std):
         row["node_std_mean"] = float(np.mean(std))
-    ok, reasons = verdict(row, plaus, thresholds, sm.threshold if sm is not None else None,
-                          max(seg.shape) if seg.shape else None)
+    model = bundled_dice_model() if dice_model is None else (dice_model or None)
+    if masks:
+        _predict(row, masks, pixels, rca_per_structure, opinion, model)
+    ok, reasons, notes = verdict(row, plaus, thresholds, sm.threshold if sm is not None else None,
+                                 max(seg.shape) if seg.shape else None,
+                                 model.threshold if model is not None else None)
     row["qc_pass"] = ok
     row["qc_reasons"] = ";".join(reasons)
+    row["qc_notes"] = ";".join(notes)
     return {c: row[c] for c in QC_COLUMNS}
+
+
+def _predict(row: Dict[str, object], masks, pixels, rca_per_structure, opinion, model) -> None:
+    """Fill ``agree_min``, ``Predicted Dice`` and ``pred_dice_<key>`` of ``row`` (in place)."""
+    from anatomix.io.record import Radiograph
+    from anatomix.qc.signals import SecondOpinion, signal_matrix, structure_signals
+
+    view = None
+    if pixels is not None and opinion is not False:
+        view = (opinion or SecondOpinion.bundled())(Radiograph(pixels))
+    sig = structure_signals(masks, view, rca_per_structure)
+    agree = [s["agree"] for s in sig.values() if np.isfinite(s["agree"])]
+    row["agree_min"] = float(min(agree)) if agree else float("nan")
+    if model is None or not sig:
+        return
+    pred = model.predict(signal_matrix(sig))
+    for key, p in zip(sig, pred):
+        row[f"pred_dice_{key}"] = float(p)
+    row["Predicted Dice"] = float(pred.mean())
 
 
 def format_row(row: Dict[str, object], decimals: int = 4) -> Dict[str, str]:

@@ -3,7 +3,10 @@
 - :func:`flip_gain`: the segmenter's result on the left-right flipped image against its result on
   the image (shape-model distance and :func:`heart_offset`); > 0: the image is probably mirrored.
 - :func:`orientation_gain`: how much better a 90/180/270-degree rotation of the image matches the
-  RCA references than the image itself; > 0: the image is probably rotated.
+  RCA references than the image itself; :func:`film_orientation_gain` computes it on the film's
+  exposed field (border bands and labels in them cropped, as the segmenters see it), which keeps
+  films with wide borders (Montgomery) and children's AP films from looking rotated
+  (``bench/results/qc_orientation.md``).
 """
 
 from __future__ import annotations
@@ -70,6 +73,15 @@ def flip_gain(segmenter, pixels: np.ndarray, landmarks: np.ndarray, sm) -> float
     g_shape = sm.distance(landmarks) - sm.distance(lm_f)
     g_heart = heart_offset(landmarks) - heart_offset(lm_f)
     return float(g_shape / FLIP_SCALES[0] - g_heart / FLIP_SCALES[1])
+
+
+def film_orientation_gain(pixels: np.ndarray, refs: References) -> float:
+    """:func:`orientation_gain` of an (H, W) original-frame film, on its exposed field
+    (:func:`anatomix.data.preprocess.exposed_field`) brought into the references' frame."""
+    from anatomix.data.preprocess import to_model_frame
+
+    img, _ = to_model_frame(np.asarray(pixels, np.float32), refs.size, crop_borders=True)
+    return orientation_gain(img, refs)
 
 
 def orientation_gain(image: np.ndarray, refs: References) -> float:

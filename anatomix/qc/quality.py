@@ -42,6 +42,9 @@ class DiceModel:
         mean, scale: per-feature standardisation fitted on the training masks.
         coef: (n_features,) weights on standardised features; ``intercept`` the bias.
         alpha: the ridge penalty (on the standardised weights, not on the intercept).
+        threshold: the pass threshold on a mask set's predicted Dice (chosen apart, by
+            :func:`choose_threshold`; NaN until set).
+        meta: provenance (what it was fitted on, by which command).
     """
 
     names: List[str]
@@ -50,6 +53,8 @@ class DiceModel:
     coef: np.ndarray
     intercept: float
     alpha: float = 1.0
+    threshold: float = float("nan")
+    meta: Dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, features: np.ndarray, dice: np.ndarray, names: Optional[Sequence[str]] = None,
@@ -80,6 +85,54 @@ class DiceModel:
         x = np.asarray(features, np.float64)
         x = np.where(np.isfinite(x), x, self.mean)
         return np.clip((x - self.mean) / self.scale @ self.coef + self.intercept, 0.0, 1.0)
+
+    def save(self, path) -> None:
+        """Write as JSON (plain numbers: loads without unpickling)."""
+        import json
+        from pathlib import Path
+
+        Path(path).write_text(json.dumps({
+            "names": self.names, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(), "intercept": self.intercept, "alpha": self.alpha,
+            "threshold": self.threshold, "meta": self.meta}, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "DiceModel":
+        """Read a file written by :meth:`save`."""
+        import json
+        from pathlib import Path
+
+        d = json.loads(Path(path).read_text())
+        return cls(list(d["names"]), np.array(d["mean"], float), np.array(d["scale"], float),
+                   np.array(d["coef"], float), float(d["intercept"]), float(d["alpha"]),
+                   float(d["threshold"]), dict(d.get("meta", {})))
+
+
+DICE_MODEL_FILE = "qc_dice_model.json"
+"""The bundled predicted-Dice model in ``anatomix/weights`` (built by ``tools/build_qc_dice_model.py``)."""
+
+_BUNDLED: Dict[str, DiceModel] = {}
+
+
+def bundled_dice_model() -> Optional[DiceModel]:
+    """The bundled :class:`DiceModel` (loaded once), or None when the file is absent."""
+    from anatomix.models import WEIGHTS_DIR
+
+    p = WEIGHTS_DIR / DICE_MODEL_FILE
+    if "model" not in _BUNDLED and p.is_file():
+        _BUNDLED["model"] = DiceModel.load(p)
+    return _BUNDLED.get("model")
+
+
+def mask_means(values: np.ndarray, mask_ids: Sequence) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean of per-structure ``values`` (n,) over each mask set: (unique mask ids in first-seen
+    order, (n_sets,) means)."""
+    ids = np.asarray(mask_ids).astype(str)
+    uniq, first, inv = np.unique(ids, return_index=True, return_inverse=True)
+    sums = np.bincount(inv, weights=np.asarray(values, float))
+    means = sums / np.bincount(inv)
+    order = np.argsort(first)
+    return uniq[order], means[order]
 
 
 def pass_rates(pred: np.ndarray, dice: np.ndarray, threshold: float,
@@ -140,31 +193,54 @@ class LocoResult:
 
 def loco_evaluate(features: np.ndarray, dice: np.ndarray, groups: Sequence[str],
                   names: Optional[Sequence[str]] = None, hard_fail: Optional[np.ndarray] = None,
-                  alpha: float = 1.0,
-                  fit: Callable[..., DiceModel] = DiceModel.fit) -> List[LocoResult]:
+                  alpha: float = 1.0, fit: Callable[..., DiceModel] = DiceModel.fit,
+                  mask_ids: Optional[Sequence] = None) -> List[LocoResult]:
     """Leave-one-collection-out validation of a :class:`DiceModel` and its threshold.
 
     For each collection, ``fit`` and :func:`choose_threshold` see only the other collections'
     rows; the held-out rows are only predicted and scored.
 
     Args:
-        features: (n, f); dice: (n,) true Dice; groups: (n,) collection of each mask.
-        names: feature names; hard_fail: (n,) bool, masks failed by a hard plausibility check
-            whatever their predicted Dice; alpha: ridge penalty.
+        features: (n, f); dice: (n,) true Dice; groups: (n,) collection of each row.
+        names: feature names; hard_fail: (n,) bool, rows whose mask set fails a hard plausibility
+            check whatever its predicted Dice; alpha: ridge penalty.
         fit: the fitting function, ``fit(features, dice, names, alpha)`` (for tests and variants).
+        mask_ids: (n,) the mask set of each row when rows are structures: the model is fitted
+            on rows, while the threshold, the rates and r are taken over mask sets (mean true
+            and predicted Dice of a set's rows). None: every row is a mask set.
+
+    Returns:
+        one :class:`LocoResult` per collection; ``pred``, ``n``... are per mask set.
     """
     x, y = np.asarray(features, float), np.asarray(dice, float)
     hf = np.zeros(len(y), bool) if hard_fail is None else np.asarray(hard_fail, bool)
+    ids = np.arange(len(y)) if mask_ids is None else np.asarray(mask_ids)
     out = []
+
+    def per_set(pred, rows):
+        _, p = mask_means(pred, ids[rows])
+        _, d = mask_means(y[rows], ids[rows])
+        _, h = mask_means(hf[rows].astype(float), ids[rows])
+        return p, d, h > 0
+
     for held, tr, te in loco_splits(groups):
         model = fit(x[tr], y[tr], names, alpha)
-        threshold = choose_threshold(model.predict(x[tr]), y[tr], hf[tr])
-        pred = model.predict(x[te])
-        flag, keep = pass_rates(pred, y[te], threshold, hf[te])
-        r = float(np.corrcoef(pred, y[te])[0, 1]) if len(te) > 1 and pred.std() > 0 and y[te].std() > 0 else float("nan")
-        out.append(LocoResult(held, len(te), int((y[te] < FAILED_BELOW).sum()), int((y[te] >= GOOD_FROM).sum()),
+        p_tr, d_tr, h_tr = per_set(model.predict(x[tr]), tr)
+        threshold = choose_threshold(p_tr, d_tr, h_tr)
+        pred, d_te, h_te = per_set(model.predict(x[te]), te)
+        flag, keep = pass_rates(pred, d_te, threshold, h_te)
+        r = pearson(pred, d_te)
+        out.append(LocoResult(held, len(d_te), int((d_te < FAILED_BELOW).sum()), int((d_te >= GOOD_FROM).sum()),
                               r, flag, keep, threshold, model, pred))
     return out
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two (n,) arrays; NaN below two values or for a constant one."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 # -- measuring a Dice estimate against the truth -----------------------------------------------

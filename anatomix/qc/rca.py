@@ -370,6 +370,40 @@ def latent_embeddings(segmenter, images: Sequence[np.ndarray]) -> np.ndarray:
     return mu.cpu().numpy().astype(np.float32)
 
 
+def reference_dice(pixels: np.ndarray, mask_sets: Sequence[Mapping[str, np.ndarray]],
+                   refs: Optional[References] = None, k: int = 4, deformable: bool = True,
+                   query_embedding: Optional[np.ndarray] = None, seed: int = 0):
+    """Register the image once to its ``k`` nearest references and carry every mask set along.
+
+    Args:
+        pixels: (H, W) original-frame image.
+        mask_sets: mask sets of this image, each {structure key: (H, W) bool}.
+        refs, k, deformable, query_embedding, seed: as in :func:`rca`.
+
+    Returns:
+        (idx (k,) reference indices, similarity (k,) global NCC after registration,
+        dice (len(mask_sets), k, len(refs.keys)) per-structure Dice with each reference's mask;
+        NaN for a structure missing from a mask set).
+    """
+    import torch
+
+    refs = load_references() if refs is None else refs
+    torch.manual_seed(seed)
+    img, frame = prepare_image(pixels, refs.size)
+    qm = np.concatenate([prepare_masks(m, frame, refs.keys) for m in mask_sets])  # (n * C, S, S)
+    idx = select_references(img, refs, k, query_embedding)
+    res = register_batch(img, qm, refs.images[idx], deformable=deformable)
+    c = len(refs.keys)
+    a = res.warped_masks.reshape(len(idx), len(mask_sets), c, refs.size, refs.size) >= 0.5
+    b = refs.masks[idx][:, None] >= 0.5
+    inter = (a & b).sum(axis=(-1, -2))
+    den = a.sum(axis=(-1, -2)) + b.sum(axis=(-1, -2))
+    d = np.where(den == 0, 1.0, 2.0 * inter / np.maximum(den, 1))
+    missing = np.isnan(qm).all(axis=(1, 2)).reshape(len(mask_sets), c)
+    d = np.where(missing[None], np.nan, d).transpose(1, 0, 2)
+    return idx, res.similarity, d
+
+
 def rca(pixels: np.ndarray, masks: Mapping[str, np.ndarray], refs: Optional[References] = None,
         k: int = 4, deformable: bool = True, query_embedding: Optional[np.ndarray] = None,
         seed: int = 0) -> Dict[str, object]:
@@ -386,34 +420,22 @@ def rca(pixels: np.ndarray, masks: Mapping[str, np.ndarray], refs: Optional[Refe
 
     Returns:
         ``{"Dice RCA (Max)", "Dice RCA (Mean)", "rca_similarity" (best global NCC after
-        registration), "rca_references" (ids joined by ``|``), "per_reference" (list of Dice)}``.
+        registration), "rca_references" (ids joined by ``|``), "per_reference" (list of Dice),
+        "per_structure" ({key: mean Dice over the references})}``.
         Structures missing from ``masks`` are left out of the Dice; with none in common the
         Dice figures are NaN.
     """
-    import torch
-
     refs = load_references() if refs is None else refs
-    torch.manual_seed(seed)
-    img, frame = prepare_image(pixels, refs.size)
-    qm = prepare_masks(masks, frame, refs.keys)
-    idx = select_references(img, refs, k, query_embedding)
-    res = register_batch(img, qm, refs.images[idx], deformable=deformable)
-    present = ~np.isnan(qm).all(axis=(1, 2))
-    dices = []
-    for j, i in enumerate(idx):
-        per = []
-        for c in np.flatnonzero(present):
-            a = res.warped_masks[j, c] >= 0.5
-            b = refs.masks[i, c] >= 0.5
-            den = a.sum() + b.sum()
-            per.append(1.0 if den == 0 else 2.0 * (a & b).sum() / den)
-        dices.append(float(np.mean(per)) if per else float("nan"))
-    dices_a = np.array(dices)
+    idx, similarity, d = reference_dice(pixels, [masks], refs, k, deformable, query_embedding, seed)
+    d = d[0]  # (k, C)
+    present = np.isfinite(d).all(axis=0)
+    dices_a = d[:, present].mean(axis=1) if present.any() else np.full(len(idx), np.nan)
     ok = np.isfinite(dices_a)
     return {
         "Dice RCA (Max)": float(dices_a[ok].max()) if ok.any() else float("nan"),
         "Dice RCA (Mean)": float(dices_a[ok].mean()) if ok.any() else float("nan"),
-        "rca_similarity": float(res.similarity.max()),
+        "rca_similarity": float(similarity.max()),
         "rca_references": "|".join(refs.ids[i] for i in idx),
-        "per_reference": dices,
+        "per_reference": [float(v) for v in dices_a],
+        "per_structure": {key: float(d[:, c].mean()) for c, key in enumerate(refs.keys) if present[c]},
     }

@@ -6,8 +6,12 @@ script, no network). Thumbnails are written as images arrive (:meth:`ReportWrite
 batch of any size never holds more than one image in memory; the page is written by
 :meth:`ReportWriter.close`.
 
-Order: failed masks first, then by ``Dice RCA (Mean)`` ascending (images without RCA last within
-their group, by number of reasons).
+Order: failed masks first, then by ``Predicted Dice`` ascending (``Dice RCA (Mean)`` when there is
+no predicted Dice; images without either last within their group, by number of reasons).
+
+The summary counts every image, overall and per source folder (the folder holding each image,
+since a batch often mixes hospitals): images, passed, flagged, median predicted Dice, the most
+frequent reasons.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import numpy as np
 
 COLOURS = {"lungR": (255, 70, 70), "lungL": (60, 150, 255), "heart": (255, 200, 0)}
 THUMB_SIDE = 256
-SHOWN = [("Dice RCA (Mean)", "RCA mean"), ("Dice RCA (Max)", "RCA max"), ("rca_similarity", "similarity"),
+SHOWN = [("Predicted Dice", "pred. Dice"), ("pred_dice_lungR", "pred. lungR"), ("pred_dice_lungL", "pred. lungL"),
+         ("pred_dice_heart", "pred. heart"), ("agree_min", "agreement"), ("Dice RCA (Mean)", "RCA mean"), ("Dice RCA (Max)", "RCA max"), ("rca_similarity", "similarity"),
          ("ctr", "CTR"), ("shape_mahalanobis", "shape d"), ("heart_lung_contrast", "contrast"),
          ("n_components", "components"), ("n_holes", "holes"), ("orientation_gain", "rot. gain"), ("flip_gain", "flip gain"),
          ("node_std_mean", "node std")]
@@ -72,11 +77,28 @@ def _neg(key):
     return tuple(-float(v) for v in key)
 
 
+def _estimate(row: Mapping[str, object]) -> Optional[float]:
+    """The row's Dice estimate: ``Predicted Dice``, else ``Dice RCA (Mean)``, else None."""
+    for c in ("Predicted Dice", "Dice RCA (Mean)"):
+        v = row.get(c)
+        if isinstance(v, (float, int)) and not math.isnan(float(v)):
+            return float(v)
+    return None
+
+
 def _sort_key(row: Mapping[str, object]):
-    rca = row.get("Dice RCA (Mean)")
-    has = isinstance(rca, (float, int)) and not math.isnan(float(rca))
+    est = _estimate(row)
     n_reasons = len([r for r in str(row.get("qc_reasons") or "").split(";") if r])
-    return (bool(row.get("qc_pass")), 0 if has else 1, float(rca) if has else -n_reasons)
+    return (bool(row.get("qc_pass")), 0 if est is not None else 1, est if est is not None else -n_reasons)
+
+
+def source_folder(path: Optional[str]) -> str:
+    """The folder an image came from (its parent's name), or ``(no path)``."""
+    return Path(path).parent.name or "." if path else "(no path)"
+
+
+def _reason_codes(row: Mapping[str, object]) -> List[str]:
+    return [x.split("(")[0] for x in str(row.get("qc_reasons") or "").split(";") if x]
 
 
 class ReportWriter:
@@ -113,7 +135,8 @@ class ReportWriter:
             thumb.save(self.out / f"thumbs/{name}.png")
             thumb = f"thumbs/{name}.png"
         entry = {"image_id": image_id, "path": path or "", "_thumb": thumb, **row}
-        self.rows.append({c: entry.get(c) for c in ("qc_pass", "qc_reasons", "Dice RCA (Mean)")})
+        self.rows.append({c: entry.get(c) for c in ("qc_pass", "qc_reasons", "Predicted Dice", "Dice RCA (Mean)")}
+                         | {"folder": source_folder(path)})
         heapq.heappush(self._heap, (_neg(_sort_key(entry)), len(self.rows), entry))
         if self.max_cards is not None and len(self._heap) > self.max_cards:
             dropped = heapq.heappop(self._heap)[2]
@@ -128,10 +151,8 @@ class ReportWriter:
         n_fail = sum(1 for r in rows if not r.get("qc_pass"))
         reasons = Counter()
         for r in rows:
-            reasons.update({x.split("(")[0] for x in str(r.get("qc_reasons") or "").split(";") if x})
-        rca = np.array([float(r["Dice RCA (Mean)"]) for r in rows
-                        if isinstance(r.get("Dice RCA (Mean)"), (float, int))], dtype=float)
-        rca = rca[np.isfinite(rca)]
+            reasons.update(set(_reason_codes(r)))
+        est = np.array([v for v in map(_estimate, rows) if v is not None], dtype=float)
         parts = [f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>
 <style>
@@ -146,6 +167,7 @@ h1{{margin:0 0 4px 0;font-size:22px}} .sum{{margin:6px 0 14px 0}}
 .badge{{font-size:11px;font-weight:700;padding:1px 6px;border-radius:3px;color:#fff;background:#2a2}}
 .fail .badge{{background:#d22}}
 .reasons{{color:#b00;font-size:12px;margin:3px 0;word-break:break-word}}
+.notes{{color:#666;font-size:11px;margin:3px 0;word-break:break-word}}
 table.fig{{font-size:11px;border-collapse:collapse;width:100%}} table.fig td{{padding:0 3px}}
 table.fig td:nth-child(even){{text-align:right;font-variant-numeric:tabular-nums}}
 .legend span{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}}
@@ -154,16 +176,19 @@ table.reasons-t{{border-collapse:collapse;font-size:13px}} table.reasons-t td{{p
 <h1>{html.escape(self.title)}</h1>
 <div class="sum"><span><b>{n}</b> images</span><span style="color:#2a2"><b>{n - n_fail}</b> pass</span>
 <span style="color:#d22"><b>{n_fail}</b> flagged</span>"""]
-        if rca.size:
-            parts.append(f"<span>Dice RCA (Mean): median <b>{np.median(rca):.3f}</b>, "
-                         f"min {rca.min():.3f}</span>")
+        if est.size:
+            parts.append(f"<span>Predicted Dice: median <b>{np.median(est):.3f}</b>, "
+                         f"min {est.min():.3f}</span>")
         parts.append('<span class="legend">contours:' + "".join(
             f'<span style="background:rgb{c}"></span>{k}' for k, c in COLOURS.items()) + "</span></div>")
         if reasons:
             parts.append('<table class="reasons-t"><tr><td><b>reason</b></td><td><b>images</b></td></tr>'
                          + "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
-                         + "</table><p style='font-size:12px'>Thresholds: see anatomix.qc.verdict "
-                         "(Dice RCA (Mean) &ge; 0.70 as recommended by CheXmask). Worst first.</p>")
+                         + "</table><p style='font-size:12px'>A mask set passes when its predicted Dice is at "
+                         "or above the bundled model's threshold and it has no hard failure (topology, swapped "
+                         "sides, heart outside the thorax, rotated or mirrored film); see anatomix.qc.verdict. "
+                         "Worst first.</p>")
+        parts.append(folder_table(rows))
         if len(cards) < n:
             parts.append(f"<p><b>Showing the {len(cards)} worst of {n} images.</b></p>")
         parts.append('<div class="grid">')
@@ -174,12 +199,37 @@ table.reasons-t{{border-collapse:collapse;font-size:13px}} table.reasons-t td{{p
             cells = [f"<td>{lab}</td><td>{_fmt(r.get(c))}</td>" for c, lab in SHOWN]
             figs = "".join(f"<tr>{''.join(cells[i:i + 2])}</tr>" for i in range(0, len(cells), 2))
             reasons_txt = html.escape(str(r.get("qc_reasons") or "").replace(";", "; "))
+            notes_txt = html.escape(str(r.get("qc_notes") or "").replace(";", "; "))
             parts.append(f'<div class="card{"" if ok else " fail"}">{img}'
                          f'<div class="id">{html.escape(str(r["image_id"]))} '
                          f'<span class="badge">{"PASS" if ok else "FLAG"}</span></div>'
                          f'<div class="reasons">{reasons_txt}</div>'
+                         + (f'<div class="notes">notes: {notes_txt}</div>' if notes_txt else "") +
                          f'<table class="fig">{figs}</table></div>')
         parts.append("</div></body></html>\n")
         page = self.out / "index.html"
         page.write_text("\n".join(parts), encoding="utf-8")
         return page
+
+
+def folder_table(rows: List[Mapping[str, object]]) -> str:
+    """HTML table of the summary per source folder (rows hold ``folder``, ``qc_pass``,
+    ``qc_reasons`` and the Dice estimates); empty when all images come from one folder."""
+    by: Dict[str, List[Mapping[str, object]]] = {}
+    for r in rows:
+        by.setdefault(str(r.get("folder")), []).append(r)
+    if len(by) < 2:
+        return ""
+    out = ['<h3 style="margin:12px 0 4px 0">Per source folder</h3><table class="reasons-t">'
+           "<tr><td><b>folder</b></td><td><b>images</b></td><td><b>pass</b></td><td><b>flagged</b></td>"
+           "<td><b>median pred. Dice</b></td><td><b>top reasons</b></td></tr>"]
+    for folder in sorted(by):
+        rs = by[folder]
+        n_pass = sum(1 for r in rs if r.get("qc_pass"))
+        est = [v for v in map(_estimate, rs) if v is not None]
+        top = Counter(c for r in rs for c in set(_reason_codes(r))).most_common(3)
+        out.append(f"<tr><td>{html.escape(folder)}</td><td>{len(rs)}</td><td>{n_pass}</td><td>{len(rs) - n_pass}</td>"
+                   f"<td>{_fmt(float(np.median(est))) if est else _fmt(None)}</td>"
+                   f"<td>{html.escape(', '.join(f'{c} ({n})' for c, n in top))}</td></tr>")
+    out.append("</table>")
+    return "".join(out)

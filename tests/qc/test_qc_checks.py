@@ -169,15 +169,35 @@ def test_shape_model_fit_roundtrip(tmp_path):
     assert ShapeModel.load(tmp_path / "s.npz").distance(base) == pytest.approx(sm.distance(base))
 
 
-def test_verdict_thresholds():
-    ok, reasons = verdict({"Dice RCA (Mean)": 0.69, "rca_similarity": 0.9})
-    assert not ok and reasons == ["rca_low(0.69)"]
-    assert verdict({"Dice RCA (Mean)": 0.71, "rca_similarity": 0.9}) == (True, [])
-    assert verdict({"Dice RCA (Mean)": float("nan")}) == (True, [])  # missing figures are skipped
+def test_verdict_thresholds_without_a_predicted_dice():
+    # no predicted Dice: every check fails the mask (the rule before the predicted Dice)
+    ok, reasons, notes = verdict({"Dice RCA (Mean)": 0.69, "rca_similarity": 0.9})
+    assert not ok and reasons == ["rca_low(0.69)"] and notes == []
+    assert verdict({"Dice RCA (Mean)": 0.71, "rca_similarity": 0.9}) == (True, [], [])
+    assert verdict({"Dice RCA (Mean)": float("nan")}) == (True, [], [])  # missing figures are skipped
     assert "unlike_references(0.30)" in verdict({"rca_similarity": 0.3})[1]
     assert verdict({"ctr": 0.9})[1] == ["ctr(0.90)"]
     assert verdict({"node_std_mean": 10.0}, image_side=512)[1] == ["uncertain(0.020)"]
     assert verdict({"node_std_mean": 10.0}, image_side=512, thresholds=Thresholds(node_std_max_fraction=0.05))[0]
+
+
+def test_verdict_from_predicted_dice_and_hard_failures():
+    soft = {"Dice RCA (Mean)": 0.5, "ctr": 0.9}
+    # a high predicted Dice passes; the soft checks that fired are notes, not reasons
+    ok, reasons, notes = verdict({"Predicted Dice": 0.95, **soft}, dice_threshold=0.85)
+    assert ok and reasons == [] and notes == ["rca_low(0.50)", "ctr(0.90)"]
+    # a low one fails with its value
+    assert verdict({"Predicted Dice": 0.80}, dice_threshold=0.85)[:2] == (False, ["dice_low(0.80)"])
+    # Thresholds.pred_dice_min overrides the model's own threshold
+    assert verdict({"Predicted Dice": 0.80}, thresholds=Thresholds(pred_dice_min=0.75), dice_threshold=0.85)[0]
+    # hard failures fail whatever the predicted Dice
+    for fig, code in (({"lr_order_ok": False}, "lungs_swapped"), ({"heart_inside_thorax": False}, "heart_outside_thorax"),
+                      ({"orientation_gain": 0.1}, "rotated"), ({"flip_gain": 1.0}, "mirrored(1.0)")):
+        ok, reasons, _ = verdict({"Predicted Dice": 0.99, **fig}, dice_threshold=0.85)
+        assert not ok and reasons == [code], (fig, reasons)
+    plaus = {"components": {"lungR": 2, "heart": 0}, "holes": {"lungL": 1}, "area": {}, "self_intersecting": ["heart"]}
+    ok, reasons, _ = verdict({"Predicted Dice": 0.99}, plaus, dice_threshold=0.85)
+    assert not ok and reasons == ["components(lungR=2)", "missing(heart)", "holes(lungL=1)", "self_intersection(heart)"]
 
 
 def test_image_and_masks_of_different_shapes_are_refused(good):

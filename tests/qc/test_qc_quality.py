@@ -96,3 +96,45 @@ def test_mean_dice_and_estimate_agreement():
     assert s["mae"] == pytest.approx(0.1) and s["bias"] == pytest.approx(0.1)
     one = estimate_agreement(np.array([0.5]), np.array([0.7]))
     assert one["n"] == 1 and one["mae"] == pytest.approx(0.2) and np.isnan(one["pearson"])
+
+
+def test_loco_over_mask_sets_never_calibrates_on_the_held_out_collection(monkeypatch):
+    """Rows are structures of mask sets; neither the fit nor the threshold of a fold may see a row
+    of the held-out collection, and its figures are over the held-out mask sets only."""
+    import anatomix.qc.quality as quality
+
+    rng = np.random.default_rng(3)
+    groups = np.repeat(["a", "b", "c"], [30, 45, 60])
+    code = {"a": 0.0, "b": 1.0, "c": 2.0}
+    agree = rng.uniform(0.5, 1.0, len(groups))
+    x = np.stack([agree, [code[g] for g in groups]], axis=1)  # column 1 says which collection
+    y = np.clip(agree + rng.normal(0, 0.01, len(groups)), 0, 1)
+    ids = np.array([f"{g}{i // 3}" for i, g in enumerate(groups)])  # three structures per mask set
+    seen = {}
+
+    def spy_fit(features, dice, names, alpha):
+        seen.setdefault("fit", []).append(set(features[:, 1].tolist()))
+        return DiceModel.fit(features, dice, names, alpha)
+
+    real_choose = quality.choose_threshold
+
+    def spy_choose(pred, dice, hard_fail=None):
+        seen.setdefault("threshold", []).append(len(pred))
+        return real_choose(pred, dice, hard_fail)
+
+    monkeypatch.setattr(quality, "choose_threshold", spy_choose)
+    results = loco_evaluate(x, y, groups, ["agree", "collection"], fit=spy_fit, mask_ids=ids)
+    assert [r.held_out for r in results] == ["a", "b", "c"]
+    assert seen["fit"] == [{1.0, 2.0}, {0.0, 2.0}, {0.0, 1.0}]
+    assert seen["threshold"] == [(45 + 60) // 3, (30 + 60) // 3, (30 + 45) // 3]  # mask sets of the others
+    assert [r.n for r in results] == [10, 15, 20] and all(len(r.pred) == r.n for r in results)
+
+
+def test_dice_model_save_load_roundtrip(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (50, 3))
+    m = DiceModel.fit(x, 0.5 + 0.4 * x[:, 0], ["a", "b", "c"])
+    m.threshold, m.meta = 0.85, {"command": "test"}
+    m.save(tmp_path / "m.json")
+    back = DiceModel.load(tmp_path / "m.json")
+    assert np.allclose(back.predict(x), m.predict(x)) and back.threshold == 0.85 and back.meta == {"command": "test"}

@@ -63,3 +63,21 @@ def test_report_keeps_only_the_worst_cards(tmp_path):
     assert sorted(p.name for p in (tmp_path / "rep" / "thumbs").iterdir()) == ["img1.png", "img3.png"]
     assert page.index(">img1 ") < page.index(">img3 ") and ">img0 " not in page
     assert "<b>5</b> images" in page and "worst of 5" in page
+
+
+def test_report_shows_predicted_dice_and_a_summary_per_source_folder(tmp_path):
+    m = np.zeros((32, 32), bool)
+    m[8:24, 8:24] = True
+    rw = ReportWriter(tmp_path / "rep")
+    for i, (folder, pred, ok) in enumerate([("hospA", 0.95, True), ("hospA", 0.62, False), ("hospB", 0.91, True),
+                                            ("hospB", 0.97, True), ("hospB", 0.99, False)]):
+        r = _row(ok, float("nan"), "" if ok else ("dice_low(0.62)" if pred < 0.9 else "lungs_swapped"))
+        r.update({"Predicted Dice": pred, "pred_dice_lungR": pred, "qc_notes": "ctr(0.90)" if i == 2 else ""})
+        rw.add(f"img{i}", r, None, {"heart": m}, path=f"/data/{folder}/img{i}.png")
+    page = rw.close().read_text()
+    # worst first by predicted Dice among the flagged, then the passed
+    assert page.index(">img1 ") < page.index(">img4 ") < page.index(">img2 ") < page.index(">img0 ")
+    assert "pred. Dice</td><td>0.620" in page and "notes: ctr(0.90)" in page
+    assert "Predicted Dice: median <b>0.950</b>, min 0.620" in page
+    assert "<tr><td>hospA</td><td>2</td><td>1</td><td>1</td><td>0.785</td><td>dice_low (1)</td></tr>" in page
+    assert "<tr><td>hospB</td><td>3</td><td>2</td><td>1</td><td>0.970</td><td>lungs_swapped (1)</td></tr>" in page
