@@ -10,7 +10,8 @@ from anatomix.cli import options
 @click.command("qc", cls=options.Command)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--images", type=click.Path(exists=True, file_okay=False),
-              help="Folder of the images of a CheXmask CSV (found as <images>/<image_id>[.png|.jpg|...]), "
+              help="Folder of the images of a CheXmask CSV (found as <images>/<image_id>[.png|.jpg|...], else at "
+                   "the CSV's path column when that file exists), "
                    "or of the DICOM sources of DICOM-SEG files (found by the SOP Instance UID they reference).")
 @click.option("--reference", default=None, type=click.Path(exists=True),
               help="RCA reference set: labelled folder (<id>.png + <id>_lungR/_lungL/_heart.png) "

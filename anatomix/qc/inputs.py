@@ -114,9 +114,17 @@ def find_image(images: Optional[Path], image_id: str) -> Optional[Path]:
     return None
 
 
+def _row_path(row) -> Optional[Path]:
+    """The image named by a row's ``path`` column (as ``anatomix segment`` writes it), when that
+    file exists; else None."""
+    p = (row.extra or {}).get("path", "")
+    return Path(p) if p and Path(p).is_file() else None
+
+
 def iter_chexmask(csv_path: Path | str, images: Optional[Path | str] = None,
                   max_pixels: int = MAX_PIXELS) -> Iterator[QCItem]:
-    """QC items of a CheXmask CSV; images (optional) looked up under ``images``. Rows and
+    """QC items of a CheXmask CSV; images (optional) looked up under ``images``, else at the row's
+    ``path`` column when that file exists (the ``segmentations.csv`` of ``anatomix segment``). Rows and
     images larger than ``max_pixels`` are refused (unreadable items)."""
     from anatomix.io.chexmask import iter_chexmask_csv
 
@@ -140,7 +148,7 @@ def load_chexmask_row(row, images: Optional[Path] = None, max_pixels: int = MAX_
         template, lm = _template_for(row.landmarks)
         if (not masks or not any(m.any() for m in masks.values())) and len(lm):
             masks = {k: v for k, v in landmarks_to_masks(lm, shape, template).items() if k in STRUCTURE_KEYS}
-        path = find_image(images, row.image_id)
+        path = find_image(images, row.image_id) or _row_path(row)
         pixels = None
         if path is not None:
             pixels = read_radiograph(path, max_pixels).pixels

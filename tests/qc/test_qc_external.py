@@ -129,3 +129,18 @@ def test_cli_rejects_other_files(tmp_path):
     res = CliRunner().invoke(qc, [str(tmp_path / "x.txt"), "-o", str(tmp_path / "out")])
     assert res.exit_code == 2 and "expected a folder, a CheXmask .csv/.csv.gz or a DICOM-SEG file" in res.output
     assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_chexmask_csv_finds_images_by_its_path_column(tmp_path, case):
+    """A segmentations.csv of `anatomix segment` names each image in its path column: QC finds
+    the image there when --images is not given (or does not hold it); a missing file is no image."""
+    img, masks = case
+    hosp = tmp_path / "hospA"
+    hosp.mkdir()
+    Image.fromarray((img * 255).astype(np.uint8)).save(hosp / "good.png")
+    rows = [ChexmaskRow.from_masks("good", masks, extra={"path": str(hosp / "good.png")}),
+            ChexmaskRow.from_masks("gone", masks, extra={"path": str(hosp / "gone.png")})]
+    write_chexmask_csv(tmp_path / "m.csv", rows)
+    items = {it.image_id: it for it in iter_chexmask(tmp_path / "m.csv")}
+    assert items["good"].pixels is not None and items["good"].seg.path == hosp / "good.png"
+    assert items["gone"].pixels is None and items["gone"].error is None
