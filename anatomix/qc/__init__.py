@@ -8,14 +8,18 @@
 - :mod:`anatomix.qc.plausibility`, :mod:`anatomix.qc.shape_model`, :mod:`anatomix.qc.orientation`:
   the checks; :mod:`anatomix.qc.verdict`: :class:`Thresholds` and the pass/fail rule;
 - :mod:`anatomix.qc.inputs`: masks made elsewhere; :mod:`anatomix.qc.report`: the HTML report;
-- :mod:`anatomix.qc.atlases`: building the bundled atlases and shape model from training cases.
+- :mod:`anatomix.qc.atlases`: building the bundled atlases and shape model from training cases;
+- :mod:`anatomix.qc.signals`: per-structure quality signals (RCA, agreement with a second opinion,
+  node std, topology, area); :mod:`anatomix.qc.quality`: the predicted Dice (:class:`DiceModel`,
+  bundled in ``weights/qc_dice_model.json``) and its leave-one-collection-out validation;
+  :mod:`anatomix.qc.calibration`: masks of known quality, the table it is fitted on.
 
 ::
 
     from anatomix.qc import QC_COLUMNS, assess, load_references
     refs = load_references(None)            # bundled derived atlases (or a labelled folder)
     row = assess(seg, radiograph.pixels, node_std=seg.node_std, references=refs)
-    row["Dice RCA (Mean)"], row["qc_pass"], row["qc_reasons"]
+    row["Predicted Dice"], row["pred_dice_lungR"], row["qc_pass"], row["qc_reasons"], row["qc_notes"]
 """
 
 from anatomix.qc.assess import QC_COLUMNS, assess, format_row

@@ -310,14 +310,10 @@ def loco_markdown(rows: Sequence[Mapping[str, object]], signals: Sequence[str] =
         for j in te:
             first.setdefault(ids[j], j)
         subsets = {"all": np.ones(len(set_ids), bool)}
-        for key, label in (("opinion", "opinion {}"), (None, None)):
-            if key is None:
-                vals = [origin(rows[first[i]]) for i in set_ids]
-                label = "{}"
-            else:
-                vals = [str(rows[first[i]][key]) for i in set_ids]
+        for vals in ([f"opinion {rows[first[i]]['opinion']}" for i in set_ids],
+                     [origin(rows[first[i]]) for i in set_ids]):
             for v in sorted(set(vals)):
-                subsets[label.format(v)] = np.array(vals) == v
+                subsets[v] = np.array(vals) == v
         _, d_te = mask_means(y[te], ids[te])
         _, h_te = mask_means(hard[te].astype(float), ids[te])
         subsets["true Dice >= 0.5 (no broken model)"] = d_te >= 0.5
