@@ -85,3 +85,27 @@ def test_table_roundtrip_and_fit(tmp_path):
     model = fit_dice_model(back, meta={"command": "test"})
     assert model.names == list(SIGNALS) and model.meta["rows"] == len(rows)
     assert model.meta["collections"] == ["a", "b"] and 0.8 < model.threshold < 0.93
+
+
+def test_bundled_dice_model_is_the_fit_of_the_committed_table():
+    """anatomix/weights/qc_dice_model.json is reproducible: fitting the committed calibration
+    table (bench/results/qc_calibration.csv.gz, built by tools/build_qc_dice_model.py) gives the
+    same weights and threshold, and the card names the command."""
+    from pathlib import Path
+
+    from anatomix.models import WEIGHTS_DIR
+    from anatomix.qc.quality import DICE_MODEL_FILE, DiceModel
+
+    table = Path(__file__).resolve().parents[2] / "bench" / "results" / "qc_calibration.csv.gz"
+    if not table.is_file():
+        pytest.skip(f"calibration table not found at {table}")
+    bundled = DiceModel.load(WEIGHTS_DIR / DICE_MODEL_FILE)
+    refit = fit_dice_model(read_rows(table))
+    assert refit.names == bundled.names
+    np.testing.assert_allclose(refit.coef, bundled.coef, atol=1e-6)
+    np.testing.assert_allclose(refit.mean, bundled.mean, atol=1e-6)
+    assert refit.intercept == pytest.approx(bundled.intercept, abs=1e-6)
+    assert refit.threshold == pytest.approx(bundled.threshold, abs=1e-6)
+    assert set(refit.meta["collections"]) == {"jsrt", "montgomery", "shenzhen"}
+    card = (WEIGHTS_DIR / DICE_MODEL_FILE.replace(".json", ".md")).read_text()
+    assert bundled.meta["command"] in card and "Leave one collection out" in card
