@@ -115,6 +115,7 @@ class RayEngine:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False)
         try:
+            logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per dataset otherwise
             context = ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True  # results arrive in chunk order
             context.enable_progress_bars = False
