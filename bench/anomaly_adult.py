@@ -15,6 +15,8 @@ default segmenter) on:
 Usage:
     python bench/anomaly_adult.py --data ../shared/data --work runs/anomaly_adult \
         --out bench/results/anomaly_adult.md [--epochs 40 --critic-epochs 30 --method ae]
+    python bench/anomaly_adult.py --method rd --model-config '{"teacher": "runs/teacher/teacher.pt"}' \
+        --work runs/anomaly_adult_rd --out bench/results/anomaly_adult_rd.md   # the method's own defaults
 
 The exact ``anatomix`` commands are printed in the results. Prints a markdown table.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shlex
 import subprocess
 import sys
 import time
@@ -31,9 +34,9 @@ from pathlib import Path
 
 def run(cmd: list[str]) -> str:
     """Run an ``anatomix`` command (same interpreter), echo it, fail loudly."""
-    print("$", " ".join(cmd), flush=True)
+    print("$", shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True)
-    return " ".join(cmd)
+    return shlex.join(cmd)
 
 
 def write_list(path: Path, cases) -> Path:
@@ -46,8 +49,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--work", type=Path, default=Path("runs/anomaly_adult"))
     ap.add_argument("--method", default="ae")
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--critic-epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the method's (ae 40)")
+    ap.add_argument("--critic-epochs", type=int, default=None, help="default: the method's (ae 30)")
+    ap.add_argument("--model-config", default=None, help="JSON passed to `anatomix anomaly fit --model-config`")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -65,9 +69,10 @@ def main() -> None:
     detector = args.work / f"adult_{args.method}.pt"
     anatomix = [str(Path(sys.executable).parent / "anatomix")]
     t0 = time.perf_counter()
+    options = [f"--{k}={v}" for k, v in (("epochs", args.epochs), ("critic-epochs", args.critic_epochs),
+                                         ("model-config", args.model_config)) if v is not None]
     commands = [run(anatomix + ["anomaly", "fit", str(write_list(args.work / "fit_normals.txt", fit_normals)),
-                                "-o", str(detector), "--method", args.method, "--epochs", str(args.epochs),
-                                "--critic-epochs", str(args.critic_epochs), "--segment",
+                                "-o", str(detector), "--method", args.method, *options, "--segment",
                                 "--threads", str(args.threads)])]
     fit_s = time.perf_counter() - t0
     scores = args.work / "scores.csv"
@@ -85,7 +90,10 @@ def main() -> None:
 
     adult_normals = [c for c in val_normals if c.source in ("montgomery", "shenzhen")]
     jsrt_normals = [c for c in val_normals if c.source == "jsrt"]
-    lines = [f"# Adult normal-only screening ({args.method} + realness critic, 64 px)\n",
+    from anatomix.anomaly.detector import Detector
+
+    det = Detector.load(detector)
+    lines = [f"# Adult normal-only screening ({args.method}, {det.image_size} px, residual {det.scoring.residual})\n",
              "Commands:\n", *[f"    {c}" for c in commands],
              f"\nFit on {len(fit_normals)} training-split normals "
              f"({', '.join(f'{s} {sum(c.source == s for c in fit_normals)}' for s in ('jsrt', 'montgomery', 'shenzhen'))}); "
@@ -93,7 +101,8 @@ def main() -> None:
              "| task | positives | negatives | region | AUROC | AP | TPR at 5 % FPR |", "|---|---:|---:|---|---:|---:|---:|"]
     for name, pos, neg in (("tuberculosis (Montgomery + Shenzhen)", tb, adult_normals),
                            ("JSRT nodules", nodules, jsrt_normals)):
-        for column, region in (("score_image", "whole image"), ("score_anatomy", "lungs + heart")):
+        for column, region in (("score_image", "whole image"), ("score_lungs", "lungs"),
+                               ("score_anatomy", "lungs + heart")):
             m = task(pos, neg, column)
             lines.append(f"| {name} | {len(pos)} | {len(neg)} | {region} | {m['auroc']:.3f} | {m['ap']:.3f} "
                          f"| {m['tpr@5%fpr']:.3f} |")

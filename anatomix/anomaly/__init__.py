@@ -1,7 +1,11 @@
 """Normal-only anomaly screening: fit on normal radiographs, flag what deviates and where.
 
-- :mod:`anatomix.anomaly.models`: ``ae``, ``memae``, ``mae``, ``squid`` in one registry
+- :mod:`anatomix.anomaly.models`: ``ae``, ``memae``, ``mae``, ``squid`` (image reconstruction)
+  and ``rd`` (students that rebuild a teacher's features) in one registry
   (:data:`~anatomix.anomaly.models.MODELS`) behind :func:`~anatomix.anomaly.models.create_model`;
+- :mod:`anatomix.anomaly.teacher`: the feature teacher of ``rd``, pretrained here on normals
+  (masked in-painting + denoising);
+- :mod:`anatomix.anomaly.selection`: model selection from normals only (synthetic opacities);
 - :mod:`anatomix.anomaly.scoring`: residual maps, aggregation inside masks, overlays;
 - :mod:`anatomix.anomaly.critic`: the realness critic (SQUID's discriminator, for any model);
 - :mod:`anatomix.anomaly.calibration`: normalisation and thresholds from held-out normals;

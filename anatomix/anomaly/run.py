@@ -255,26 +255,29 @@ class FitReport:
     errors_path: Path | None = None
 
 
-def fit(inputs: Sequence, output: Path, method: str = "ae", epochs: int = 40, image_size: int | None = None,
-        batch_size: int = 32, lr: float = 1e-3, calib_fraction: float = 0.1, target_fpr: float = 0.05,
-        residual: str = "ssim+critic", critic_epochs: int | None = None, reduce: str = "mean", topk: float = 5.0,
-        smooth: float = 1.0, mask_dir: Path | None = None, segment: bool = False,
+def fit(inputs: Sequence, output: Path, method: str = "ae", epochs: int | None = None, image_size: int | None = None,
+        batch_size: int = 32, lr: float | None = None, calib_fraction: float = 0.1, target_fpr: float = 0.05,
+        residual: str | None = None, critic_epochs: int | None = None, reduce: str | None = None, topk: float = 5.0,
+        smooth: float | None = None, mask_dir: Path | None = None, segment: bool = False,
         model_config: Mapping[str, Any] | None = None, seed: int = 0, checkpoint: Path | None = None,
         max_pixels: int = MAX_PIXELS, errors_path: Path | None = None, command: str | None = None,
-        progress: bool = True, log: Log | None = None) -> FitReport:
+        progress: bool = True, log: Log | None = None, select: bool | None = None) -> FitReport:
     """Fit a detector on NORMAL images only and save it (``anatomix anomaly fit``).
 
     A random ``calib_fraction`` of the normals is held out: the detector's score normalisation
     and thresholds come from those normals only and are saved in the detector file. Training is
     resumable through ``checkpoint`` (default ``<output>.ckpt``; the critic's beside it as
-    ``.critic.ckpt``), both removed once the detector is written.
+    ``.critic.ckpt``, an ``rd`` teacher's as ``.teacher.ckpt``), all removed once the detector is written.
 
     Args:
         inputs: normal radiographs (files, folders, globs or lists); at least 6 readable.
         output: the detector file to write (``.pt``).
-        method: ``ae`` | ``memae`` | ``mae`` | ``squid`` (:data:`anatomix.anomaly.models.METHODS`).
-        image_size: model frame side (default: the method's, 64).
+        method: ``ae`` | ``memae`` | ``mae`` | ``squid`` | ``rd`` (:data:`anatomix.anomaly.models.METHODS`).
+        image_size: model frame side (default: the method's, 64; ``rd`` 128).
+        epochs, lr, residual, reduce, smooth, select: None = the method's
+            (:func:`anatomix.anomaly.models.fit_defaults`).
         residual, reduce, topk, smooth, target_fpr: the :class:`~anatomix.anomaly.detector.ScoringConfig`.
+        select: keep the epoch chosen on held-out normals (:class:`anatomix.anomaly.selection.NormalSelection`).
         critic_epochs: epochs of the realness critic (default: 30 when ``residual`` uses it, else 0).
         mask_dir, segment: masks of the normals, so that the masked regions are calibrated too.
         model_config: extra model constructor arguments.
@@ -283,11 +286,14 @@ def fit(inputs: Sequence, output: Path, method: str = "ae", epochs: int = 40, im
         log: called with progress lines.
     """
     from anatomix.anomaly.detector import ScoringConfig
-    from anatomix.anomaly.models import DEFAULT_IMAGE_SIZE, model_class
+    from anatomix.anomaly.models import DEFAULT_IMAGE_SIZE, fit_defaults
     from anatomix.anomaly.train import fit_detector
 
     output = Path(output)
-    model_class(method)  # an unknown method fails before anything is read
+    d = fit_defaults(method)  # an unknown method fails before anything is read
+    epochs, lr, residual, reduce, smooth, select = (d[k] if v is None else v for k, v in (
+        ("epochs", epochs), ("lr", lr), ("residual", residual), ("reduce", reduce), ("smooth", smooth),
+        ("select", select)))
     if critic_epochs is None:
         critic_epochs = 30 if "critic" in residual else 0
     size = image_size or DEFAULT_IMAGE_SIZE[method]
@@ -301,10 +307,11 @@ def fit(inputs: Sequence, output: Path, method: str = "ae", epochs: int = 40, im
                        scoring=ScoringConfig(residual=residual, reduce=reduce, topk=topk, smooth_sigma=smooth,
                                              target_fpr=target_fpr),
                        seed=seed, checkpoint=checkpoint, model_config=dict(model_config or {}),
-                       critic_epochs=critic_epochs, meta=meta, progress=progress)
+                       critic_epochs=critic_epochs, meta=meta, progress=progress, select=select)
     det.save(output)
     checkpoint.unlink(missing_ok=True)
     checkpoint.with_suffix(".critic.ckpt").unlink(missing_ok=True)
+    checkpoint.with_suffix(".teacher.ckpt").unlink(missing_ok=True)
     written = _write_errors(normals.errors, Path(errors_path) if errors_path else output.parent / ERRORS_NAME)
     return FitReport(det, output, len(normals.images), normals.errors, written)
 

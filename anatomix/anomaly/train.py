@@ -9,6 +9,11 @@ one-file checkpoint checked against the fit settings.
 A checkpoint (model, optimiser, scheduler, epoch, config; plain types, loadable with
 ``weights_only=True``) is written atomically after every epoch; calling :func:`fit_model` again with the same checkpoint path and the same settings
 continues where it stopped (a checkpoint from other settings is refused, never mixed in).
+
+With ``select`` (a judge of the model on held-out normals, e.g.
+:class:`anatomix.anomaly.selection.NormalSelection`) every epoch is scored and the best epoch's
+weights are kept in the checkpoint and restored at the end (model selection / early stopping
+from normals only).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ def _set_seed(seed: int) -> None:
 def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32, lr: float = 1e-3,
               weight_decay: float = 1e-5, seed: int = 0, checkpoint: Path | None = None,
               progress: bool = True, log: Callable[[str], None] | None = None,
-              device: str = "cpu") -> list[dict[str, float]]:
+              device: str = "cpu", select: Callable | None = None,
+              snapshots: Path | None = None) -> list[dict[str, float]]:
     """Train ``model`` on normal images.
 
     Args:
@@ -43,9 +49,15 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
         checkpoint: path of the resumable checkpoint (None = no checkpoint).
         progress: show a tqdm bar over epochs.
         log: called with one line per epoch.
+        select: called with the model after every epoch; returns metrics with ``score`` (higher
+            is better). The weights of the best-scoring epoch (the first of equals) are restored
+            at the end; its metrics join the history as ``select_<name>``.
+        snapshots: folder where every epoch's weights are also written (``epoch_001.pt``, ...;
+            :func:`anatomix.models.save_checkpoint` of the state dict), for studies of the schedule.
 
     Returns:
-        One dict per epoch (``epoch``, ``loss``, model logs, ``seconds``).
+        One dict per epoch (``epoch``, ``loss``, model logs, ``select_*``, ``seconds``); with
+        ``select`` the chosen epoch's record has ``selected: 1.0``.
     """
     import torch
 
@@ -64,7 +76,10 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
     sched = warmup_cosine(opt, total, min(100, total // 10), floor=0.0)  # 10 % warm-up (at most 100 steps), to 0
     settings = {"method": model.method, "config": model.config, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "seed": seed, "n": n}
+    if select is not None:
+        settings["select"] = getattr(select, "name", type(select).__name__)
     history: list[dict[str, float]] = []
+    best: dict | None = None  # {"epoch", "score", "model"} of the best epoch so far
     start = 0
     if checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint)
@@ -74,7 +89,7 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
-        start, history = state["epoch"], state["history"]
+        start, history, best = state["epoch"], state["history"], state.get("best")
         if log:
             log(f"resuming from epoch {start} ({checkpoint})")
     bar = None
@@ -95,18 +110,33 @@ def fit_model(model, images: np.ndarray, epochs: int = 50, batch_size: int = 32,
             optimizer_step(model, opt, sched, loss, max_norm=5.0)
             for k, v in {"loss": float(loss.detach()), **logs}.items():
                 sums[k] = sums.get(k, 0.0) + v * x.shape[0]
-        rec = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "seconds": time.time() - t0}
+        rec = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}}
+        if select is not None:
+            rec.update({f"select_{k}": float(v) for k, v in select(model).items()})
+            if best is None or rec["select_score"] > best["score"]:
+                best = {"epoch": epoch + 1, "score": rec["select_score"],
+                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        rec["seconds"] = time.time() - t0
         history.append(rec)
+        if snapshots is not None:
+            save_checkpoint(Path(snapshots) / f"epoch_{epoch + 1:03d}.pt", model.state_dict())
         if checkpoint is not None:
             save_checkpoint(checkpoint, {"settings": settings, "model": model.state_dict(), "opt": opt.state_dict(),
-                                         "sched": sched.state_dict(), "epoch": epoch + 1, "history": history})
+                                         "sched": sched.state_dict(), "epoch": epoch + 1, "history": history,
+                                         "best": best})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.4g}")
         if log:
-            log(f"epoch {epoch + 1}/{epochs} loss {rec['loss']:.5g} ({rec['seconds']:.1f}s)")
+            sel = f" select {rec['select_score']:.4f}" if select is not None else ""
+            log(f"epoch {epoch + 1}/{epochs} loss {rec['loss']:.5g}{sel} ({rec['seconds']:.1f}s)")
     if bar is not None:
         bar.close()
+    if best is not None:
+        model.load_state_dict(best["model"])
+        history = [{**h, "selected": float(h["epoch"] == best["epoch"])} for h in history]
+        if log:
+            log(f"selected epoch {best['epoch']} (score {best['score']:.4f})")
     model.eval()
     return history
 
@@ -166,12 +196,31 @@ def split_calibration(n: int, calib_fraction: float = 0.1, seed: int = 0, min_ca
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
+def split_fit(n: int, calib_fraction: float = 0.1, select_fraction: float = 0.05, seed: int = 0,
+              min_select: int = 8):
+    """Indices (train, selection, calibration) of ``n`` normals.
+
+    The calibration hold-out is :func:`split_calibration`'s (the same images every method
+    calibrates on); ``select_fraction`` of the rest (at least ``min_select``; a random draw
+    seeded with ``seed + 1``) is held out for model selection, the remainder trains.
+    """
+    fit_idx, cal_idx = split_calibration(n, calib_fraction, seed)
+    if len(fit_idx) < min_select + 1:
+        raise UsageError(f"need at least {min_select + 1} normal images left after calibration for selection "
+                         f"and training, got {len(fit_idx)}")
+    rng = np.random.default_rng(seed + 1)
+    perm = rng.permutation(len(fit_idx))
+    k = min(len(fit_idx) - 1, max(min_select, round(len(fit_idx) * select_fraction)))
+    return np.sort(fit_idx[perm[k:]]), np.sort(fit_idx[perm[:k]]), cal_idx
+
+
 def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None = None,
                  epochs: int = 50, batch_size: int = 32, lr: float = 1e-3, calib_fraction: float = 0.1,
                  calib_masks=None, scoring=None, seed: int = 0, checkpoint: Path | None = None,
                  progress: bool = True, log: Callable[[str], None] | None = None,
                  model_config: dict | None = None, device: str = "cpu", meta: dict | None = None,
-                 prior_masks: dict | None = None, critic_epochs: int = 0):
+                 prior_masks: dict | None = None, critic_epochs: int = 0, select: bool = False,
+                 select_fraction: float = 0.05, snapshots: Path | None = None):
     """Fit a detector on NORMAL model-frame images: train on one part, calibrate on the rest.
 
     Args:
@@ -187,6 +236,13 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None 
         critic_epochs: also fit a realness critic (:func:`fit_critic`) for this many epochs
             after the model (0 = none; needed by the ``critic`` residuals). Its checkpoint sits
             beside ``checkpoint`` as ``<name>.critic.ckpt``.
+        select: hold out ``select_fraction`` of the fit normals (:func:`split_fit`) and keep the
+            epoch that best separates them from synthetic opacities made from them
+            (:class:`~anatomix.anomaly.selection.NormalSelection`); normals only.
+        snapshots: keep every epoch's weights there (:func:`fit_model`).
+
+    A model with a ``prepare_fit`` step (``rd``: its teacher, read from a file or pretrained
+    on the training normals, checkpoint ``<name>.teacher.ckpt``) takes it before training.
 
     Returns:
         A calibrated :class:`~anatomix.anomaly.detector.Detector`; ``meta`` records the split,
@@ -195,27 +251,48 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None 
     import torch
 
     from anatomix.anomaly.detector import Detector, ScoringConfig
-    from anatomix.anomaly.models import DEFAULT_IMAGE_SIZE, create_model
+    from anatomix.anomaly.models import DEFAULT_IMAGE_SIZE, create_model, model_class
 
     images = np.asarray(images, dtype=np.float32)
     image_size = int(image_size or images.shape[-1] or DEFAULT_IMAGE_SIZE[method])
     if images.ndim != 3 or images.shape[1:] != (image_size, image_size):
         raise UsageError(f"images must be (N, {image_size}, {image_size}), got {images.shape}")
     scoring = scoring or ScoringConfig()
+    if not model_class(method).reconstructs and scoring.residual != "auto":
+        raise UsageError(f"{method} gives no image reconstruction: its residual is 'auto', not {scoring.residual!r}")
     if "critic" in scoring.residual and not critic_epochs:
         raise UsageError(f"residual {scoring.residual!r} needs a critic: give critic_epochs > 0")
-    fit_idx, cal_idx = split_calibration(len(images), calib_fraction, seed)
+    if select:
+        fit_idx, sel_idx, cal_idx = split_fit(len(images), calib_fraction, select_fraction, seed)
+    else:
+        (fit_idx, cal_idx), sel_idx = split_calibration(len(images), calib_fraction, seed), []
     torch.manual_seed(seed)
     model = create_model(method, image_size=image_size, **(model_config or {}))
     t0 = time.time()
+    facts: dict = {}
+    if hasattr(model, "prepare_fit"):
+        teacher_ck = None if checkpoint is None else Path(checkpoint).with_suffix(".teacher.ckpt")
+        facts = model.prepare_fit(images[fit_idx], checkpoint=teacher_ck, progress=progress, log=log, device=device)
+    judge = None
+    if select:
+        from anatomix.anomaly.selection import NormalSelection
+
+        judge = NormalSelection(images[sel_idx], seed=seed)
     history = fit_model(model, images[fit_idx], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                        checkpoint=checkpoint, progress=progress, log=log, device=device)
+                        checkpoint=checkpoint, progress=progress, log=log, device=device, select=judge,
+                        snapshots=snapshots)
     fit_s = sum(h["seconds"] for h in history) if history else time.time() - t0
+    fit_s += float(facts.get("teacher_fit_seconds", 0.0))
     det = Detector(model.cpu(), scoring, prior_masks=prior_masks)
     det.meta.update({"n_fit": len(fit_idx), "n_calibration": len(cal_idx), "epochs": int(epochs),
                      "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "critic_epochs": 0,
                      "fit_seconds": float(fit_s), "final_loss": float(history[-1]["loss"]) if history else None,
-                     **(meta or {})})
+                     **facts, **(meta or {})})
+    if select:
+        det.meta.update({"n_select": len(sel_idx), "selection": judge.name,
+                         "selected_epoch": next(int(h["epoch"]) for h in history if h["selected"]),
+                         "selection_history": [{k: v for k, v in h.items() if k.startswith("select_") or k == "epoch"}
+                                               for h in history]})
     if critic_epochs:
         critic_ck = None if checkpoint is None else Path(checkpoint).with_suffix(".critic.ckpt")
         add_critic(det, images[fit_idx], critic_epochs, batch_size=batch_size, checkpoint=critic_ck,

@@ -1,6 +1,6 @@
 """``anatomix anomaly``: fit a normal-only detector, score images, evaluate against labels.
 
-    anatomix anomaly fit NORMALS... -o detector.pt [--method ae|memae|mae|squid] [--epochs N]
+    anatomix anomaly fit NORMALS... -o detector.pt [--method ae|memae|mae|squid|rd] [--epochs N]
     anatomix anomaly score IMAGES... [--detector detector.pt] -o scores.csv [--maps DIR]
     anatomix anomaly evaluate scores.csv --labels manifest.csv [-o DIR]
 
@@ -81,29 +81,32 @@ def anomaly() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Detector file to write (.pt).")
 @click.option("--method", type=click.Choice(METHODS), default="ae", show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=40, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default: 40; rd 30).")
 @click.option("--image-size", type=click.IntRange(16), default=None,
-              help="Model frame side (default: 64 for every method).")
+              help="Model frame side (default: 64; rd 128).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=None, help="Peak learning rate (default: 1e-3; rd 2e-3).")
 @click.option("--calib-fraction", type=click.FloatRange(0.01, 0.9), default=0.1, show_default=True,
               help="Share of the normals held out for normalisation and threshold.")
 @click.option("--target-fpr", type=click.FloatRange(0.001, 0.5), default=0.05, show_default=True,
               help="False-positive rate the threshold aims at on new normals.")
 @click.option("--residual", type=click.Choice(("auto", "l2", "l1", "ssim", "l2+ssim", "feature", "critic", "ssim+critic",
-                                               "l2+critic")), default="ssim+critic",
-              show_default=True, help="Residual map (auto = the method's own map; feature = encoder-feature "
-                                      "distance, not for mae; critic = the realness critic's map; X+critic = "
-                                      "both, each normalised on held-out normals).")
+                                               "l2+critic")), default=None,
+              help="Residual map (default: ssim+critic; rd auto. auto = the method's own map, for rd the "
+                   "teacher-student feature discrepancy; feature = encoder-feature distance, not for mae or rd; "
+                   "critic = the realness critic's map; X+critic = both, each normalised on held-out normals).")
 @click.option("--critic-epochs", type=click.IntRange(0), default=None,
               help="Epochs of the realness critic fitted after the model (default: 30 when --residual uses "
                    "the critic, else 0 = none).")
-@click.option("--reduce", type=click.Choice(("mean", "max", "topk")), default="mean", show_default=True,
-              help="Aggregation inside a region (topk = mean of the highest --topk percent).")
+@click.option("--reduce", type=click.Choice(("mean", "max", "topk")), default=None,
+              help="Aggregation inside a region (default: mean; rd topk = mean of the highest --topk percent).")
 @click.option("--topk", type=click.FloatRange(0.01, 100), default=5.0, show_default=True,
               help="Percent of highest values averaged by --reduce topk.")
-@click.option("--smooth", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Gaussian smoothing of the map (model pixels).")
+@click.option("--smooth", type=click.FloatRange(0), default=None,
+              help="Gaussian smoothing of the map, model pixels (default: 1; rd 2).")
+@click.option("--select/--no-select", default=None,
+              help="Keep the epoch that best separates held-out normals from synthetic opacities made from "
+                   "them (normals only; default: on for rd, off otherwise).")
 @_calibration_masks
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Resumable training checkpoint (default: OUTPUT.ckpt; rerun to resume).")
@@ -114,8 +117,8 @@ def anomaly() -> None:
 @_errors("unreadable inputs")
 @options.max_pixels
 def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fraction, target_fpr, residual,
-        critic_epochs, reduce, topk, smooth, mask_dir, segment, model_config, seed, checkpoint, threads, errors_path,
-        max_pixels) -> None:
+        critic_epochs, reduce, topk, smooth, select, mask_dir, segment, model_config, seed, checkpoint, threads,
+        errors_path, max_pixels) -> None:
     """Fit a detector on NORMAL images only (files, folders, globs or .txt/.csv lists).
 
     A random --calib-fraction of them is held out: the detector's score normalisation and
@@ -137,7 +140,8 @@ def fit(inputs, output, method, epochs, image_size, batch_size, lr, calib_fracti
                      lr=lr, calib_fraction=calib_fraction, target_fpr=target_fpr, residual=residual,
                      critic_epochs=critic_epochs, reduce=reduce, topk=topk, smooth=smooth, mask_dir=mask_dir,
                      segment=segment, model_config=config, seed=seed, checkpoint=checkpoint,
-                     max_pixels=max_pixels, errors_path=errors_path, command=" ".join(sys.argv), log=_stderr)
+                     max_pixels=max_pixels, errors_path=errors_path, command=" ".join(sys.argv), log=_stderr,
+                     select=select)
     det = report.detector
     c = det.calibration["image"]
     click.echo(f"fitted {method} on {det.meta['n_fit']} normals, calibrated on {det.meta['n_calibration']} "

@@ -28,6 +28,8 @@ class AnomalyModel(nn.Module):
     method: str = "base"
     #: the residual that :meth:`anomaly_map` computes when asked for ``"auto"``
     native_residual: str = "l2"
+    #: False for a model that gives no image reconstruction (``rd``): its only residual is ``auto``
+    reconstructs: bool = True
 
     def __init__(self, image_size: int) -> None:
         super().__init__()
