@@ -21,7 +21,12 @@
 3. The bundled model: fitted on all rows, threshold by :func:`anatomix.qc.quality.choose_threshold`
    on all mask sets (max of min(% failed flagged, % good passed)); ridge alpha 1, fixed before.
 
-Usage (about 30 min on one shared CPU thread)::
+The RCA signal comes from :func:`anatomix.qc.rca.reference_dice` with its default registration
+(:data:`anatomix.qc.rca.DEFAULT_REGISTRATION`); the model is only valid for the figures of the
+registration it was fitted on, so a change of those settings means rebuilding the table
+(``--rebuild``) and refitting.
+
+Usage (about 12 min on one shared CPU thread; 30 min with the registration before issue 16's item 4)::
 
     git show 944e05d:anatomix/weights/hybridgnet_lungs_heart.pt > /tmp/qc16/graph_jsrt.pt
     git show 9bf9e7c:anatomix/weights/pixel_unet_lungs_heart.pt > /tmp/qc16/pixel_jsrt.pt
@@ -81,6 +86,7 @@ def main(argv=None) -> None:
         write_rows,
     )
     from anatomix.qc.quality import DICE_MODEL_FILE
+    from anatomix.qc.rca import DEFAULT_REGISTRATION
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -104,6 +110,7 @@ def main(argv=None) -> None:
     model.save(args.out / DICE_MODEL_FILE)
     loco = loco_markdown(rows)
     card = CARD.format(command=command, n_rows=len(rows), threshold=model.threshold, loco=loco,
+                       registration=DEFAULT_REGISTRATION.describe(), k=args.k,
                        weights="\n".join(f"| {n} | {m:.4g} | {s:.4g} | {c:+.4f} |" for n, m, s, c in
                                          zip(model.names, model.mean, model.scale, model.coef)),
                        intercept=model.intercept, seconds=time.perf_counter() - t)
@@ -119,8 +126,8 @@ Dice is the mean over its structures; it passes when that is >= the threshold be
 hard plausibility failure (`anatomix.qc.verdict.hard_failures`).
 
 Built by: `{command}` ({seconds:.0f} s this run; building the table when it is absent, or with
-`--rebuild`, took 1773 s on one shared CPU thread; the table's 6 significant digits reproduce the
-weights to about 1e-8), {n_rows} rows (structures) of masks of known quality
+`--rebuild`, took 719 s on one shared CPU thread, RCA with `anatomix.qc.rca.DEFAULT_REGISTRATION`:
+{registration}, k = {k}; the table's 6 significant digits reproduce the weights to about 1e-8), {n_rows} rows (structures) of masks of known quality
 made on our validation split of JSRT, Montgomery and Shenzhen (cases no bundled segmenter trained
 on); makers, degradations, perturbations and second opinions: see `tools/build_qc_dice_model.py`.
 Data terms: the pack's (research use; nothing of the images is stored here, only 7 x 4 numbers).

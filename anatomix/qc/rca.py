@@ -7,18 +7,21 @@ For one query radiograph and its predicted masks:
    cross-correlation of the registration-frame images; or any embedding you pass, e.g. the graph
    encoder's latent ``mu`` from :func:`latent_embeddings`);
 2. register the query image to each reference, all ``k`` at once as one batch: an affine stage
-   (MONAI :class:`~monai.networks.layers.AffineTransform`, global NCC at half resolution, then
-   :class:`~monai.losses.LocalNormalizedCrossCorrelationLoss` at full resolution) followed by a
+   (MONAI :class:`~monai.networks.layers.AffineTransform`, global NCC, then local NCC) followed by a
    deformable stage (a coarse displacement grid upsampled and applied with MONAI
    :class:`~monai.networks.blocks.Warp`, LNCC + :class:`~monai.losses.BendingEnergyLoss`); the
-   deformable result is kept for a reference only where it raises the local similarity;
+   deformable result is kept for a reference only where it raises the local similarity (the
+   local NCC is a box filter of the moving image's statistics, the references' computed once);
 3. carry the predicted masks onto each reference with the same transform and compare them with
    the reference's own masks: the mean Dice over structures gives one figure per reference;
 4. ``Dice RCA (Max)`` is the best of the ``k`` figures (CheXmask's estimate), ``Dice RCA (Mean)``
    their mean.
 
-Everything runs in a small square frame (``REGISTRATION_SIZE`` = 128 pixels by default). Cost on
-one CPU thread: about 0.5-0.8 s per image with ``k = 4`` references (see ``bench/rca_validation.py``).
+Everything runs in a small square frame (``REGISTRATION_SIZE`` = 128 pixels by default); the
+similarity is optimised on a 4x downsampled copy (32 px) and the transforms are applied to the
+masks at 128 px (:class:`RegistrationSettings`, :data:`DEFAULT_REGISTRATION`). Cost on one CPU
+thread: about 0.1 s per image with ``k = 4`` references (``bench/qc_speed.py``; about 0.4-0.6 s
+with the settings before, :data:`LEGACY_REGISTRATION`).
 
 References come from :func:`load_references`: by default the bundled derived atlases
 (``anatomix/weights/qc_atlases.npz``: cluster-mean images with their mean-shape masks, built from
@@ -211,7 +214,7 @@ _THREADS_USERS = [0, 0]  # [callers inside, saved thread count]
 def _one_thread():
     """Run torch on one intra-op thread while inside (restored when the last caller leaves).
 
-    The registration works on a few 64 x 64 images: more threads only add overhead, and on a busy
+    The registration works on a few 32 x 32 images: more threads only add overhead, and on a busy
     machine they make it many times slower."""
     import torch
 
@@ -229,24 +232,64 @@ def _one_thread():
                 torch.set_num_threads(_THREADS_USERS[1])
 
 
-def register_batch(moving: np.ndarray, moving_masks: np.ndarray, fixed: np.ndarray,
-                   affine_iters: int = 60, fine_iters: int = 20, deform_iters: int = 30,
-                   deform_grid: int = 12, bending_weight: float = 1.0,
-                   deformable: bool = True) -> RegistrationResult:
-    """Register one moving image to ``k`` fixed images at once and carry its masks along.
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """How :func:`register_batch` registers (the frame itself is the references' ``size``).
 
-    The similarity is optimised at half resolution (S/2); the transforms found are then applied
+    Attributes:
+        scale: the similarity is optimised on images downsampled by this factor (4: 32 px in the
+            128-px frame); the transforms found are applied to the masks at full resolution.
+        affine_iters: Adam steps of the affine stage (global NCC).
+        fine_iters: Adam steps refining the affine with local NCC.
+        deform_iters: Adam steps of the deformable stage (0 skips it).
+        deform_grid: side of the coarse displacement grid (upsampled to the image).
+        lncc_kernel: side of the local-NCC window, pixels of the optimisation frame.
+        bending_weight: weight of the bending energy of the displacement field.
+        lncc: ``"box"`` (one box filter of the moving statistics, the reference's precomputed)
+            or ``"monai"`` (:class:`~monai.losses.LocalNormalizedCrossCorrelationLoss`, the
+            same figure to float error; slower).
+    """
+
+    scale: int = 4
+    affine_iters: int = 40
+    fine_iters: int = 15
+    deform_iters: int = 20
+    deform_grid: int = 12
+    lncc_kernel: int = 5
+    bending_weight: float = 1.0
+    lncc: str = "box"
+
+    def describe(self, size: int = REGISTRATION_SIZE) -> str:
+        """One line for tables: frame, optimisation resolution, steps."""
+        return (f"{size} px frame, optimised at {size // self.scale} px, {self.affine_iters}+{self.fine_iters}"
+                f"+{self.deform_iters} steps (affine+fine+deformable), LNCC window {self.lncc_kernel} ({self.lncc})")
+
+
+DEFAULT_REGISTRATION = RegistrationSettings()
+"""RCA's registration: optimised at 32 px, 40 + 15 + 20 steps (0.08-0.1 s per film with k = 4 on one
+CPU thread; see ``bench/qc_speed.py``). The bundled predicted-Dice model is fitted on its figures."""
+
+LEGACY_REGISTRATION = RegistrationSettings(scale=2, affine_iters=60, fine_iters=20, deform_iters=30,
+                                           lncc_kernel=7, lncc="monai")
+"""The registration of RCA before issue 16's item 4 (optimised at 64 px, 60 + 20 + 30 steps, MONAI
+LNCC; about 4x the cost): kept for ``bench/qc_speed.py``'s baseline."""
+
+
+def register_batch(moving: np.ndarray, moving_masks: np.ndarray, fixed: np.ndarray,
+                   settings: RegistrationSettings = DEFAULT_REGISTRATION,
+                   deformable: bool = True) -> RegistrationResult:
+    """Register one moving image to ``k`` fixed images at once (one batched optimisation) and
+    carry its masks along.
+
+    The similarity is optimised at ``S / settings.scale``; the transforms found are then applied
     to the masks at full resolution S.
 
     Args:
         moving: (S, S) query image.
         moving_masks: (C, S, S) query masks (soft, in [0, 1]).
         fixed: (k, S, S) reference images.
-        affine_iters: Adam steps of the affine stage (global NCC).
-        fine_iters: Adam steps refining the affine with LNCC (kernel 7).
-        deform_iters: Adam steps of the deformable stage (0 or ``deformable=False`` skips it).
-        deform_grid: side of the coarse displacement grid (upsampled to the image).
-        bending_weight: weight of the bending energy of the displacement field.
+        settings: :class:`RegistrationSettings` (default :data:`DEFAULT_REGISTRATION`).
+        deformable: run the deformable stage (False: affine only).
 
     Returns:
         :class:`RegistrationResult`.
@@ -256,25 +299,51 @@ def register_batch(moving: np.ndarray, moving_masks: np.ndarray, fixed: np.ndarr
         # with lists (deprecated in torch 2.9): both harmless here
         warnings.filterwarnings("ignore", message=r".*grid_sample.*")
         warnings.filterwarnings("ignore", message=r".*non-tuple sequence for multidimensional indexing.*")
-        return _register_batch(moving, moving_masks, fixed, affine_iters, fine_iters, deform_iters,
-                               deform_grid, bending_weight, deformable)
+        return _register_batch(moving, moving_masks, fixed, settings, deformable)
 
 
-def _register_batch(moving, moving_masks, fixed, affine_iters, fine_iters, deform_iters, deform_grid,
-                    bending_weight, deformable) -> RegistrationResult:
+def _box_local_similarity(fix, kernel: int):
+    """``sim(x) -> (k,)``: mean squared local NCC of (k, 1, h, h) ``x`` with ``fix`` in a
+    ``kernel``-square window with zero padding: the figure of MONAI's rectangular-kernel
+    :class:`~monai.losses.LocalNormalizedCrossCorrelationLoss` (negated), with the reference's
+    window sums computed once and the moving image's three in one pooling call."""
+    import torch
+    import torch.nn.functional as F
+
+    n = float(kernel * kernel)
+
+    def box(x):
+        return F.avg_pool2d(x, kernel, stride=1, padding=kernel // 2, count_include_pad=True) * n
+
+    t_sum, t2_sum = box(fix), box(fix * fix)
+    t_var = torch.clamp(t2_sum - t_sum / n * t_sum, min=1e-5)
+
+    def sim(p):
+        sums = box(torch.cat([p, p * p, p * fix], 1))
+        p_sum, p2_sum, tp_sum = sums[:, :1], sums[:, 1:2], sums[:, 2:]
+        p_avg = p_sum / n
+        cross = tp_sum - p_avg * t_sum
+        p_var = torch.clamp(p2_sum - p_avg * p_sum, min=1e-5)
+        return (cross * cross / (t_var * p_var)).flatten(1).mean(1)
+
+    return sim
+
+
+def _register_batch(moving, moving_masks, fixed, settings: RegistrationSettings, deformable) -> RegistrationResult:
     import torch
     import torch.nn.functional as F
     from monai.losses import BendingEnergyLoss, LocalNormalizedCrossCorrelationLoss
     from monai.networks.blocks import Warp
     from monai.networks.layers import AffineTransform
 
+    st = settings
     k, s = fixed.shape[0], fixed.shape[-1]
-    h = s // 2
+    h = s // st.scale
     fix_full = torch.from_numpy(np.ascontiguousarray(fixed, np.float32))[:, None]
     mov_full = torch.from_numpy(np.ascontiguousarray(moving, np.float32))[None, None].expand(k, 1, s, s)
     mm = torch.from_numpy(np.nan_to_num(np.ascontiguousarray(moving_masks, np.float32)))[None].expand(k, -1, s, s)
-    fix = F.avg_pool2d(fix_full, 2)
-    mov = F.avg_pool2d(mov_full, 2)
+    fix = F.avg_pool2d(fix_full, st.scale)
+    mov = F.avg_pool2d(mov_full, st.scale)
     # images are resampled with border padding (zero padding lets the optimiser shrink the
     # image away from its own empty margin), masks with zero padding
     affine = AffineTransform(normalized=True, align_corners=False, padding_mode="border")
@@ -282,18 +351,21 @@ def _register_batch(moving, moving_masks, fixed, affine_iters, fine_iters, defor
     ident = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(k, 2, 3)
     delta = torch.zeros(k, 2, 3, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=0.02)
-    for _ in range(affine_iters):
+    for _ in range(st.affine_iters):
         opt.zero_grad()
         loss = (1 - _ncc(affine(mov, ident + delta), fix)).sum()
         loss.backward()
         opt.step()
-    lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=2, kernel_size=7, reduction="none")
+    if st.lncc == "box":
+        local_sim = _box_local_similarity(fix, st.lncc_kernel)
+    else:
+        lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=2, kernel_size=st.lncc_kernel, reduction="none")
 
-    def local_sim(x):  # (k,) mean local NCC at half resolution (higher is better)
-        return -lncc(x, fix).flatten(1).mean(1)
+        def local_sim(x):  # (k,) mean local NCC (higher is better)
+            return -lncc(x, fix).flatten(1).mean(1)
 
     opt = torch.optim.Adam([delta], lr=0.005)
-    for _ in range(fine_iters):
+    for _ in range(st.fine_iters):
         opt.zero_grad()
         loss = -local_sim(affine(mov, ident + delta)).sum()
         loss.backward()
@@ -305,17 +377,17 @@ def _register_batch(moving, moving_masks, fixed, affine_iters, fine_iters, defor
         masks = affine_mask(mm, theta)
     use_def = torch.zeros(k, dtype=torch.bool)
     warped = warped_a
-    if deformable and deform_iters > 0:
+    if deformable and st.deform_iters > 0:
         warp = Warp(mode="bilinear", padding_mode="border")
         warp_mask = Warp(mode="bilinear", padding_mode="zeros")
         bending = BendingEnergyLoss(normalize=True, reduction="none")
-        coarse = torch.zeros(k, 2, deform_grid, deform_grid, requires_grad=True)
+        coarse = torch.zeros(k, 2, st.deform_grid, st.deform_grid, requires_grad=True)
         opt = torch.optim.Adam([coarse], lr=0.3)
-        for _ in range(deform_iters):
+        for _ in range(st.deform_iters):
             opt.zero_grad()
             ddf = F.interpolate(coarse, size=(h, h), mode="bilinear", align_corners=True)
             loss = (-local_sim(warp(warped_a, ddf))
-                    + bending_weight * bending(ddf).flatten(1).mean(1)).sum()
+                    + st.bending_weight * bending(ddf).flatten(1).mean(1)).sum()
             loss.backward()
             opt.step()
         with torch.no_grad():
@@ -372,13 +444,14 @@ def latent_embeddings(segmenter, images: Sequence[np.ndarray]) -> np.ndarray:
 
 def reference_dice(pixels: np.ndarray, mask_sets: Sequence[Mapping[str, np.ndarray]],
                    refs: Optional[References] = None, k: int = 4, deformable: bool = True,
-                   query_embedding: Optional[np.ndarray] = None, seed: int = 0):
+                   query_embedding: Optional[np.ndarray] = None, seed: int = 0,
+                   registration: RegistrationSettings = DEFAULT_REGISTRATION):
     """Register the image once to its ``k`` nearest references and carry every mask set along.
 
     Args:
         pixels: (H, W) original-frame image.
         mask_sets: mask sets of this image, each {structure key: (H, W) bool}.
-        refs, k, deformable, query_embedding, seed: as in :func:`rca`.
+        refs, k, deformable, query_embedding, seed, registration: as in :func:`rca`.
 
     Returns:
         (idx (k,) reference indices, similarity (k,) global NCC after registration,
@@ -392,7 +465,7 @@ def reference_dice(pixels: np.ndarray, mask_sets: Sequence[Mapping[str, np.ndarr
     img, frame = prepare_image(pixels, refs.size)
     qm = np.concatenate([prepare_masks(m, frame, refs.keys) for m in mask_sets])  # (n * C, S, S)
     idx = select_references(img, refs, k, query_embedding)
-    res = register_batch(img, qm, refs.images[idx], deformable=deformable)
+    res = register_batch(img, qm, refs.images[idx], registration, deformable=deformable)
     c = len(refs.keys)
     a = res.warped_masks.reshape(len(idx), len(mask_sets), c, refs.size, refs.size) >= 0.5
     b = refs.masks[idx][:, None] >= 0.5
@@ -406,7 +479,7 @@ def reference_dice(pixels: np.ndarray, mask_sets: Sequence[Mapping[str, np.ndarr
 
 def rca(pixels: np.ndarray, masks: Mapping[str, np.ndarray], refs: Optional[References] = None,
         k: int = 4, deformable: bool = True, query_embedding: Optional[np.ndarray] = None,
-        seed: int = 0) -> Dict[str, object]:
+        seed: int = 0, registration: RegistrationSettings = DEFAULT_REGISTRATION) -> Dict[str, object]:
     """RCA figures of one image.
 
     Args:
@@ -417,6 +490,8 @@ def rca(pixels: np.ndarray, masks: Mapping[str, np.ndarray], refs: Optional[Refe
         deformable: run the deformable stage.
         query_embedding: optional vector to pick references by (see :func:`select_references`).
         seed: torch seed (the optimisation itself is deterministic; kept for reproducibility).
+        registration: :class:`RegistrationSettings` (the bundled predicted-Dice model is fitted
+            on :data:`DEFAULT_REGISTRATION`'s figures).
 
     Returns:
         ``{"Dice RCA (Max)", "Dice RCA (Mean)", "rca_similarity" (best global NCC after
@@ -426,7 +501,7 @@ def rca(pixels: np.ndarray, masks: Mapping[str, np.ndarray], refs: Optional[Refe
         Dice figures are NaN.
     """
     refs = load_references() if refs is None else refs
-    idx, similarity, d = reference_dice(pixels, [masks], refs, k, deformable, query_embedding, seed)
+    idx, similarity, d = reference_dice(pixels, [masks], refs, k, deformable, query_embedding, seed, registration)
     d = d[0]  # (k, C)
     present = np.isfinite(d).all(axis=0)
     dices_a = d[:, present].mean(axis=1) if present.any() else np.full(len(idx), np.nan)

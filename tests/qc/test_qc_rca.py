@@ -120,3 +120,54 @@ def test_references_from_cases(tmp_path, refs):
     assert r.ids == ["r0"] and r.keys == ("lungR", "lungL", "heart") and r.meta == {"source": "my cases"}
     with pytest.raises(AnatomixError, match="in my cases$"):
         references_from_cases([c for c in folder_cases(tmp_path) if c.case_id == "partial"], source="my cases")
+
+
+def test_box_local_similarity_is_monais_lncc():
+    """The box-filter local NCC RCA optimises is MONAI's rectangular-kernel LNCC (negated)."""
+    import torch
+    from monai.losses import LocalNormalizedCrossCorrelationLoss
+
+    from anatomix.qc.rca import _box_local_similarity
+
+    g = torch.Generator().manual_seed(0)
+    fix, mov = torch.rand(3, 1, 32, 32, generator=g), torch.rand(3, 1, 32, 32, generator=g)
+    for kernel in (5, 7):
+        ours = _box_local_similarity(fix, kernel)(mov)
+        monai = -LocalNormalizedCrossCorrelationLoss(spatial_dims=2, kernel_size=kernel, reduction="none")(
+            mov, fix).flatten(1).mean(1)
+        assert torch.allclose(ours, monai, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["DEFAULT_REGISTRATION", "LEGACY_REGISTRATION"])
+def test_batched_registration_equals_one_by_one(refs, name):
+    """All k references registered in one batched optimisation give each reference the result of
+    registering it alone (the batch items do not interact)."""
+    from anatomix.qc import rca as rca_module
+
+    settings = getattr(rca_module, name)
+    img, masks = _case(refs, 3)
+    img = img[::2, ::2]
+    mm = np.stack([m[::2, ::2] for m in masks.values()]).astype(np.float32)
+    idx = [3, 0, 5]
+    batch = register_batch(img, mm, refs.images[idx], settings)
+    for j, i in enumerate(idx):
+        one = register_batch(img, mm, refs.images[i:i + 1], settings)
+        assert abs(one.similarity[0] - batch.similarity[j]) < 1e-4
+        assert one.deformable[0] == batch.deformable[j]
+        assert np.mean((one.warped_masks[0] >= .5) != (batch.warped_masks[j] >= .5)) < 1e-3
+
+
+def test_fast_registration_recovers_a_shift_like_the_legacy_one(refs):
+    from anatomix.qc.rca import DEFAULT_REGISTRATION, LEGACY_REGISTRATION
+
+    assert DEFAULT_REGISTRATION.scale > LEGACY_REGISTRATION.scale
+    fixed = refs.images[:1]
+    moving = ndimage.shift(refs.images[0], (6, -5), order=1)
+    mm = ndimage.shift(refs.masks[0], (0, 6, -5), order=1)
+    for settings in (DEFAULT_REGISTRATION, LEGACY_REGISTRATION):
+        res = register_batch(moving, mm, fixed, settings)
+        after = np.mean([2 * ((res.warped_masks[0, c] >= .5) & (refs.masks[0, c] >= .5)).sum()
+                         / ((res.warped_masks[0, c] >= .5).sum() + (refs.masks[0, c] >= .5).sum())
+                         for c in range(3)])
+        assert after > 0.93 and res.similarity[0] > 0.93
+    assert "32 px" in DEFAULT_REGISTRATION.describe()
