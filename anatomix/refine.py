@@ -35,6 +35,12 @@ PIXEL_MASKS_KEY = "pixel_masks_model"
 above the refinement's iso-line (``RefineConfig.threshold``; no post-processing), in the pixel
 model's square frame."""
 
+PIXEL_PROBABILITIES_KEY = "pixel_probabilities_model"
+"""``Segmentation.extra`` key: ((C, S, S) float32 sigmoid probabilities of the pixel model in its
+square frame, channels in ``pixel.keys`` order; that frame), so QC's second opinion can make the
+pixel model's own original-frame masks without running it again
+(:meth:`anatomix.qc.signals.SecondOpinion.reuse`)."""
+
 
 @dataclass(frozen=True)
 class RefineConfig:
@@ -203,7 +209,8 @@ class RefinedSegmenter:
             xy = frame.points_to_original(refined)
             masks = landmarks_to_masks(xy, r.shape, self.template) if with_masks else {}
             own = {GRAPH_LANDMARKS_KEY: model_xy,  # both models' own results, pixel-model frame
-                   PIXEL_MASKS_KEY: {k: prob[channel[k]] >= self.config.threshold for k in self.template.keys}}
+                   PIXEL_MASKS_KEY: {k: prob[channel[k]] >= self.config.threshold for k in self.template.keys},
+                   PIXEL_PROBABILITIES_KEY: (prob, frame)}
             out.append(Segmentation(r.image_id, r.path, r.shape, self.template, xy, masks,
                                     node_std=seg.node_std, extra=own))
         return out

@@ -62,7 +62,7 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
            references: Optional[References] = None, *, run_rca: bool = True, k: int = 4,
            thresholds: Thresholds = DEFAULT_THRESHOLDS, shape_model=None,
            query_embedding: Optional[np.ndarray] = None, segmenter=None, opinion=None,
-           dice_model=None) -> Dict[str, object]:
+           dice_model=None, registration=None) -> Dict[str, object]:
     """All QC figures and the verdict of one segmentation.
 
     Args:
@@ -83,11 +83,15 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
             (one extra forward pass). A model that draws the conventional layout on whatever it
             is given makes plausible but wrongly labelled contours on a mirrored radiograph,
             which no mask check can see; its result on the re-flipped image looks more typical.
+            When it is the bundled ``refined`` pair, the second opinion is taken from ``seg``
+            instead of running the two models again (:meth:`~anatomix.qc.signals.SecondOpinion.reuse`).
         opinion: the :class:`~anatomix.qc.signals.SecondOpinion` run on the image for the
             agreement signals (default: the bundled graph + pixel pair; False: none, their
             signals then count as their calibration mean).
         dice_model: the :class:`~anatomix.qc.quality.DiceModel` (default: bundled; False: no
             predicted Dice, and the verdict falls back to failing on every check).
+        registration: RCA's :class:`~anatomix.qc.rca.RegistrationSettings` (default
+            :data:`~anatomix.qc.rca.DEFAULT_REGISTRATION`, the one the bundled model is fitted on).
 
     Returns:
         {column: value} for exactly :data:`QC_COLUMNS`; floats are NaN and booleans None when a
@@ -136,7 +140,8 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
     if pixels is not None and masks:
         refs = references if references is not None else load_references(None)
         if run_rca:
-            r = rca(pixels, masks, refs, k=k, query_embedding=query_embedding)
+            r = rca(pixels, masks, refs, k=k, query_embedding=query_embedding,
+                    **({} if registration is None else {"registration": registration}))
             for c in ("Dice RCA (Max)", "Dice RCA (Mean)", "rca_similarity", "rca_references"):
                 row[c] = r[c]
             rca_per_structure = r["per_structure"]
@@ -146,7 +151,7 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
         row["node_std_mean"] = float(np.mean(std))
     model = bundled_dice_model() if dice_model is None else (dice_model or None)
     if masks:
-        _predict(row, masks, pixels, rca_per_structure, opinion, model)
+        _predict(row, masks, pixels, rca_per_structure, opinion, model, seg, segmenter, plaus)
     ok, reasons, notes = verdict(row, plaus, thresholds, sm.threshold if sm is not None else None,
                                  max(seg.shape) if seg.shape else None,
                                  model.threshold if model is not None else None)
@@ -156,15 +161,22 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
     return {c: row[c] for c in QC_COLUMNS}
 
 
-def _predict(row: Dict[str, object], masks, pixels, rca_per_structure, opinion, model) -> None:
-    """Fill ``agree_min``, ``Predicted Dice`` and ``pred_dice_<key>`` of ``row`` (in place)."""
+def _predict(row: Dict[str, object], masks, pixels, rca_per_structure, opinion, model, seg=None,
+             segmenter=None, plaus=None) -> None:
+    """Fill ``agree_min``, ``Predicted Dice`` and ``pred_dice_<key>`` of ``row`` (in place); the
+    second opinion is taken from ``seg`` when ``segmenter`` (which made it) ran the same two
+    models (:meth:`~anatomix.qc.signals.SecondOpinion.reuse`), else run on the image."""
     from anatomix.io.record import Radiograph
     from anatomix.qc.signals import SecondOpinion, signal_matrix, structure_signals
 
     view = None
     if pixels is not None and opinion is not False:
-        view = (opinion or SecondOpinion.bundled())(Radiograph(pixels))
-    sig = structure_signals(masks, view, rca_per_structure)
+        second = opinion or SecondOpinion.bundled()
+        radiograph = Radiograph(pixels)
+        view = second.reuse(seg, segmenter, radiograph) if segmenter is not None else None
+        if view is None:
+            view = second(radiograph)
+    sig = structure_signals(masks, view, rca_per_structure, plaus=plaus)
     agree = [s["agree"] for s in sig.values() if np.isfinite(s["agree"])]
     row["agree_min"] = float(min(agree)) if agree else float("nan")
     if model is None or not sig:

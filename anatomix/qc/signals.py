@@ -24,7 +24,10 @@ signal                 meaning
 The *second opinion* (:class:`SecondOpinion`) is the bundled graph and pixel segmenters run on
 the image by QC itself, whoever made the checked masks, so the signals mean the same for masks
 made by anatomix, by another tool, or by hand. Cost on one CPU thread: about 0.15 s per image
-at 512 px (both forward passes and 10 latent draws).
+at 512 px (both forward passes and 10 latent draws). When the checked masks come from a
+:class:`~anatomix.refine.RefinedSegmenter` made of the same two models (``anatomix segment``
+with the default ``refined`` model, 10 uncertainty draws), :meth:`SecondOpinion.reuse` takes
+both models' results from the segmentation itself (the same masks and node std; a few ms).
 """
 
 from __future__ import annotations
@@ -93,17 +96,86 @@ class SecondOpinion:
         from anatomix.qc.rca import _one_thread
 
         with self._lock, _one_thread():
-            g = self.graph.predict([radiograph])[0]
-            p = self.pixel.predict([radiograph])[0]
+            if hasattr(self.graph, "prepare") and hasattr(self.pixel, "probabilities_of"):
+                # the pixel model's masks as its predict makes them, without tracing landmarks,
+                # and the models' shared input prepared once
+                prepared = self.graph.prepare(radiograph)
+                g = self.graph.predict([radiograph], prepared=[prepared])[0]
+                gc, pc = getattr(self.graph, "config", None), getattr(self.pixel, "config", None)
+                shared = (getattr(gc, "image_size", None) == getattr(pc, "image_size", 0)
+                          and getattr(gc, "crop_borders", None) == getattr(pc, "crop_borders", 0))
+                x, (frame,) = self.pixel.model_inputs([radiograph], [prepared] if shared else None)
+                p = self._pixel_masks(self.pixel.probabilities_of(x)[0], frame, tuple(radiograph.shape))
+            else:
+                g = self.graph.predict([radiograph])[0]
+                p = dict(self.pixel.predict([radiograph])[0].masks)
             std: Dict[str, float] = {}
             if self.samples > 0:
-                per_node = self.graph.sample(radiograph, self.samples)[1] / max(radiograph.shape)
-                std = {k: float(per_node[sl].mean()) for k, sl in self.graph.template.slices().items()}
-        return Opinion(dict(g.masks), dict(p.masks), std)
+                std = self._node_std(self.graph.sample(radiograph, self.samples)[1], radiograph.shape)
+        return Opinion(dict(g.masks), p, std)
+
+    def _pixel_masks(self, prob: np.ndarray, frame, shape) -> Dict[str, np.ndarray]:
+        """The pixel model's original-frame masks from its (C, S, S) model-frame probabilities,
+        as its ``predict`` makes them (resampled, thresholded, post-processed when it does)."""
+        from anatomix.pixel.postprocess import postprocess_masks
+
+        raw = {k: frame.map_to_original(prob[c]) >= self.pixel.config.threshold for c, k in enumerate(self.pixel.keys)}
+        return postprocess_masks(raw) if self.pixel.postprocess else raw
+
+    def _node_std(self, node_std: np.ndarray, shape) -> Dict[str, float]:
+        per_node = np.asarray(node_std, np.float64) / max(shape)
+        return {k: float(per_node[sl].mean()) for k, sl in self.graph.template.slices().items()}
+
+    def reuse(self, seg, segmenter, radiograph) -> Optional[Opinion]:
+        """This opinion taken from a segmentation that already ran its two models, or None.
+
+        ``segmenter`` made ``seg`` of ``radiograph``; when it is a :class:`~anatomix.refine.RefinedSegmenter`
+        whose graph and pixel models are this opinion's own (same class and ``model_name``, or
+        the same objects) and ``seg.extra`` holds both models' results, the graph's masks are
+        rasterised from its unrefined contours and the pixel model's masks are made from its
+        probabilities exactly as its ``predict`` makes them; ``node_std`` is ``seg.node_std``
+        when the segmenter drew as many latent samples as this opinion (same seed), else the
+        graph model draws them here (as :meth:`__call__` does).
+
+        Returns:
+            the same :class:`Opinion` as calling this opinion on the image (up to float error at
+            mask boundaries), or None when ``seg`` cannot stand in for it (any other model).
+        """
+        from anatomix.anatomy import landmarks_to_masks
+        from anatomix.refine import GRAPH_LANDMARKS_KEY, PIXEL_PROBABILITIES_KEY
+
+        graph, pixel = getattr(segmenter, "graph", None), getattr(segmenter, "pixel", None)
+        extra = getattr(seg, "extra", None) or {}
+        xy, probs = extra.get(GRAPH_LANDMARKS_KEY), extra.get(PIXEL_PROBABILITIES_KEY)
+        if xy is None or probs is None or not (_same_model(graph, self.graph) and _same_model(pixel, self.pixel)):
+            return None
+        prob, frame = probs
+        shape = tuple(seg.shape)
+        g = landmarks_to_masks(frame.points_to_original(np.asarray(xy, np.float64)), shape, self.graph.template)
+        p = self._pixel_masks(prob, frame, shape)
+        std: Dict[str, float] = {}
+        if self.samples > 0:
+            node_std = seg.node_std if getattr(segmenter, "uncertainty_samples", 0) == self.samples else None
+            if node_std is None or not np.size(node_std):
+                from anatomix.qc.rca import _one_thread
+
+                with self._lock, _one_thread():
+                    node_std = self.graph.sample(radiograph, self.samples)[1]
+            std = self._node_std(node_std, shape)
+        return Opinion(g, p, std)
 
 
 _BUNDLED: Optional[SecondOpinion] = None
 _BUNDLED_LOCK = threading.Lock()
+
+
+def _same_model(a, b) -> bool:
+    """Are two loaded segmenters the same weights: the same object, or the same class loaded
+    from the same registry name or file (``model_name``)?"""
+    if a is None or b is None:
+        return False
+    name = getattr(a, "model_name", None)
+    return a is b or (type(a) is type(b) and name is not None and name == getattr(b, "model_name", None))
 
 
 def _components_and_holes(mask: np.ndarray):
@@ -113,14 +185,19 @@ def _components_and_holes(mask: np.ndarray):
 
 
 def mask_signals(masks: Mapping[str, np.ndarray], rca: Optional[Mapping[str, float]] = None,
-                 keys: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
+                 keys: Optional[Sequence[str]] = None,
+                 plaus: Optional[Mapping[str, object]] = None) -> Dict[str, Dict[str, float]]:
     """The signals of every structure that need no second opinion (topology, area, RCA);
     agreement and node std are NaN. Arguments as :func:`structure_signals`."""
     keys = [k for k in STRUCTURE_KEYS if k in masks] if keys is None else list(keys)
+    counted = plaus or {}
     out: Dict[str, Dict[str, float]] = {}
     for k in keys:
         m = np.asarray(masks[k], bool)
-        comps, holes = _components_and_holes(m)
+        if k in counted.get("components", {}) and k in counted.get("holes", {}):
+            comps, holes = counted["components"][k], counted["holes"][k]
+        else:
+            comps, holes = _components_and_holes(m)
         s = {name: float("nan") for name in SIGNALS}
         s["extra_components"] = float(np.log1p(max(0, comps - 1)))
         s["holes"] = float(np.log1p(holes))
@@ -147,7 +224,8 @@ def with_opinion(signals: Mapping[str, Mapping[str, float]], masks: Mapping[str,
 
 def structure_signals(masks: Mapping[str, np.ndarray], opinion: Optional[Opinion] = None,
                       rca: Optional[Mapping[str, float]] = None,
-                      keys: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
+                      keys: Optional[Sequence[str]] = None,
+                      plaus: Optional[Mapping[str, object]] = None) -> Dict[str, Dict[str, float]]:
     """The :data:`SIGNALS` of every structure of one mask set.
 
     Args:
@@ -155,11 +233,14 @@ def structure_signals(masks: Mapping[str, np.ndarray], opinion: Optional[Opinion
         opinion: the second opinion on the same image (None: agreement and node std are NaN).
         rca: {structure: RCA Dice} (None or a missing key: NaN).
         keys: structures (default: those of :data:`~anatomix.anatomy.STRUCTURE_KEYS` in ``masks``).
+        plaus: :func:`anatomix.qc.plausibility.plausibility` of the same masks, when already
+            computed: its per-structure ``components`` and ``holes`` are used instead of
+            counting again.
 
     Returns:
         {structure: {signal: value}}; a figure that cannot be computed is NaN.
     """
-    out = mask_signals(masks, rca, keys)
+    out = mask_signals(masks, rca, keys, plaus)
     return out if opinion is None else with_opinion(out, masks, opinion)
 
 

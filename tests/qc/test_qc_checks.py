@@ -59,6 +59,23 @@ def test_components_and_holes_on_rectangles():
     assert count_components(speck) == 1
 
 
+def test_count_holes_is_what_binary_fill_holes_fills():
+    """count_holes labels the background once; it counts what binary_fill_holes would fill."""
+    from scipy import ndimage
+
+    def by_fill(m, min_size):
+        lab, n = ndimage.label(ndimage.binary_fill_holes(m) & ~m)
+        return 0 if n == 0 else int((np.bincount(lab.ravel())[1:] >= min_size).sum())
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = rng.integers(3, 90, 2)
+        m = ndimage.gaussian_filter(rng.random((h, w)), rng.uniform(0.5, 3)) > rng.uniform(0.45, 0.55)
+        for min_size in (1, 4):
+            assert count_holes(m, min_size) == by_fill(m, min_size)
+    assert count_holes(np.zeros((5, 5), bool)) == 0 and count_holes(np.ones((5, 5), bool)) == 0
+
+
 def test_ctr_and_positions_on_rectangles():
     masks = {"lungR": _rect(40, 200, 20, 110), "lungL": _rect(40, 200, 146, 236),
              "heart": _rect(120, 200, 100, 208)}

@@ -76,3 +76,61 @@ def test_bundled_model_passes_good_masks_and_fails_bad_ones():
     worse = [predicted(_shift(t, dx), {k: 0.9 - dx / 50 for k in t}) for dx in (10, 20, 30)]
     assert good >= model.threshold > worse[1]
     assert good > worse[0] > worse[1] > worse[2]
+
+
+@pytest.fixture(scope="module")
+def film_and_refined():
+    """A synthetic film (an atlas image at 384 px) and the bundled refined segmenter with QC's
+    10 uncertainty draws (what ``anatomix segment`` runs when QC is on)."""
+    pytest.importorskip("torch_geometric")
+    from anatomix.io.record import Radiograph
+    from anatomix.models import load_segmenter
+    from anatomix.qc.rca import load_references
+
+    refs = load_references(None)
+    model = load_segmenter("refined")
+    model.uncertainty_samples = 10
+    return Radiograph(np.kron(refs.images[3], np.ones((3, 3), np.float32))), model
+
+
+def test_second_opinion_reused_from_a_refined_segmentation_is_the_same(film_and_refined):
+    """Segment's own graph and pixel results stand in for the second opinion exactly (masks and
+    node std), and only when they come from the opinion's own two models."""
+    from anatomix.models import load_segmenter
+    from anatomix.qc.signals import SecondOpinion
+
+    film, model = film_and_refined
+    seg = model.predict([film])[0]
+    opinion = SecondOpinion.bundled()
+    reused, ran = opinion.reuse(seg, model, film), opinion(film)
+    assert reused is not None
+    own_graph, own_pixel = opinion.graph.predict([film])[0], opinion.pixel.predict([film])[0]
+    own_std = opinion.graph.sample(film, opinion.samples)[1] / max(film.shape)
+    for k, sl in opinion.graph.template.slices().items():  # the opinion is the models' own predict
+        assert np.array_equal(ran.graph_masks[k], own_graph.masks[k])
+        assert np.array_equal(ran.pixel_masks[k], own_pixel.masks[k])
+        assert ran.node_std[k] == pytest.approx(float(own_std[sl].mean()), rel=1e-12)
+    for k in ran.graph_masks:
+        assert np.array_equal(reused.graph_masks[k], ran.graph_masks[k])
+        assert np.array_equal(reused.pixel_masks[k], ran.pixel_masks[k])
+        assert reused.node_std[k] == pytest.approx(ran.node_std[k], rel=1e-9)
+    model.uncertainty_samples = 0  # no draws in the segmentation: the opinion draws them itself
+    try:
+        again = opinion.reuse(model.predict([film])[0], model, film)
+    finally:
+        model.uncertainty_samples = 10
+    assert again.node_std == pytest.approx(ran.node_std)
+    graph = load_segmenter("graph")
+    assert opinion.reuse(graph.predict([film])[0], graph, film) is None  # not a refined pair
+    assert opinion.reuse(seg, None, film) is None
+
+
+def test_assess_with_the_segmenter_gives_the_same_prediction(film_and_refined):
+    from anatomix.qc import assess
+
+    film, model = film_and_refined
+    seg = model.predict([film])[0]
+    a = assess(seg, film.pixels, segmenter=model)
+    b = assess(seg, film.pixels)
+    for c in ("agree_min", "Predicted Dice", "pred_dice_heart", "Dice RCA (Mean)", "qc_pass"):
+        assert a[c] == b[c]
