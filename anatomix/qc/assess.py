@@ -134,7 +134,7 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
     if sm is not None and lm is not None:
         row["shape_mahalanobis"] = float(sm.distance(lm))
         if segmenter is not None and pixels is not None:
-            row["flip_gain"] = flip_gain(segmenter, pixels, lm, sm)
+            row["flip_gain"] = flip_gain(_flip_model(segmenter, opinion), pixels, lm, sm)
     row["rca_references"] = ""
     rca_per_structure = None
     if pixels is not None and masks:
@@ -159,6 +159,19 @@ def assess(seg, pixels: Optional[np.ndarray], node_std: Optional[np.ndarray] = N
     row["qc_reasons"] = ";".join(reasons)
     row["qc_notes"] = ";".join(notes)
     return {c: row[c] for c in QC_COLUMNS}
+
+
+def _flip_model(segmenter, opinion):
+    """The model the mirrored-image test runs: ``segmenter``, or, when it is the second opinion's
+    own refined pair (``anatomix segment`` with the bundled ``refined``), the opinion's twin of it
+    (:meth:`~anatomix.qc.signals.SecondOpinion.twin`: the same landmarks, without the segmenter's
+    latent draws and mask rasterisation)."""
+    if opinion is False:
+        return segmenter
+    from anatomix.qc.signals import SecondOpinion
+
+    twin = (opinion or SecondOpinion.bundled()).twin(segmenter)
+    return segmenter if twin is None else twin
 
 
 def _predict(row: Dict[str, object], masks, pixels, rca_per_structure, opinion, model, seg=None,

@@ -164,6 +164,40 @@ class SecondOpinion:
             std = self._node_std(node_std, shape)
         return Opinion(g, p, std)
 
+    def twin(self, segmenter):
+        """A stand-in for ``segmenter`` made of this opinion's own models, or None.
+
+        When ``segmenter`` is a refined segmenter of this opinion's graph and pixel models (as in
+        :meth:`reuse`), the same refinement of the same two models gives the same landmarks; the
+        twin draws no latent samples (whatever ``segmenter.uncertainty_samples``) and rasterises
+        no masks, so QC's mirrored-image test (:func:`anatomix.qc.orientation.flip_gain`, which
+        needs landmarks only) costs one forward pass of each model. Its ``predict`` holds this
+        opinion's lock.
+        """
+        from anatomix.refine import RefinedSegmenter
+
+        config = getattr(segmenter, "config", None)
+        if (getattr(segmenter, "family", None) != "refined" or config is None
+                or getattr(self.graph, "uncertainty_samples", 0)
+                or not (_same_model(getattr(segmenter, "graph", None), self.graph)
+                        and _same_model(getattr(segmenter, "pixel", None), self.pixel))):
+            return None
+        return _Twin(RefinedSegmenter(self.graph, self.pixel, config), self._lock)
+
+
+class _Twin:
+    """``predict`` of a refined segmenter without masks, behind a lock, on one thread."""
+
+    def __init__(self, refined, lock):
+        self.refined, self._lock = refined, lock
+        self.template = refined.template
+
+    def predict(self, radiographs, *args, **kwargs):
+        from anatomix.qc.rca import _one_thread
+
+        with self._lock, _one_thread():
+            return self.refined.predict(radiographs, with_masks=False)
+
 
 _BUNDLED: Optional[SecondOpinion] = None
 _BUNDLED_LOCK = threading.Lock()

@@ -134,3 +134,24 @@ def test_assess_with_the_segmenter_gives_the_same_prediction(film_and_refined):
     b = assess(seg, film.pixels)
     for c in ("agree_min", "Predicted Dice", "pred_dice_heart", "Dice RCA (Mean)", "qc_pass"):
         assert a[c] == b[c]
+
+
+def test_flip_test_twin_gives_the_segmenters_landmarks_without_draws(film_and_refined):
+    """The mirrored-image test runs the opinion's own models in place of the bundled refined
+    segmenter: the same landmarks (so the same flip_gain), no draws; any other model: no twin."""
+    from anatomix.io.record import Radiograph
+    from anatomix.models import load_segmenter
+    from anatomix.qc.orientation import flip_gain, lungs_heart_landmarks
+    from anatomix.qc.shape_model import default_shape_model
+    from anatomix.qc.signals import SecondOpinion
+
+    film, model = film_and_refined
+    opinion = SecondOpinion.bundled()
+    twin = opinion.twin(model)
+    assert twin is not None and opinion.twin(load_segmenter("graph")) is None
+    flipped = Radiograph(np.ascontiguousarray(film.pixels[:, ::-1]))
+    a, b = twin.predict([flipped])[0], model.predict([flipped])[0]
+    np.testing.assert_array_equal(a.landmarks, b.landmarks)
+    assert a.node_std is None and b.node_std is not None
+    lm, sm = lungs_heart_landmarks(model.predict([film])[0]), default_shape_model()
+    assert flip_gain(twin, film.pixels, lm, sm) == flip_gain(model, film.pixels, lm, sm)
