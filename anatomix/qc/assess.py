@@ -1,7 +1,9 @@
 """The QC of one segmentation: every figure of :data:`QC_COLUMNS` and the verdict, in one call.
 
-Cost per image on one CPU thread: plausibility + shape model about 20-50 ms at 512 px; RCA about
-0.3-0.5 s (k = 4 references, registration at 128 px; see :mod:`anatomix.qc.rca`).
+Cost per 512-px image on one CPU thread (``bench/results/qc_speed.md``): about 0.2-0.3 s in all;
+RCA about 0.09 s (k = 4 references, optimised at 32 px; see :mod:`anatomix.qc.rca`), the second
+opinion 0.12 s (0.03 s when taken from a ``refined`` segmentation), plausibility + shape model
+10-30 ms.
 
 Columns (``QC_COLUMNS``):
 

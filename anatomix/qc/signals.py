@@ -23,11 +23,11 @@ signal                 meaning
 
 The *second opinion* (:class:`SecondOpinion`) is the bundled graph and pixel segmenters run on
 the image by QC itself, whoever made the checked masks, so the signals mean the same for masks
-made by anatomix, by another tool, or by hand. Cost on one CPU thread: about 0.15 s per image
+made by anatomix, by another tool, or by hand. Cost on one CPU thread: about 0.12 s per image
 at 512 px (both forward passes and 10 latent draws). When the checked masks come from a
 :class:`~anatomix.refine.RefinedSegmenter` made of the same two models (``anatomix segment``
 with the default ``refined`` model, 10 uncertainty draws), :meth:`SecondOpinion.reuse` takes
-both models' results from the segmentation itself (the same masks and node std; a few ms).
+both models' results from the segmentation itself (the same masks and node std; about 0.03 s).
 """
 
 from __future__ import annotations
