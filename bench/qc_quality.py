@@ -9,8 +9,8 @@ signals against two second opinions; see :mod:`anatomix.qc.calibration`) and pri
    (>= 0.93);
 2. Pearson r of each signal with the true Dice of its structure, per collection;
 3. leave one collection out (model AND threshold fitted on the other two collections, per
-   structure; threshold, rates and r over mask sets) for the bundled recipe (all signals) and
-   for subsets of the signals, per held-out collection, by second opinion and mask origin;
+   structure; threshold, rates and r over mask sets) for the bundled recipe (all signals and
+   their products with ``agree_pair``, :data:`anatomix.qc.signals.FEATURES`) and for subsets, per held-out collection, by second opinion and mask origin;
 4. per-structure r on the held-out collection (the heart is labelled on JSRT only, so with JSRT
    held out, the heart's predictions come from a model that never saw a heart row).
 
@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 VARIANTS = {
-    "all signals (bundled recipe)": None,
+    "all signals and their products with agree_pair (bundled recipe)": None,
+    "all signals, no products (the recipe before)": ("agree", "agree_pair", "node_std", "extra_components",
+                                                     "holes", "area_log", "rca"),
     "without RCA": ("agree", "agree_pair", "node_std", "extra_components", "holes", "area_log"),
     "agreement only": ("agree", "agree_pair"),
     "RCA only": ("rca",),
@@ -94,7 +96,7 @@ def structure_table(rows) -> list:
 
 def main(argv=None) -> None:
     from anatomix.qc.calibration import loco_markdown, read_rows
-    from anatomix.qc.signals import SIGNALS
+    from anatomix.qc.signals import FEATURES
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--table", type=Path, required=True, help="table of tools/build_qc_dice_model.py --table")
@@ -108,8 +110,8 @@ def main(argv=None) -> None:
              *masks_table(rows), "", "## Pearson r of each signal with its structure's true Dice", "",
              *signal_table(rows), ""]
     for label, names in VARIANTS.items():
-        parts += [f"## Leave one collection out: {label}", "", loco_markdown(rows, names or SIGNALS), ""]
-    parts += ["## Per structure (all signals; rows, leave one collection out)", "", *structure_table(rows), ""]
+        parts += [f"## Leave one collection out: {label}", "", loco_markdown(rows, names or FEATURES), ""]
+    parts += ["## Per structure (bundled recipe; rows, leave one collection out)", "", *structure_table(rows), ""]
     text = "\n".join(parts)
     print(text)
     if args.out:

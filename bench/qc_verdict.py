@@ -85,7 +85,7 @@ def default_checkpoint() -> str:
     return str(cands[-1])
 
 
-def run_one(segmenter, px, image_id, samples, refs, k):
+def run_one(segmenter, px, image_id, samples, refs, k, dice_model=None):
     from anatomix.io.record import Radiograph
     from anatomix.qc import assess
 
@@ -94,7 +94,8 @@ def run_one(segmenter, px, image_id, samples, refs, k):
     pred.image_id = image_id
     if samples:
         pred.node_std = segmenter.sample(r, samples)[1]
-    return pred, assess(pred, r.pixels, node_std=pred.node_std, references=refs, k=k, segmenter=segmenter)
+    return pred, assess(pred, r.pixels, node_std=pred.node_std, references=refs, k=k, segmenter=segmenter,
+                        dice_model=dice_model)
 
 
 def demo_report(segmenter, out: Path, data: Path, samples: int, refs, k: int) -> None:
@@ -161,8 +162,12 @@ def main(argv=None) -> None:
     ap.add_argument("--demo-report", default=None, help="folder for the HTML report of shareable images")
     ap.add_argument("--screenshot", default=None, help="PNG of the demo report in headless Chromium")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "qc_verdict"))
+    ap.add_argument("--dice-model", default=None, help="a predicted-Dice model JSON (default: the bundled one)")
     args = ap.parse_args(argv)
 
+    from anatomix.qc.quality import DiceModel
+
+    dice_model = DiceModel.load(args.dice_model) if args.dice_model else None
     ckpt = args.checkpoint or default_checkpoint()
     segmenter = load_segmenter(ckpt)
     refs = load_references(None)
@@ -182,7 +187,7 @@ def main(argv=None) -> None:
         variants = [("clean", px, gt)] + [(kind, *corrupt(kind, px, gt, rng, i)) for kind in CORRUPTIONS]
         for kind, img, g in variants:
             name = f"{c.case_id}_{kind}"
-            pred, row = run_one(segmenter, img, name, args.samples, refs, args.k)
+            pred, row = run_one(segmenter, img, name, args.samples, refs, args.k, dice_model)
             td = mean_dice(pred.masks, g)
             rows.append({"case": c.case_id, "kind": kind, "true_dice": td, **row})
             if report is not None:
@@ -194,7 +199,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cols = ["case", "kind", "true_dice", "Dice RCA (Max)", "Dice RCA (Mean)", "rca_similarity", "shape_mahalanobis",
-            "flip_gain", "heart_lung_contrast", "orientation_gain", "node_std_mean", "ctr", "qc_pass", "qc_reasons"]
+            "flip_gain", "heart_lung_contrast", "orientation_gain", "node_std_mean", "ctr", "Predicted Dice", "qc_pass", "qc_reasons"]
     with open(f"{out}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, cols, extrasaction="ignore")
         w.writeheader()
@@ -224,6 +229,7 @@ def main(argv=None) -> None:
              f"| clean validation images, good (true Dice >= 0.8) | **passed** | **{rate(clean & good, True)}** |",
              f"| all failed segmentations | flagged | {rate(failed, False)} |",
              f"| all good segmentations | passed | {rate(good, True)} |",
+             f"| all segmentations with true Dice >= 0.93 | passed | {rate(td >= 0.93, True)} |",
              f"| corrupted copies that are still good | passed | {rate(corrupted & good, True)} |",
              f"| clean images, any quality | passed | {rate(clean, True)} |",
              f"| borderline (0.7 <= true Dice < 0.8) | passed | {rate((td >= 0.7) & (td < 0.8), True)} |", "",

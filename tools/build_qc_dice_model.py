@@ -10,7 +10,9 @@
      and Shenzhen) and their refined pair; weight-noise copies of the bundled graph (0.15, 0.3)
      and pixel (0.05, 0.1) models as weak checkpoints;
    - two degraded copies of each film (seeded per case) segmented by the graph, pixel and
-     refined models (bundled and JSRT-only);
+     refined models (bundled and JSRT-only); with ``--heavy-noise 1`` a third drowned in noise
+     (sd 0.4-1.0, its own seed; measured in ``bench/results/qc_issue16.md``, not in the bundled
+     table);
    - five perturbations of the radiologists' masks;
    - second opinions: the bundled pair (what QC runs) and the JSRT-only pair (a second opinion
      that never saw Montgomery or Shenzhen, as the bundled pair never saw a new hospital).
@@ -48,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_rows(data: Path, graph_jsrt: str, pixel_jsrt: str, limit: int, k: int):
+def build_rows(data: Path, graph_jsrt: str, pixel_jsrt: str, limit: int, k: int, heavy: int = 0):
     from anatomix.data.cases import labelled_cases, split_cases
     from anatomix.models import load_segmenter
     from anatomix.qc.calibration import (
@@ -74,7 +76,7 @@ def build_rows(data: Path, graph_jsrt: str, pixel_jsrt: str, limit: int, k: int)
     return known_quality_rows(cases, makers, opinions, k=k, degrade_per_case=2,
                               degraded_makers=["graph", "pixel", "refined", "graph_jsrt", "pixel_jsrt",
                                                "refined_jsrt"],
-                              progress=print_progress)
+                              heavy_per_case=heavy, progress=print_progress)
 
 
 def main(argv=None) -> None:
@@ -96,6 +98,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the table even if it exists")
     ap.add_argument("--limit", type=int, default=0, help="N validation cases (0: all; for a quick look)")
     ap.add_argument("--k", type=int, default=4, help="RCA references per film")
+    ap.add_argument("--heavy-noise", type=int, default=0, choices=(0, 1),
+                    help="1: a further film per case drowned in noise (not in the bundled table)")
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder of the model and its card")
     args = ap.parse_args(argv)
     command = " ".join(["python", "tools/build_qc_dice_model.py"] + (argv if argv is not None else sys.argv[1:]))
@@ -103,7 +107,7 @@ def main(argv=None) -> None:
     if args.table.is_file() and not args.rebuild:
         rows = read_rows(args.table)
     else:
-        rows = build_rows(args.data, args.graph_jsrt, args.pixel_jsrt, args.limit, args.k)
+        rows = build_rows(args.data, args.graph_jsrt, args.pixel_jsrt, args.limit, args.k, args.heavy_noise)
         write_rows(rows, args.table)
     model = fit_dice_model(rows, meta={"command": command, "table": str(args.table)})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -120,8 +124,10 @@ def main(argv=None) -> None:
 
 CARD = """# Predicted Dice per structure (`qc_dice_model.json`)
 
-What it is: ridge regression (alpha 1, standardised signals, output clipped to [0, 1]) of a
-structure's true Dice on its QC signals (`anatomix.qc.signals.SIGNALS`). A mask set's predicted
+What it is: ridge regression (alpha 1, standardised features, output clipped to [0, 1]) of a
+structure's true Dice on its QC signals and two products with the second opinion's own agreement
+(`anatomix.qc.signals.FEATURES`: `agree*agree_pair`, `rca*agree_pair`; how much the agreement and
+RCA are trusted depends on how sure the second opinion is). A mask set's predicted
 Dice is the mean over its structures; it passes when that is >= the threshold below and it has no
 hard plausibility failure (`anatomix.qc.verdict.hard_failures`).
 
@@ -130,13 +136,13 @@ Built by: `{command}` ({seconds:.0f} s this run; building the table when it is a
 {registration}, k = {k}; the table's 6 significant digits reproduce the weights to about 1e-8), {n_rows} rows (structures) of masks of known quality
 made on our validation split of JSRT, Montgomery and Shenzhen (cases no bundled segmenter trained
 on); makers, degradations, perturbations and second opinions: see `tools/build_qc_dice_model.py`.
-Data terms: the pack's (research use; nothing of the images is stored here, only 7 x 4 numbers).
+Data terms: the pack's (research use; nothing of the images is stored here, only 9 x 4 numbers).
 
 Threshold on a mask set's predicted Dice: **{threshold:.3f}**, chosen on all calibration mask sets
 as the value that maximises min(% failed flagged, % good passed) (failed: true Dice < 0.8; good:
 >= 0.93; both fixed before any fit). Never chosen on a held-out collection.
 
-| signal | mean | scale | weight |
+| feature | mean | scale | weight |
 |---|---|---|---|
 {weights}
 

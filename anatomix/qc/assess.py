@@ -196,7 +196,7 @@ def _predict(row: Dict[str, object], masks, pixels, rca_per_structure, opinion, 
     row["agree_min"] = float(min(agree)) if agree else float("nan")
     if model is None or not sig:
         return
-    pred = model.predict(signal_matrix(sig))
+    pred = model.predict(signal_matrix(sig, names=model.names))
     for key, p in zip(sig, pred):
         row[f"pred_dice_{key}"] = float(p)
     row["Predicted Dice"] = float(pred.mean())

@@ -9,7 +9,9 @@ known:
   others), and :func:`weight_noise_copy` stand-ins for weak, under-trained checkpoints;
 - **degraded films** (:data:`DEGRADATIONS`, :func:`degrade_image`): the same models on a damaged
   copy of the film (noise, blur, low resolution, an opaque box over the chest, very low
-  exposure); QC then sees the damaged film too, as it would in practice;
+  exposure); QC then sees the damaged film too, as it would in practice; optionally
+  (``heavy_per_case``) a film drowned in noise (:data:`HEAVY_DEGRADATIONS`), stronger than the
+  others (measured, not in the bundled table: ``bench/results/qc_issue16.md``);
 - **perturbed truth** (:data:`PERTURBATIONS`, :func:`perturb_truth`): shifted, eroded, dilated,
   cut or island-added copies of the radiologists' masks (masks "made elsewhere").
 
@@ -32,10 +34,20 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from anatomix.anatomy import STRUCTURE_KEYS, dice
-from anatomix.qc.signals import SIGNALS, SecondOpinion, mask_signals, with_opinion
+from anatomix.qc.signals import (
+    FEATURES,
+    SIGNALS,
+    SecondOpinion,
+    feature_value,
+    mask_signals,
+    with_opinion,
+)
 
 PERTURBATIONS = ("shift", "erode", "dilate", "cut", "island")
 DEGRADATIONS = ("noise", "blur", "lowres", "box", "dark")
+HEAVY_DEGRADATIONS = ("noise_heavy",)
+"""Degradations beyond :data:`DEGRADATIONS`, drawn with their own seed (so adding them leaves the
+other films and perturbations of a case as they were)."""
 ROW_KEYS = ("case", "collection", "film", "kind", "opinion", "structure", "dice", "hard_fail", *SIGNALS)
 """Columns of a calibration row. ``film``: ``clean`` or a degradation; ``kind``: the mask set's
 maker or perturbation; ``hard_fail``: the mask SET has a hard plausibility failure
@@ -83,8 +95,8 @@ def perturb_truth(truth: Mapping[str, np.ndarray], kind: str, rng: np.random.Gen
 def degrade_image(pixels: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """A damaged copy of an (H, W) [0, 1] film; magnitude drawn from ``rng``.
 
-    ``noise``: Gaussian, sd 0.1-0.4; ``blur``: Gaussian, sigma 1-4 % of the width; ``lowres``:
-    down to 16-48 px and back; ``box``: an opaque (white) box over 20-45 % of the chest width,
+    ``noise``: Gaussian, sd 0.1-0.4; ``noise_heavy``: Gaussian, sd 0.4-1.0; ``blur``: Gaussian,
+    sigma 1-4 % of the width; ``lowres``: down to 16-48 px and back; ``box``: an opaque (white) box over 20-45 % of the chest width,
     at a random place in the central region; ``dark``: gamma 2.5-5 (under-exposed).
     """
     from scipy import ndimage
@@ -94,6 +106,8 @@ def degrade_image(pixels: np.ndarray, kind: str, rng: np.random.Generator) -> np
     u = rng.uniform()
     if kind == "noise":
         out = p + rng.normal(0, 0.1 + 0.3 * u, p.shape)
+    elif kind == "noise_heavy":
+        out = p + rng.normal(0, 0.4 + 0.6 * u, p.shape)
     elif kind == "blur":
         out = ndimage.gaussian_filter(p, (0.01 + 0.03 * u) * w)
     elif kind == "lowres":
@@ -139,7 +153,7 @@ def hard_fail(masks: Mapping[str, np.ndarray]) -> bool:
 
 def known_quality_rows(cases: Sequence, makers: Mapping[str, object], opinions: Mapping[str, SecondOpinion],
                        references=None, k: int = 4, degrade_per_case: int = 2,
-                       degraded_makers: Optional[Sequence[str]] = None,
+                       degraded_makers: Optional[Sequence[str]] = None, heavy_per_case: int = 0,
                        progress: Optional[Callable[[str], None]] = None) -> List[dict]:
     """The calibration table of ``cases`` (see the module docstring).
 
@@ -153,6 +167,8 @@ def known_quality_rows(cases: Sequence, makers: Mapping[str, object], opinions: 
         degrade_per_case: degradations per case, drawn without replacement from
             :data:`DEGRADATIONS` (seeded by the case's index).
         degraded_makers: the makers also run on degraded films (default: all).
+        heavy_per_case: further degraded films per case, drawn without replacement from
+            :data:`HEAVY_DEGRADATIONS` with a seed of their own (10**6 + the case's index).
         progress: called with a line every 10 cases.
 
     Returns:
@@ -175,6 +191,10 @@ def known_quality_rows(cases: Sequence, makers: Mapping[str, object], opinions: 
         films = {"clean": r.pixels}
         for kind in rng.choice(DEGRADATIONS, size=degrade_per_case, replace=False):
             films[str(kind)] = degrade_image(r.pixels, str(kind), rng)
+        if heavy_per_case:
+            heavy_rng = np.random.default_rng(10**6 + i)
+            for kind in heavy_rng.choice(HEAVY_DEGRADATIONS, size=heavy_per_case, replace=False):
+                films[str(kind)] = degrade_image(r.pixels, str(kind), heavy_rng)
         for film, pixels in films.items():
             rad = Radiograph(pixels, path=r.path)
             sets: Dict[str, Mapping[str, np.ndarray]] = {}
@@ -240,14 +260,15 @@ def read_rows(path) -> List[dict]:
         row: dict = {k: r[k] for k in ("case", "collection", "film", "kind", "opinion", "structure")}
         row["dice"] = float(r["dice"])
         row["hard_fail"] = r["hard_fail"] == "True"
-        row.update({s: float(r[s]) if r[s] not in ("", "nan") else float("nan") for s in SIGNALS})
+        row.update({s: float(r[s]) if r.get(s) not in (None, "", "nan") else float("nan") for s in SIGNALS})
         rows.append(row)
     return rows
 
 
-def table_arrays(rows: Sequence[Mapping[str, object]], signals: Sequence[str] = SIGNALS):
-    """(features (n, len(signals)), dice (n,), collections (n,), hard_fail (n,), mask-set ids (n,))."""
-    x = np.array([[r[s] for s in signals] for r in rows], np.float64).reshape(len(rows), len(signals))
+def table_arrays(rows: Sequence[Mapping[str, object]], signals: Sequence[str] = FEATURES):
+    """(features (n, len(signals)), dice (n,), collections (n,), hard_fail (n,), mask-set ids (n,));
+    ``signals`` are feature names (:func:`anatomix.qc.signals.feature_value`: a signal, or ``a*b``)."""
+    x = np.array([[feature_value(r, s) for s in signals] for r in rows], np.float64).reshape(len(rows), len(signals))
     y = np.array([r["dice"] for r in rows], np.float64)
     groups = np.array([r["collection"] for r in rows])
     hard = np.array([bool(r["hard_fail"]) for r in rows])
@@ -255,7 +276,7 @@ def table_arrays(rows: Sequence[Mapping[str, object]], signals: Sequence[str] = 
     return x, y, groups, hard, ids
 
 
-def fit_dice_model(rows: Sequence[Mapping[str, object]], signals: Sequence[str] = SIGNALS,
+def fit_dice_model(rows: Sequence[Mapping[str, object]], signals: Sequence[str] = FEATURES,
                    alpha: float = 1.0, meta: Optional[dict] = None):
     """The :class:`~anatomix.qc.quality.DiceModel` of all ``rows`` with its mask-set threshold."""
     from anatomix.qc.quality import DiceModel, choose_threshold, mask_means
@@ -285,7 +306,7 @@ def origin(row: Mapping[str, object]) -> str:
     return "model, degraded film" if row["film"] != "clean" else "model, clean film"
 
 
-def loco_markdown(rows: Sequence[Mapping[str, object]], signals: Sequence[str] = SIGNALS) -> str:
+def loco_markdown(rows: Sequence[Mapping[str, object]], signals: Sequence[str] = FEATURES) -> str:
     """Leave-one-collection-out figures of the predicted Dice as markdown tables: per held-out
     collection over all its mask sets, then by second opinion, by mask origin, and over the mask
     sets with true Dice >= 0.5 (r without the near-zero masks of broken models)."""

@@ -21,6 +21,13 @@ signal                 meaning
 ``rca``                RCA Dice of this structure, mean over the k references (NaN without RCA)
 =====================  ==========================================================================
 
+The predicted Dice (:class:`anatomix.qc.quality.DiceModel`) is linear in :data:`FEATURES`: these
+signals and two products with ``agree_pair``, ``agree*agree_pair`` and ``rca*agree_pair``, so how
+much the model trusts the agreement and how much RCA depends on how sure the second opinion is.
+When the opinion's two models disagree with each other (a film drowned in noise, where the pixel
+model draws nothing while the graph model is still right), ``agree`` is near 0 whatever the
+checked mask, and the prediction rests on RCA instead.
+
 The *second opinion* (:class:`SecondOpinion`) is the bundled graph and pixel segmenters run on
 the image by QC itself, whoever made the checked masks, so the signals mean the same for masks
 made by anatomix, by another tool, or by hand. Cost on one CPU thread: about 0.12 s per image
@@ -41,7 +48,20 @@ import numpy as np
 from anatomix.anatomy import STRUCTURE_KEYS, dice
 
 SIGNALS = ("agree", "agree_pair", "node_std", "extra_components", "holes", "area_log", "rca")
-"""Column order of :func:`signal_matrix` (the features of :class:`anatomix.qc.quality.DiceModel`)."""
+"""The per-structure signals (columns of the calibration table)."""
+
+FEATURES = SIGNALS + ("agree*agree_pair", "rca*agree_pair")
+"""The features of the bundled :class:`anatomix.qc.quality.DiceModel`: the signals and products
+of two of them (a name ``a*b`` is the product of signals ``a`` and ``b``; :func:`feature_value`)."""
+
+
+def feature_value(signals: Mapping[str, float], name: str) -> float:
+    """A feature of one structure's ``signals``: the signal ``name``, or for ``a*b`` the product
+    of signals ``a`` and ``b`` (NaN when either is)."""
+    if "*" in name:
+        a, b = name.split("*", 1)
+        return float(signals[a]) * float(signals[b])
+    return float(signals[name])
 
 
 def typical_area(key: str) -> float:
@@ -279,7 +299,9 @@ def structure_signals(masks: Mapping[str, np.ndarray], opinion: Optional[Opinion
 
 
 def signal_matrix(per_structure: Mapping[str, Mapping[str, float]],
-                  keys: Optional[Sequence[str]] = None) -> np.ndarray:
-    """(len(keys), len(SIGNALS)) float array of :func:`structure_signals` (rows in ``keys`` order)."""
+                  keys: Optional[Sequence[str]] = None, names: Sequence[str] = SIGNALS) -> np.ndarray:
+    """(len(keys), len(names)) float array of :func:`structure_signals` (rows in ``keys`` order,
+    columns the :func:`feature_value` of each of ``names``, e.g. a DiceModel's ``names``)."""
     keys = list(per_structure) if keys is None else list(keys)
-    return np.array([[per_structure[k][n] for n in SIGNALS] for k in keys], np.float64).reshape(len(keys), len(SIGNALS))
+    return np.array([[feature_value(per_structure[k], n) for n in names] for k in keys],
+                    np.float64).reshape(len(keys), len(names))

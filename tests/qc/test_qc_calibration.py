@@ -6,6 +6,7 @@ import pytest
 
 from anatomix.qc.calibration import (
     DEGRADATIONS,
+    HEAVY_DEGRADATIONS,
     PERTURBATIONS,
     ROW_KEYS,
     degrade_image,
@@ -15,7 +16,7 @@ from anatomix.qc.calibration import (
     read_rows,
     write_rows,
 )
-from anatomix.qc.signals import SIGNALS
+from anatomix.qc.signals import FEATURES, SIGNALS
 
 
 def _truth(S=120):
@@ -40,7 +41,7 @@ def test_perturbations_are_seeded_and_change_the_masks(kind):
     assert sum(changed) >= 4
 
 
-@pytest.mark.parametrize("kind", DEGRADATIONS)
+@pytest.mark.parametrize("kind", DEGRADATIONS + HEAVY_DEGRADATIONS)
 def test_degraded_films_keep_shape_and_range(kind):
     rng = np.random.default_rng(0)
     px = rng.uniform(0, 1, (96, 80)).astype(np.float32)
@@ -83,7 +84,7 @@ def test_table_roundtrip_and_fit(tmp_path):
     assert back[3]["hard_fail"] is False and back[6]["hard_fail"] is True and np.isnan(back[0]["rca"])
     assert back[1]["dice"] == pytest.approx(rows[1]["dice"], abs=1e-5)
     model = fit_dice_model(back, meta={"command": "test"})
-    assert model.names == list(SIGNALS) and model.meta["rows"] == len(rows)
+    assert model.names == list(FEATURES) and model.meta["rows"] == len(rows)
     assert model.meta["collections"] == ["a", "b"] and 0.8 < model.threshold < 0.93
 
 

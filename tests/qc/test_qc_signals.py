@@ -57,6 +57,20 @@ def test_agreement_is_the_worse_of_the_two_opinions_and_topology_counts():
     assert np.isnan(structure_signals(t)["heart"]["agree"])  # no opinion: NaN
 
 
+def test_product_features_and_columns_by_name():
+    from anatomix.qc.signals import FEATURES, feature_value
+
+    t = _truth()
+    sig = structure_signals(t, Opinion(t, _shift(t, 10), {}), {"lungR": 0.8, "lungL": 0.9, "heart": 0.7})
+    r = sig["heart"]
+    assert feature_value(r, "rca*agree_pair") == pytest.approx(0.7 * r["agree_pair"])
+    assert feature_value(r, "agree*agree_pair") == pytest.approx(r["agree"] * r["agree_pair"])
+    m = signal_matrix(sig, names=FEATURES)
+    assert m.shape == (3, len(FEATURES)) and FEATURES[: len(SIGNALS)] == SIGNALS
+    np.testing.assert_allclose(m[:, : len(SIGNALS)], signal_matrix(sig))
+    assert np.isnan(feature_value(structure_signals(t)["heart"], "rca*agree_pair"))
+
+
 def test_bundled_model_passes_good_masks_and_fails_bad_ones():
     """The bundled DiceModel on hand-made masks: a mask agreeing with both second-opinion models
     and with RCA predicts a Dice above its threshold; the same masks shifted off the anatomy (the
@@ -70,7 +84,7 @@ def test_bundled_model_passes_good_masks_and_fails_bad_ones():
     opinion = Opinion(t, t, {k: 0.003 for k in t})
 
     def predicted(masks, rca):
-        return float(model.predict(signal_matrix(structure_signals(masks, opinion, rca))).mean())
+        return float(model.predict(signal_matrix(structure_signals(masks, opinion, rca), names=model.names)).mean())
 
     good = predicted(t, {k: 0.9 for k in t})
     worse = [predicted(_shift(t, dx), {k: 0.9 - dx / 50 for k in t}) for dx in (10, 20, 30)]
