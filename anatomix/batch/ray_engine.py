@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -115,7 +116,7 @@ class RayEngine:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False)
         try:
-            logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per dataset otherwise
+            os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # Ray Data re-reads it; INFO: lines per dataset
             context = ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True  # results arrive in chunk order
             context.enable_progress_bars = False
