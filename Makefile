@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(ANATOMIX) qc $(DEMO)/segmentations.csv --images examples/images -o $(DEMO)/qc
 	$(ANATOMIX) anomaly score examples/images -o $(DEMO)/anomaly/scores.csv \
 		--maps $(DEMO)/anomaly/maps --masks $(DEMO)/masks
+	$(ANATOMIX) anomaly score examples/images/nih_00000001_000.png --detector anomaly-adult \
+		-o $(DEMO)/anomaly/adult_scores.csv --maps $(DEMO)/anomaly/adult_maps --masks $(DEMO)/masks
 	$(ANATOMIX) segment examples/dicom -o $(DEMO)/dicom --format png --format dicom-seg --overlays
 	$(ANATOMIX) qc $(DEMO)/dicom/dicom-seg --images examples/dicom -o $(DEMO)/dicom/qc --no-report
 	$(PY) examples/quickstart.py
