@@ -33,6 +33,7 @@ from anatomix.errors import UsageError
 
 FORMAT = "anatomix-anomaly-detector"
 FORMAT_VERSION = 1
+ENSEMBLE_FORMAT = "anatomix-anomaly-ensemble"  # :mod:`anatomix.anomaly.ensemble` files
 
 
 def preprocess(pixels: np.ndarray, image_size: int):
@@ -372,8 +373,9 @@ class Detector:
         return path
 
     @classmethod
-    def load(cls, path, device: str = "cpu", trust: bool = False) -> Detector:
-        """Read a detector file written by :meth:`save` (clear error for anything else).
+    def load(cls, path, device: str = "cpu", trust: bool = False):
+        """Read a detector file written by :meth:`save`, or an ensemble's
+        (:class:`~anatomix.anomaly.ensemble.EnsembleDetector`); a clear error for anything else.
 
         Args:
             trust: read a file that needs a full unpickle, which RUNS CODE FROM THE FILE
@@ -382,12 +384,26 @@ class Detector:
         Raises:
             CheckpointError: unreadable, refused, or not an anatomix detector.
         """
-        from anatomix.anomaly.models import create_model
-        from anatomix.errors import CheckpointError
         from anatomix.models import load_checkpoint
 
         path = Path(path)
         state = load_checkpoint(path, trust=trust)
+        if state.get("format") == ENSEMBLE_FORMAT:
+            from anatomix.anomaly.ensemble import EnsembleDetector
+
+            return EnsembleDetector.from_state(state, path, device)
+        return cls.from_state(state, path, device)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], path, device: str = "cpu") -> Detector:
+        """Rebuild a detector from :meth:`state` (read from ``path``, named in errors).
+
+        Raises:
+            CheckpointError: not an anatomix detector, or one this version cannot rebuild.
+        """
+        from anatomix.anomaly.models import create_model
+        from anatomix.errors import CheckpointError
+
         if state.get("format") != FORMAT:
             raise CheckpointError(path, "not an anatomix anomaly detector")
         try:

@@ -55,7 +55,8 @@ _calibration_masks = _options(
                  help="Folder of <image_id>_<structure>.png masks to calibrate the masked regions too."),
     click.option("--segment", is_flag=True, help="Calibrate masked regions with the default segmenter (refined)."))
 _detector = click.option("--detector", default="anomaly", show_default=True,
-                         help="Detector file, or a bundled detector's registry name: anomaly (pediatric), anomaly-adult.")
+                         help="Detector file, or a bundled detector's registry name: anomaly (pediatric), "
+                              "anomaly-ensemble (pediatric, stronger, slower), anomaly-adult.")
 _threads = click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 
 

@@ -92,7 +92,8 @@ def load_spec(name_or_path: str, trust: bool = False) -> ExportSpec:
     Raises:
         AnatomixError: unknown model or family; CheckpointError: refused or unreadable file.
     """
-    from anatomix.errors import AnatomixError
+    from anatomix.anomaly.detector import ENSEMBLE_FORMAT
+    from anatomix.errors import AnatomixError, UsageError
     from anatomix.models import REGISTRY, load_checkpoint, resolve
 
     path = resolve(name_or_path)
@@ -102,6 +103,9 @@ def load_spec(name_or_path: str, trust: bool = False) -> ExportSpec:
     digest = _sha256(path)
     if state.get("format") == "anatomix-anomaly-detector":
         return _anomaly_spec(name, path, digest, state, card, trust)
+    if state.get("format") == ENSEMBLE_FORMAT:
+        raise UsageError(f"{path}: an ensemble of detectors has no single network to export; export the "
+                         f"detectors it is made of")
     family = state.get("family") or ("graph" if "graph_config" in state else None)
     if family == "graph":
         from anatomix.anatomy import TEMPLATES

@@ -1,7 +1,8 @@
-"""The bundled pediatric detector on the data pack's ZhangLab test split (skips without the pack).
+"""The bundled pediatric detectors on the data pack's ZhangLab test split (skips without the pack).
 
 Guards the shipped weights: the normal-only protocol's AUROC (measured 0.845 whole image, see
-anatomix/weights/anomaly_pediatric.md) and a recalibration on local normals that holds its FPR.
+anatomix/weights/anomaly_pediatric.md; the ensemble 0.882, anomaly_ensemble.md) and a
+recalibration on local normals that holds its FPR.
 """
 
 import numpy as np
@@ -31,6 +32,13 @@ def test_bundled_detector_separates_pneumonia(pack_test):
     assert det.critic is not None and det.scoring.residual == "ssim+critic"
     s = np.array([r.score for r in det.score(rads)])
     assert auroc(y, s) > 0.82
+
+
+def test_bundled_ensemble_ranks_better_than_its_single_member(pack_test):
+    rads, y = pack_test
+    single = auroc(y, [r.score for r in Detector.load(resolve("anomaly")).score(rads)])
+    ensemble = auroc(y, [r.score for r in Detector.load(resolve("anomaly-ensemble")).score(rads)])
+    assert ensemble > 0.87 and ensemble > single + 0.02, (ensemble, single)
 
 
 def test_recalibration_on_local_normals_holds_the_fpr(pack_test):

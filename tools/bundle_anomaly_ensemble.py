@@ -1,0 +1,96 @@
+"""Build the bundled pediatric ensemble: anatomix/weights/anomaly_ensemble.pt and its card.
+
+Members: the bundled pediatric detector (``anomaly``: ae + realness critic, 64 px, its own
+calibration) and the ``forward`` student of an ``rd`` detector fitted by ``bench/anomaly_rd.py``
+(its students train on their own losses, so the forward one alone is a trained model), scored on
+the whole image. Both members and the sum are calibrated on the same 107 held-out ZhangLab train
+normals (``split_calibration``, seed 0), the sum with the default segmenter's masks. No abnormal
+film is read before the card's test-split figures are measured. Not run by users; the recipe::
+
+    OMP_NUM_THREADS=1 python tools/pretrain_teacher.py --data ../shared/data --work runs/teacher
+    OMP_NUM_THREADS=1 python bench/anomaly_rd.py fit --tag rd2 --teacher runs/teacher/teacher.pt --work runs/anomaly_rd
+    OMP_NUM_THREADS=1 python tools/bundle_anomaly_ensemble.py --rd runs/anomaly_rd/rd2.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ANATOMIX_DATA", ROOT.parent / "shared" / "data"))
+OUT = ROOT / "anatomix" / "weights" / "anomaly_ensemble.pt"
+
+
+def student_detector(rd, kind: str):
+    """A detector of ``rd``'s teacher and its ``kind`` student alone (weights as trained), scored
+    on the whole image, not yet calibrated."""
+    from anatomix.anomaly.detector import Detector
+
+    state = rd.state()
+    i = rd.model.config["students"].index(kind)
+    state["model_config"] = {**state["model_config"], "students": [kind]}
+    state["state_dict"] = {k.replace(f"students.{i}.", "students.0.", 1): v for k, v in state["state_dict"].items()
+                           if not k.startswith("students.") or k.startswith(f"students.{i}.")}
+    state["scoring"] = {**state["scoring"], "primary": "image"}
+    state["calibration"] = {}
+    state["meta"] = {**state["meta"], "students_kept": [kind], "from": "the rd detector's meta above"}
+    return Detector.from_state(state, "<rd student>")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rd", type=Path, required=True)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args()
+
+    import torch
+
+    from anatomix.anomaly.detector import Detector
+    from anatomix.anomaly.ensemble import EnsembleDetector, EnsembleScoring
+    from anatomix.anomaly.metrics import summary
+    from anatomix.anomaly.run import segment_masks
+    from anatomix.anomaly.train import split_calibration
+    from anatomix.data.anomaly_pack import anomaly_cases
+    from anatomix.io import read_radiograph
+    from anatomix.models import load_detector, load_segmenter
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    seg = load_segmenter()
+    normals = anomaly_cases(a.data, source="zhanglab", split="train", label="normal")
+    held = [read_radiograph(normals[i].path) for i in split_calibration(len(normals))[1]]
+    forward = student_detector(Detector.load(a.rd), "forward")
+    forward.calibrate(np.stack([forward.preprocess(r.pixels)[0] for r in held]))
+    ens = EnsembleDetector([load_detector("anomaly"), forward], whole_image=[False, True],
+                           scoring=EnsembleScoring(primary="anatomy"),
+                           meta={"command": shlex.join(["python", *sys.argv]), "n_calibration": len(held),
+                                 "members": ["anomaly (bundled ae + critic, 64 px)",
+                                             f"forward student of {a.rd} (128 px, whole image)"]})
+    ens.calibrate_radiographs(held, segment_masks(held, seg))
+
+    test = anomaly_cases(a.data, source="zhanglab", split="test")
+    rads = [read_radiograph(c.path) for c in test]
+    masks = [m for i in range(0, len(rads), 64) for m in segment_masks(rads[i:i + 64], seg)]
+    y = np.array([c.abnormal for c in test], dtype=int)
+    res = ens.score(rads, masks)
+    m = summary(y, [r.score for r in res])
+    flags = np.array([r.anomalous for r in res])
+    ens.meta["test"] = {"auroc": m["auroc"], "ap": m["ap"], "tpr@5%fpr": m["tpr@5%fpr"],
+                        "fpr_at_threshold": float(flags[y == 0].mean()), "tpr_at_threshold": float(flags[y == 1].mean()),
+                        "n_normal": int((y == 0).sum()), "n_abnormal": int((y == 1).sum())}
+    ens.save(a.out)
+    print(f"{a.out}: test AUROC {m['auroc']:.3f}, AP {m['ap']:.3f}, TPR@5%FPR {m['tpr@5%fpr']:.3f}, "
+          f"FPR / TPR at the stored threshold {ens.meta['test']['fpr_at_threshold']:.3f} / "
+          f"{ens.meta['test']['tpr_at_threshold']:.3f} ({time.time() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
