@@ -135,11 +135,17 @@ def load_segmenter(name_or_path: str = "refined", device: Any = "cpu", trust: bo
     return segmenter
 
 
-def load_detector(name_or_path: str = "anomaly", trust: bool = False):
-    """Load an anomaly detector by bundled name (``anomaly``) or detector file.
+DEFAULT_DETECTOR = "anomaly-ensemble"
+"""The bundled detector that ``anatomix anomaly score`` and ``calibrate`` use without ``--detector``."""
+
+
+def load_detector(name_or_path: str = DEFAULT_DETECTOR, trust: bool = False):
+    """Load an anomaly detector by bundled name (``anomaly-ensemble``, ``anomaly``, ``anomaly-adult``)
+    or detector file (a single detector or an ensemble).
 
     Returns:
-        An :class:`anatomix.anomaly.detector.Detector`.
+        An :class:`anatomix.anomaly.detector.Detector` or
+        :class:`~anatomix.anomaly.ensemble.EnsembleDetector`.
 
     Raises:
         CheckpointError: missing, unreadable, refused or malformed file.

@@ -34,6 +34,7 @@ from anatomix.anatomy import STRUCTURE_KEYS
 from anatomix.errors import ReadError, UsageError
 from anatomix.io.inputs import ERRORS_NAME, InputError
 from anatomix.limits import MAX_PIXELS
+from anatomix.models import DEFAULT_DETECTOR
 
 __all__ = ["EvaluationReport", "FitReport", "Normals", "ScoreReport", "calibrate", "evaluate", "fit",
            "masks_from_dir", "read_images", "read_labels", "read_normals", "score", "score_columns",
@@ -226,10 +227,9 @@ def read_normals(inputs: Sequence, image_size: int, mask_dir: Path | None = None
 
 
 def _load(detector, trust: bool):
-    """A :class:`~anatomix.anomaly.detector.Detector` as is, or loaded by bundled name or path."""
-    from anatomix.anomaly.detector import Detector
-
-    if isinstance(detector, Detector):
+    """A detector (:class:`~anatomix.anomaly.detector.Detector` or
+    :class:`~anatomix.anomaly.ensemble.EnsembleDetector`) as is, or loaded by bundled name or path."""
+    if not isinstance(detector, (str, os.PathLike)):
         return detector
     from anatomix.models import load_detector
 
@@ -316,7 +316,7 @@ def fit(inputs: Sequence, output: Path, method: str = "ae", epochs: int | None =
     return FitReport(det, output, len(normals.images), normals.errors, written)
 
 
-def calibrate(inputs: Sequence, output: Path, detector: Any = "anomaly", target_fpr: float | None = None,
+def calibrate(inputs: Sequence, output: Path, detector: Any = DEFAULT_DETECTOR, target_fpr: float | None = None,
               mask_dir: Path | None = None, segment: bool = False, max_pixels: int = MAX_PIXELS,
               trust: bool = False, errors_path: Path | None = None, command: str | None = None,
               log: Log | None = None) -> FitReport:
@@ -468,7 +468,7 @@ class ScoreTask:
         return rows, results, errors
 
 
-def score(inputs: Sequence, output: Path, detector: Any = "anomaly", maps_dir: Path | None = None,
+def score(inputs: Sequence, output: Path, detector: Any = DEFAULT_DETECTOR, maps_dir: Path | None = None,
           mask_dir: Path | None = None, segment: bool = False, batch_size: int = 32,
           max_pixels: int = MAX_PIXELS, trust: bool = False, errors_path: Path | None = None,
           progress: bool | None = None, engine=None) -> ScoreReport:

@@ -18,6 +18,7 @@ import click
 
 from anatomix.anomaly.models import METHODS
 from anatomix.cli import options
+from anatomix.models import DEFAULT_DETECTOR
 
 
 def _setup(threads: int | None) -> None:
@@ -54,7 +55,7 @@ _calibration_masks = _options(
     click.option("--masks", "mask_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
                  help="Folder of <image_id>_<structure>.png masks to calibrate the masked regions too."),
     click.option("--segment", is_flag=True, help="Calibrate masked regions with the default segmenter (refined)."))
-_detector = click.option("--detector", default="anomaly", show_default=True,
+_detector = click.option("--detector", default=DEFAULT_DETECTOR, show_default=True,
                          help="Detector file, or a bundled detector's registry name: anomaly (pediatric), "
                               "anomaly-ensemble (pediatric, stronger, slower), anomaly-adult.")
 _threads = click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
