@@ -1,5 +1,5 @@
 """Pediatric protocol: the bundled detector plus the ``forward`` student of an ``rd`` detector, as a
-sum of z-scores (a measurement towards issue 15; nothing here is bundled).
+plain sum of z-scores: the members of ``anomaly-ensemble`` measured alone and together.
 
 Each member's image-level score is already a z-score against the same 107 held-out train normals
 (``split_calibration``, seed 0: the bundled detector's calibration set and ``rd``'s); the ensemble
@@ -27,20 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly_rd import DATA, test_split  # noqa: E402
 
 
-def forward_z(rd, test_images: np.ndarray, normals: np.ndarray) -> np.ndarray:
-    """Image scores of ``rd``'s ``forward`` student alone, z-scored on ``normals`` (both ``(N, S, S)``)."""
-    from torch import nn
-
-    students = rd.model.students
-    rd.model.students = nn.ModuleList([students[rd.model.config["students"].index("forward")]])
-    try:
-        raw = np.array([rd.raw_scores(m, None)["image"] for m in rd.model_maps(test_images)])
-        ref = np.array([rd.raw_scores(m, None)["image"] for m in rd.model_maps(normals)])
-    finally:
-        rd.model.students = students
-    return (raw - ref.mean()) / ref.std()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rd", type=Path, required=True, help="an rd detector with a forward student")
@@ -51,6 +37,7 @@ def main() -> None:
     import torch
 
     from anatomix.anomaly.detector import Detector
+    from anatomix.anomaly.ensemble import student_detector
     from anatomix.anomaly.metrics import summary
     from anatomix.anomaly.train import split_calibration
     from anatomix.data.anomaly_pack import anomaly_cases, model_frame_images
@@ -63,8 +50,9 @@ def main() -> None:
     ae_z = np.array([r.score for r in bundled.score(rads, masks)])
     normals = anomaly_cases(DATA, source="zhanglab", split="train", label="normal")
     cal = split_calibration(len(normals))[1]
-    fz = forward_z(rd, np.stack([rd.preprocess(r.pixels)[0] for r in rads]),
-                   model_frame_images([normals[i] for i in cal], rd.image_size))
+    forward = student_detector(rd, "forward")
+    forward.calibrate(model_frame_images([normals[i] for i in cal], rd.image_size))
+    fz = np.array([r.score for r in forward.score(rads)])
     rows = [("bundled `anomaly` (ae + critic, lungs + heart)", ae_z), (f"`forward` student of {a.rd} (image)", fz),
             ("sum of the two z-scores", ae_z + fz)]
     lines = ["# Pediatric protocol: bundled detector + rd forward student (sum of z-scores)", "",

@@ -28,22 +28,6 @@ DATA = Path(os.environ.get("ANATOMIX_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "anatomix" / "weights" / "anomaly_ensemble.pt"
 
 
-def student_detector(rd, kind: str):
-    """A detector of ``rd``'s teacher and its ``kind`` student alone (weights as trained), scored
-    on the whole image, not yet calibrated."""
-    from anatomix.anomaly.detector import Detector
-
-    state = rd.state()
-    i = rd.model.config["students"].index(kind)
-    state["model_config"] = {**state["model_config"], "students": [kind]}
-    state["state_dict"] = {k.replace(f"students.{i}.", "students.0.", 1): v for k, v in state["state_dict"].items()
-                           if not k.startswith("students.") or k.startswith(f"students.{i}.")}
-    state["scoring"] = {**state["scoring"], "primary": "image"}
-    state["calibration"] = {}
-    state["meta"] = {**state["meta"], "students_kept": [kind], "from": "the rd detector's meta above"}
-    return Detector.from_state(state, "<rd student>")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rd", type=Path, required=True)
@@ -54,7 +38,11 @@ def main() -> None:
     import torch
 
     from anatomix.anomaly.detector import Detector
-    from anatomix.anomaly.ensemble import EnsembleDetector, EnsembleScoring
+    from anatomix.anomaly.ensemble import (
+        EnsembleDetector,
+        EnsembleScoring,
+        student_detector,
+    )
     from anatomix.anomaly.metrics import summary
     from anatomix.anomaly.run import segment_masks
     from anatomix.anomaly.train import split_calibration

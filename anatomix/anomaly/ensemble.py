@@ -168,3 +168,22 @@ class EnsembleDetector:
         members = [Detector.from_state(s, path, device) for s in state["members"]]
         return cls(members, state["whole_image"], EnsembleScoring(**state["scoring"]), state["calibration"],
                    state.get("meta"))
+
+
+def student_detector(rd: Detector, kind: str) -> Detector:
+    """A detector of an ``rd`` detector's teacher and its ``kind`` student alone (weights as
+    trained: each student has its own loss, so one alone is a trained model), scored on the whole
+    image and not yet calibrated (call :meth:`Detector.calibrate` on held-out normals)."""
+    state = rd.state()
+    kinds = list(state["model_config"].get("students", []))
+    if kind not in kinds:
+        raise UsageError(f"the detector has no {kind!r} student (it has {kinds})")
+    i = kinds.index(kind)
+    state["model_config"] = {**state["model_config"], "students": [kind]}
+    state["state_dict"] = {k.replace(f"students.{i}.", "students.0.", 1): v for k, v in state["state_dict"].items()
+                           if not k.startswith("students.") or k.startswith(f"students.{i}.")}
+    state["scoring"] = {**state["scoring"], "primary": "image"}
+    state["calibration"] = {}
+    state["meta"] = {**state["meta"], "students_kept": [kind]}
+    return Detector.from_state(state, "<rd student>")
+

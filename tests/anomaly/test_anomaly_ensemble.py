@@ -112,3 +112,18 @@ def test_commands_take_an_ensemble_and_export_refuses_it(members, tmp_path):
 def test_an_ensemble_needs_two_members(members):
     with pytest.raises(UsageError, match="two"):
         EnsembleDetector([members[0]])
+
+
+def test_student_detector_keeps_one_trained_student_of_rd():
+    from anatomix.anomaly.ensemble import student_detector
+
+    normals = normal_images(16, 32, seed=4)
+    rd = fit_detector(normals, "rd", 32, epochs=1, batch_size=8, progress=False,
+                      model_config={"channels": [4, 8, 8, 16], "teacher_epochs": 1, "students": ["reverse", "forward"]},
+                      scoring=ScoringConfig(residual="auto", reduce="topk"))
+    fwd = student_detector(rd, "forward")
+    assert fwd.model.config["students"] == ["forward"] and fwd.scoring.primary == "image" and not fwd.calibration
+    kept, original = fwd.model.students[0].state_dict(), rd.model.students[1].state_dict()
+    assert all(np.array_equal(kept[k].numpy(), original[k].numpy()) for k in original)
+    with pytest.raises(UsageError, match="no 'other' student"):
+        student_detector(rd, "other")
