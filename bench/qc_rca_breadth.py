@@ -225,6 +225,9 @@ def pool_rows(data, graph_jsrt, pixel_jsrt, pools, k, min_heart, limit=0):
                     warnings.simplefilter("ignore", RuntimeWarning)
                     d = pool_dice(pixels, list(sets.values()), pool, k, min_heart)
                     rca[pname] = np.nanmean(d, axis=1)  # (n_sets, 3)
+            if min_heart == 0:  # per structure: the heart from the k nearest heart atlases (pool J's)
+                for pname in pools:
+                    rca[pname][:, 2] = rca["J"][:, 2]
             for j, (kind, masks) in enumerate(sets.items()):
                 for c, key in enumerate(STRUCTURE_KEYS):
                     if key in keys:
@@ -329,7 +332,8 @@ def main(argv=None) -> None:
     ap.add_argument("--m-clusters", type=int, default=4)
     ap.add_argument("--s-clusters", type=int, default=6)
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--min-heart", type=int, default=2)
+    ap.add_argument("--min-heart", type=int, default=2,
+                    help="0: per-structure selection (lungs: k nearest of the pool; heart: k nearest heart atlases)")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
