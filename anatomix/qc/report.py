@@ -227,7 +227,8 @@ def folder_table(rows: List[Mapping[str, object]]) -> str:
         rs = by[folder]
         n_pass = sum(1 for r in rs if r.get("qc_pass"))
         est = [v for v in map(_estimate, rs) if v is not None]
-        top = Counter(c for r in rs for c in set(_reason_codes(r))).most_common(3)
+        counts = Counter(c for r in rs for c in set(_reason_codes(r)))
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]  # ties by name, not by set order
         out.append(f"<tr><td>{html.escape(folder)}</td><td>{len(rs)}</td><td>{n_pass}</td><td>{len(rs) - n_pass}</td>"
                    f"<td>{_fmt(float(np.median(est))) if est else _fmt(None)}</td>"
                    f"<td>{html.escape(', '.join(f'{c} ({n})' for c, n in top))}</td></tr>")

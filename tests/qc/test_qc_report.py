@@ -81,3 +81,17 @@ def test_report_shows_predicted_dice_and_a_summary_per_source_folder(tmp_path):
     assert "Predicted Dice: median <b>0.950</b>, min 0.620" in page
     assert "<tr><td>hospA</td><td>2</td><td>1</td><td>1</td><td>0.785</td><td>dice_low (1)</td></tr>" in page
     assert "<tr><td>hospB</td><td>3</td><td>2</td><td>1</td><td>0.970</td><td>lungs_swapped (1)</td></tr>" in page
+
+
+def test_folder_summary_orders_tied_reasons_by_name_whatever_the_hash_seed():
+    """Reasons of equal count come out by name: set iteration follows PYTHONHASHSEED, so a page
+    built by another process must not reorder them (byte-identical reports)."""
+    import subprocess
+    import sys
+
+    code = ("from anatomix.qc.report import folder_table; print(folder_table([{'folder': 'h', 'qc_pass': False, "
+            "'qc_reasons': 'lungs_swapped;dice_low(0.5);holes(2);rotated'}, {'folder': 'k', 'qc_pass': True}]))")
+    pages = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
+    assert len(pages) == 1
+    assert "dice_low (1), holes (1), lungs_swapped (1)" in pages.pop()
