@@ -363,14 +363,7 @@ class Detector:
 
     def save(self, path) -> Path:
         """Write the detector atomically (one ``.pt`` file, loadable with ``weights_only=True``)."""
-        import torch
-
-        from anatomix.io.atomic import atomic_write
-
-        path = Path(path)
-        with atomic_write(path) as tmp:
-            torch.save(self.state(), tmp)
-        return path
+        return save_state(path, self.state())
 
     @classmethod
     def load(cls, path, device: str = "cpu", trust: bool = False):
@@ -426,3 +419,15 @@ class Detector:
             det.pixel_stats = tuple(v.numpy() for v in state["pixel_stats"])
         det.component_stats = {k: (float(v[0]), float(v[1])) for k, v in (state.get("component_stats") or {}).items()}
         return det
+
+
+def save_state(path, state: Mapping[str, Any]) -> Path:
+    """Write a detector's or an ensemble's :meth:`state` atomically as one ``.pt`` file."""
+    import torch
+
+    from anatomix.io.atomic import atomic_write
+
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        torch.save(dict(state), tmp)
+    return path

@@ -26,7 +26,7 @@ import numpy as np
 
 from anatomix.anomaly import calibration as cal
 from anatomix.anomaly.detector import ENSEMBLE_FORMAT as FORMAT
-from anatomix.anomaly.detector import AnomalyResult, Detector, preprocess
+from anatomix.anomaly.detector import AnomalyResult, Detector, preprocess, save_state
 from anatomix.errors import CheckpointError, UsageError
 
 
@@ -151,14 +151,7 @@ class EnsembleDetector:
 
     def save(self, path) -> Path:
         """Write the ensemble atomically (one ``.pt`` file, loadable with ``weights_only=True``)."""
-        import torch
-
-        from anatomix.io.atomic import atomic_write
-
-        path = Path(path)
-        with atomic_write(path) as tmp:
-            torch.save(self.state(), tmp)
-        return path
+        return save_state(path, self.state())
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], path, device: str = "cpu") -> EnsembleDetector:
