@@ -53,17 +53,15 @@ FOLD_POOL = {"jsrt": "J+M+S", "montgomery": "J+S", "shenzhen": "J+M"}
 def lung_atlases(cases, n_clusters: int, size: int = 128, min_members: int = 5, seed: int = 0):
     """(images (K, S, S), masks (K, 3, S, S) with the heart channel zero, members) of lungs-only
     cluster-mean atlases (landmarks traced from the lung masks)."""
-    from scipy.cluster.vq import kmeans2
-
     from anatomix.anatomy import (
         STRUCTURES,
         Template,
         landmarks_to_masks,
         masks_to_landmarks,
     )
-    from anatomix.data.preprocess import normalise_intensity, to_model_frame
+    from anatomix.data.preprocess import to_model_frame
     from anatomix.io.read import read_mask, read_radiograph
-    from anatomix.qc.atlases import _warp_to
+    from anatomix.qc.atlases import cluster_means
 
     lungs = Template(STRUCTURES[:2])
     imgs, lms = [], []
@@ -77,27 +75,11 @@ def lung_atlases(cases, n_clusters: int, size: int = 128, min_members: int = 5, 
         img, frame = to_model_frame(read_radiograph(c.image).pixels, size)
         imgs.append(img)
         lms.append(frame.points_to_model(lm))
-    imgs, lms = np.stack(imgs), np.stack(lms)
-    flat = lms.reshape(len(lms), -1)
-    _, labels = kmeans2(flat, n_clusters, seed=np.random.default_rng(seed), minit="++")
-    while True:
-        counts = np.bincount(labels, minlength=labels.max() + 1)
-        small = [c for c in range(len(counts)) if 0 < counts[c] < min_members]
-        if not small:
-            break
-        c = small[0]
-        centres = {j: flat[labels == j].mean(0) for j in range(len(counts)) if counts[j] and j != c}
-        mc = flat[labels == c].mean(0)
-        labels[labels == c] = min(centres, key=lambda j: np.linalg.norm(centres[j] - mc))
-    images, masks, members = [], [], []
-    for c in sorted(set(labels.tolist())):
-        sel = np.flatnonzero(labels == c)
-        mean_lm = lms[sel].mean(0)
-        warped = np.stack([_warp_to(imgs[i], lms[i], mean_lm) for i in sel])
-        images.append(normalise_intensity(warped.mean(0)))
+    images, shapes, members = cluster_means(np.stack(imgs), np.stack(lms), n_clusters, min_members, seed)
+    masks = []
+    for mean_lm in shapes:
         m = landmarks_to_masks(mean_lm, (size, size), lungs)
         masks.append(np.stack([m["lungR"], m["lungL"], np.zeros((size, size), bool)]).astype(np.float32))
-        members.append(int(len(sel)))
     return np.stack(images).astype(np.float32), np.stack(masks), members
 
 

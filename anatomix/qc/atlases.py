@@ -18,7 +18,7 @@ is used, so the validation cases stay unseen.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -56,19 +56,24 @@ def _warp_to(img: np.ndarray, src_lm: np.ndarray, dst_lm: np.ndarray) -> np.ndar
     return warp(img, tf, output_shape=img.shape, order=1, mode="constant", cval=0.0)
 
 
-def build_atlases(cases: Sequence, n_clusters: int = 12, size: int = REGISTRATION_SIZE,
-                  min_members: int = 5, seed: int = 0) -> References:
-    """Cluster-mean atlases from labelled cases (images + landmarks); see the module docstring."""
+def cluster_means(imgs: np.ndarray, lms: np.ndarray, n_clusters: int, min_members: int = 5,
+                  seed: int = 0) -> Tuple[List[np.ndarray], List[np.ndarray], List[int]]:
+    """Cluster cases by their landmarks and average each cluster's images on its mean shape.
+
+    Args:
+        imgs: ``(N, S, S)`` model-frame images; lms: ``(N, n_nodes, 2)`` their landmarks.
+        n_clusters: k-means clusters; clusters under ``min_members`` join their nearest one.
+
+    Returns:
+        (per atlas: the mean of the member images warped onto the mean landmarks, intensity
+        normalised ``(S, S)``; the mean landmarks ``(n_nodes, 2)``; the member count).
+    """
     from scipy.cluster.vq import kmeans2
 
     from anatomix.data.preprocess import normalise_intensity
 
-    data = [_load_case(c, size) for c in cases if c.landmarks is not None]
-    imgs = np.stack([d[0] for d in data])
-    lms = np.stack([d[1] for d in data])
     flat = lms.reshape(len(lms), -1)
-    rng = np.random.default_rng(seed)
-    _, labels = kmeans2(flat, n_clusters, seed=rng, minit="++")
+    _, labels = kmeans2(flat, n_clusters, seed=np.random.default_rng(seed), minit="++")
     # merge clusters that are too small into their nearest big cluster
     while True:
         counts = np.bincount(labels, minlength=labels.max() + 1)
@@ -79,16 +84,28 @@ def build_atlases(cases: Sequence, n_clusters: int = 12, size: int = REGISTRATIO
         centres = {j: flat[labels == j].mean(0) for j in range(len(counts)) if counts[j] and j != c}
         mc = flat[labels == c].mean(0)
         labels[labels == c] = min(centres, key=lambda j: np.linalg.norm(centres[j] - mc))
-    images, masks, ids, members = [], [], [], []
-    for j, c in enumerate(sorted(set(labels.tolist()))):
+    images, shapes, members = [], [], []
+    for c in sorted(set(labels.tolist())):
         sel = np.flatnonzero(labels == c)
         mean_lm = lms[sel].mean(0)
         warped = np.stack([_warp_to(imgs[i], lms[i], mean_lm) for i in sel])
         images.append(normalise_intensity(warped.mean(0)))
+        shapes.append(mean_lm)
+        members.append(int(len(sel)))
+    return images, shapes, members
+
+
+def build_atlases(cases: Sequence, n_clusters: int = 12, size: int = REGISTRATION_SIZE,
+                  min_members: int = 5, seed: int = 0) -> References:
+    """Cluster-mean atlases from labelled cases (images + landmarks); see the module docstring."""
+    data = [_load_case(c, size) for c in cases if c.landmarks is not None]
+    imgs = np.stack([d[0] for d in data])
+    images, shapes, members = cluster_means(imgs, np.stack([d[1] for d in data]), n_clusters, min_members, seed)
+    masks = []
+    for mean_lm in shapes:
         m = landmarks_to_masks(mean_lm, (size, size), LUNGS_HEART)
         masks.append(np.stack([m[k].astype(np.float32) for k in STRUCTURE_KEYS]))
-        ids.append(f"atlas{j:02d}")
-        members.append(int(len(sel)))
+    ids = [f"atlas{j:02d}" for j in range(len(images))]
     meta = {"kind": "derived cluster-mean atlases", "members": members, "size": size,
             "n_training_cases": int(len(imgs)), "seed": seed}
     return References(np.stack(images).astype(np.float32), np.stack(masks), ids, STRUCTURE_KEYS, meta)
