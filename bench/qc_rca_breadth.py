@@ -158,66 +158,33 @@ def pool_rows(data, graph_jsrt, pixel_jsrt, pools, k, min_heart, limit=0):
 
     from anatomix.anatomy import STRUCTURE_KEYS, dice
     from anatomix.data.cases import labelled_cases, split_cases
-    from anatomix.data.mask_dataset import case_masks
-    from anatomix.io import read_radiograph
-    from anatomix.io.record import Radiograph
-    from anatomix.models import load_segmenter
-    from anatomix.qc.calibration import (
-        DEGRADATIONS,
-        PERTURBATIONS,
-        degrade_image,
-        perturb_truth,
-        weight_noise_copy,
-    )
-    from anatomix.refine import RefinedSegmenter
+    from anatomix.qc.calibration import mask_sets, table_makers
 
     cases = split_cases(labelled_cases(data))[1]
     if limit:
         cases = cases[:limit]
-    graph, pixel = load_segmenter("graph"), load_segmenter("pixel")
-    g_j, p_j = load_segmenter(graph_jsrt), load_segmenter(pixel_jsrt)
-    makers = {"graph": graph, "pixel": pixel, "refined": RefinedSegmenter(graph, pixel),
-              "graph_jsrt": g_j, "pixel_jsrt": p_j, "refined_jsrt": RefinedSegmenter(g_j, p_j),
-              "graph_noise0.15": weight_noise_copy("graph", 0.15, 1),
-              "graph_noise0.3": weight_noise_copy("graph", 0.3, 2),
-              "pixel_noise0.05": weight_noise_copy("pixel", 0.05, 3),
-              "pixel_noise0.1": weight_noise_copy("pixel", 0.1, 4)}
-    degraded = ["graph", "pixel", "refined", "graph_jsrt", "pixel_jsrt", "refined_jsrt"]
-    out, t0 = [], time.perf_counter()
-    for i, case in enumerate(cases):
-        r = read_radiograph(case.image)
-        truth = case_masks(case, STRUCTURE_KEYS)
+    makers, degraded, _ = table_makers(graph_jsrt, pixel_jsrt)
+    out, t0, current = [], time.perf_counter(), 0
+    for i, case, film, rad, truth, sets in mask_sets(cases, makers, 2, degraded):
+        if i != current and i % 10 == 0:
+            print(f"  {i}/{len(cases)} cases, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        current = i
         keys = list(truth)
-        rng = np.random.default_rng(i)
-        films = {"clean": r.pixels}
-        for kind in rng.choice(DEGRADATIONS, size=2, replace=False):
-            films[str(kind)] = degrade_image(r.pixels, str(kind), rng)
-        for film, pixels in films.items():
-            rad = Radiograph(pixels, path=r.path)
-            sets = {}
-            for kind, maker in makers.items():
-                if film == "clean" or kind in degraded:
-                    sets[kind] = {key: maker.predict([rad])[0].masks[key] for key in keys}
-            if film == "clean":
-                for kind in PERTURBATIONS:
-                    sets[kind] = perturb_truth(truth, kind, rng)
-            rca = {}
-            for pname, pool in pools.items():
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    d = pool_dice(pixels, list(sets.values()), pool, k, min_heart)
-                    rca[pname] = np.nanmean(d, axis=1)  # (n_sets, 3)
-            if min_heart == 0:  # per structure: the heart from the k nearest heart atlases (pool J's)
-                for pname in pools:
-                    rca[pname][:, 2] = rca["J"][:, 2]
-            for j, (kind, masks) in enumerate(sets.items()):
-                for c, key in enumerate(STRUCTURE_KEYS):
-                    if key in keys:
-                        out.append({"case": case.case_id, "collection": case.source, "film": film, "kind": kind,
-                                    "structure": key, "dice": dice(masks[key], truth[key]),
-                                    **{f"rca_{p}": float(rca[p][j, c]) for p in pools}})
-        if (i + 1) % 10 == 0:
-            print(f"  {i + 1}/{len(cases)} cases, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        rca = {}
+        for pname, pool in pools.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                d = pool_dice(rad.pixels, list(sets.values()), pool, k, min_heart)
+                rca[pname] = np.nanmean(d, axis=1)  # (n_sets, 3)
+        if min_heart == 0:  # per structure: the heart from the k nearest heart atlases (pool J's)
+            for pname in pools:
+                rca[pname][:, 2] = rca["J"][:, 2]
+        for j, (kind, masks) in enumerate(sets.items()):
+            for c, key in enumerate(STRUCTURE_KEYS):
+                if key in keys:
+                    out.append({"case": case.case_id, "collection": case.source, "film": film, "kind": kind,
+                                "structure": key, "dice": dice(masks[key], truth[key]),
+                                **{f"rca_{p}": float(rca[p][j, c]) for p in pools}})
     return out
 
 

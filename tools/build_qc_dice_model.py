@@ -52,30 +52,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build_rows(data: Path, graph_jsrt: str, pixel_jsrt: str, limit: int, k: int, heavy: int = 0):
     from anatomix.data.cases import labelled_cases, split_cases
-    from anatomix.models import load_segmenter
-    from anatomix.qc.calibration import (
-        known_quality_rows,
-        print_progress,
-        weight_noise_copy,
-    )
-    from anatomix.qc.signals import SecondOpinion
-    from anatomix.refine import RefinedSegmenter
+    from anatomix.qc.calibration import known_quality_rows, print_progress, table_makers
 
     cases = split_cases(labelled_cases(data))[1]
     if limit:
         cases = cases[:: max(1, len(cases) // limit)][:limit]
-    graph, pixel = load_segmenter("graph"), load_segmenter("pixel")
-    g_j, p_j = load_segmenter(graph_jsrt), load_segmenter(pixel_jsrt)
-    makers = {"graph": graph, "pixel": pixel, "refined": RefinedSegmenter(graph, pixel),
-              "graph_jsrt": g_j, "pixel_jsrt": p_j, "refined_jsrt": RefinedSegmenter(g_j, p_j),
-              "graph_noise0.15": weight_noise_copy("graph", 0.15, 1),
-              "graph_noise0.3": weight_noise_copy("graph", 0.3, 2),
-              "pixel_noise0.05": weight_noise_copy("pixel", 0.05, 3),
-              "pixel_noise0.1": weight_noise_copy("pixel", 0.1, 4)}
-    opinions = {"bundled": SecondOpinion(graph, pixel), "jsrt": SecondOpinion(g_j, p_j)}
-    return known_quality_rows(cases, makers, opinions, k=k, degrade_per_case=2,
-                              degraded_makers=["graph", "pixel", "refined", "graph_jsrt", "pixel_jsrt",
-                                               "refined_jsrt"],
+    makers, degraded, opinions = table_makers(graph_jsrt, pixel_jsrt)
+    return known_quality_rows(cases, makers, opinions, k=k, degrade_per_case=2, degraded_makers=degraded,
                               heavy_per_case=heavy, progress=print_progress)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -151,6 +151,67 @@ def hard_fail(masks: Mapping[str, np.ndarray]) -> bool:
     return bool(hard_failures(plaus, plaus))
 
 
+def table_makers(graph_jsrt, pixel_jsrt) -> Tuple[Dict[str, object], List[str], Dict[str, SecondOpinion]]:
+    """The makers of the committed calibration table, the ones also run on degraded films, and the
+    two second opinions (bundled pair; JSRT-only pair, off-domain on Montgomery / Shenzhen).
+
+    Args:
+        graph_jsrt, pixel_jsrt: the JSRT-only checkpoints (see ``tools/build_qc_dice_model.py``).
+    """
+    from anatomix.models import load_segmenter
+    from anatomix.refine import RefinedSegmenter
+
+    graph, pixel = load_segmenter("graph"), load_segmenter("pixel")
+    g_j, p_j = load_segmenter(graph_jsrt), load_segmenter(pixel_jsrt)
+    makers = {"graph": graph, "pixel": pixel, "refined": RefinedSegmenter(graph, pixel),
+              "graph_jsrt": g_j, "pixel_jsrt": p_j, "refined_jsrt": RefinedSegmenter(g_j, p_j),
+              "graph_noise0.15": weight_noise_copy("graph", 0.15, 1),
+              "graph_noise0.3": weight_noise_copy("graph", 0.3, 2),
+              "pixel_noise0.05": weight_noise_copy("pixel", 0.05, 3),
+              "pixel_noise0.1": weight_noise_copy("pixel", 0.1, 4)}
+    degraded = ["graph", "pixel", "refined", "graph_jsrt", "pixel_jsrt", "refined_jsrt"]
+    return makers, degraded, {"bundled": SecondOpinion(graph, pixel), "jsrt": SecondOpinion(g_j, p_j)}
+
+
+def mask_sets(cases: Sequence, makers: Mapping[str, object], degrade_per_case: int = 2,
+              degraded_makers: Optional[Sequence[str]] = None, heavy_per_case: int = 0) -> Iterator[tuple]:
+    """The mask sets of known quality, film by film (arguments as :func:`known_quality_rows`).
+
+    Yields:
+        ``(case index, case, film name, Radiograph of the film, truth masks, {kind: mask set})``:
+        every maker's masks on the clean film and the degraded makers' on each degraded one, and
+        the perturbations of truth on the clean film. Seeded per case, so every caller sees the
+        same films and masks.
+    """
+    from anatomix.data.mask_dataset import case_masks
+    from anatomix.io import read_radiograph
+    from anatomix.io.record import Radiograph
+
+    degraded_makers = list(makers) if degraded_makers is None else list(degraded_makers)
+    for i, case in enumerate(cases):
+        r = read_radiograph(case.image)
+        truth = case_masks(case, STRUCTURE_KEYS)
+        keys = list(truth)
+        rng = np.random.default_rng(i)
+        films = {"clean": r.pixels}
+        for kind in rng.choice(DEGRADATIONS, size=degrade_per_case, replace=False):
+            films[str(kind)] = degrade_image(r.pixels, str(kind), rng)
+        if heavy_per_case:
+            heavy_rng = np.random.default_rng(10**6 + i)
+            for kind in heavy_rng.choice(HEAVY_DEGRADATIONS, size=heavy_per_case, replace=False):
+                films[str(kind)] = degrade_image(r.pixels, str(kind), heavy_rng)
+        for film, pixels in films.items():
+            rad = Radiograph(pixels, path=r.path)
+            sets: Dict[str, Mapping[str, np.ndarray]] = {}
+            for kind, maker in makers.items():
+                if film == "clean" or kind in degraded_makers:
+                    sets[kind] = {key: maker.predict([rad])[0].masks[key] for key in keys}
+            if film == "clean":
+                for kind in PERTURBATIONS:
+                    sets[kind] = perturb_truth(truth, kind, rng)
+            yield i, case, film, rad, truth, sets
+
+
 def known_quality_rows(cases: Sequence, makers: Mapping[str, object], opinions: Mapping[str, SecondOpinion],
                        references=None, k: int = 4, degrade_per_case: int = 2,
                        degraded_makers: Optional[Sequence[str]] = None, heavy_per_case: int = 0,
@@ -174,53 +235,39 @@ def known_quality_rows(cases: Sequence, makers: Mapping[str, object], opinions: 
     Returns:
         rows (dicts with :data:`ROW_KEYS`).
     """
-    from anatomix.data.mask_dataset import case_masks
-    from anatomix.io import read_radiograph
-    from anatomix.io.record import Radiograph
     from anatomix.qc.rca import load_references, reference_dice
 
     refs = load_references(references) if k > 0 else None
-    degraded_makers = list(makers) if degraded_makers is None else list(degraded_makers)
     rows: List[dict] = []
     t0 = time.perf_counter()
-    for i, case in enumerate(cases):
-        r = read_radiograph(case.image)
-        truth = case_masks(case, STRUCTURE_KEYS)
+
+    def report(done: int) -> None:
+        if progress is not None and done and done % 10 == 0:
+            progress(f"{done}/{len(cases)} cases, {len(rows)} rows, {time.perf_counter() - t0:.0f} s")
+
+    current = 0
+    for i, case, film, rad, truth, sets in mask_sets(cases, makers, degrade_per_case, degraded_makers,
+                                                     heavy_per_case):
+        if i != current:  # case ``current`` is complete
+            report(i)
+            current = i
         keys = list(truth)
-        rng = np.random.default_rng(i)
-        films = {"clean": r.pixels}
-        for kind in rng.choice(DEGRADATIONS, size=degrade_per_case, replace=False):
-            films[str(kind)] = degrade_image(r.pixels, str(kind), rng)
-        if heavy_per_case:
-            heavy_rng = np.random.default_rng(10**6 + i)
-            for kind in heavy_rng.choice(HEAVY_DEGRADATIONS, size=heavy_per_case, replace=False):
-                films[str(kind)] = degrade_image(r.pixels, str(kind), heavy_rng)
-        for film, pixels in films.items():
-            rad = Radiograph(pixels, path=r.path)
-            sets: Dict[str, Mapping[str, np.ndarray]] = {}
-            for kind, maker in makers.items():
-                if film == "clean" or kind in degraded_makers:
-                    sets[kind] = {key: maker.predict([rad])[0].masks[key] for key in keys}
-            if film == "clean":
-                for kind in PERTURBATIONS:
-                    sets[kind] = perturb_truth(truth, kind, rng)
-            rca = [None] * len(sets)
-            if refs is not None:
-                d = reference_dice(pixels, list(sets.values()), refs, k)[2]  # (n_sets, k, C)
-                rca = [{key: float(np.nanmean(d[j, :, c])) for c, key in enumerate(refs.keys) if key in keys}
-                       for j in range(len(sets))]
-            views = {name: op(rad) for name, op in opinions.items()}
-            for (kind, masks), rca_j in zip(sets.items(), rca):
-                fail = hard_fail(masks)
-                own = mask_signals(masks, rca_j, keys)
-                for name, view in views.items():
-                    sig = with_opinion(own, masks, view)
-                    for key in keys:
-                        rows.append({"case": case.case_id, "collection": case.source, "film": film,
-                                     "kind": kind, "opinion": name, "structure": key,
-                                     "dice": dice(masks[key], truth[key]), "hard_fail": fail, **sig[key]})
-        if progress is not None and (i + 1) % 10 == 0:
-            progress(f"{i + 1}/{len(cases)} cases, {len(rows)} rows, {time.perf_counter() - t0:.0f} s")
+        rca = [None] * len(sets)
+        if refs is not None:
+            d = reference_dice(rad.pixels, list(sets.values()), refs, k)[2]  # (n_sets, k, C)
+            rca = [{key: float(np.nanmean(d[j, :, c])) for c, key in enumerate(refs.keys) if key in keys}
+                   for j in range(len(sets))]
+        views = {name: op(rad) for name, op in opinions.items()}
+        for (kind, masks), rca_j in zip(sets.items(), rca):
+            fail = hard_fail(masks)
+            own = mask_signals(masks, rca_j, keys)
+            for name, view in views.items():
+                sig = with_opinion(own, masks, view)
+                for key in keys:
+                    rows.append({"case": case.case_id, "collection": case.source, "film": film,
+                                 "kind": kind, "opinion": name, "structure": key,
+                                 "dice": dice(masks[key], truth[key]), "hard_fail": fail, **sig[key]})
+    report(len(cases))
     return rows
 
 
