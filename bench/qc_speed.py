@@ -12,7 +12,9 @@ process, first with the settings of before, then with today's:
   64853a8, restored here by :func:`before`;
 - **after**: :data:`~anatomix.qc.rca.DEFAULT_REGISTRATION` (optimised at 32 px, 40 + 15 + 20
   steps, box-filter LNCC), holes by one labelling and counted once, the second opinion's input
-  prepared once (the same masks), and, where the masks come from the bundled ``refined`` model
+  prepared once (the same masks), the graph model's Chebyshev layers as dense products
+  (:class:`~anatomix.graphs.model.FixedGraphChebConv`; before: torch_geometric's sparse
+  propagation) and its latent draws from the encoder pass of its mean, and, where the masks come from the bundled ``refined`` model
   (``anatomix segment``), the second opinion taken from the segmentation
   (:meth:`anatomix.qc.signals.SecondOpinion.reuse`) and the mirrored-image test run by the
   opinion's draw-free twin of the segmenter (:meth:`~anatomix.qc.signals.SecondOpinion.twin`).
@@ -69,25 +71,62 @@ def _opinion_before(self, radiograph):
     return Opinion(dict(g.masks), dict(p.masks), std)
 
 
+_EDGES: dict = {}
+
+
+def _sparse_cheb_before(self, x, lap):
+    """``FixedGraphChebConv`` as the layer ran before: torch_geometric's sparse ``ChebConv.forward``
+    on the graph's ``edge_index`` (its normalisation recomputed at every call)."""
+    from torch_geometric.nn import ChebConv
+
+    key = (lap.data_ptr(), lap.shape[0])
+    if key not in _EDGES:  # L_hat[i, j] != 0 for each edge j -> i of the ring graph (zero diagonal)
+        _EDGES[key] = (lap != 0).nonzero().flip(1).t().contiguous()
+    return ChebConv.forward(self, x, _EDGES[key])
+
+
+def _graph_predict_before(self, radiographs, with_masks=True, prepared=None, samples=None):
+    """``GraphSegmenter.predict`` as it was: the mean decoded, then each image's draws with their
+    own encoder pass (:meth:`~anatomix.graphs.inference.GraphSegmenter.sample`)."""
+    import numpy as np
+
+    x, frames = self._inputs(radiographs, prepared)
+    model_xy = self.model(x).landmarks.cpu().numpy().astype(np.float64) * self.size
+    results = [self._result(r, f, p, with_masks) for r, f, p in zip(radiographs, frames, model_xy)]
+    n = self.uncertainty_samples if samples is None else samples
+    for seg, xi, frame in zip(results, x, frames) if n else ():
+        seg.node_std = self._draws(xi[None], frame, n, seed=0)[1]
+    return results
+
+
 @contextmanager
 def before():
     """QC as it was before item 4, apart from the registration settings (passed by the caller):
     the second opinion is never reused, the mirrored-image test runs the segmenter itself (with
-    its draws), holes are counted the old way, and twice."""
+    its draws), holes are counted the old way, and twice; the graph model's Chebyshev layers
+    propagate sparsely and its draws run their own encoder pass."""
+    import torch
+
+    from anatomix.graphs.inference import GraphSegmenter
+    from anatomix.graphs.model import FixedGraphChebConv
     from anatomix.qc import plausibility, signals
 
     op = signals.SecondOpinion
-    saved = plausibility.count_holes, signals.mask_signals, op.reuse, op.twin, op.__call__
+    saved = (plausibility.count_holes, signals.mask_signals, op.reuse, op.twin, op.__call__,
+             FixedGraphChebConv.forward, GraphSegmenter.predict)
     mask_signals = signals.mask_signals
     plausibility.count_holes = _count_holes_before
     signals.mask_signals = lambda masks, rca=None, keys=None, plaus=None: mask_signals(masks, rca, keys)
     op.reuse = lambda self, seg, segmenter, radiograph: None
     op.twin = lambda self, segmenter: None
     op.__call__ = _opinion_before
+    FixedGraphChebConv.forward = _sparse_cheb_before
+    GraphSegmenter.predict = torch.no_grad()(_graph_predict_before)
     try:
         yield
     finally:
-        plausibility.count_holes, signals.mask_signals, op.reuse, op.twin, op.__call__ = saved
+        (plausibility.count_holes, signals.mask_signals, op.reuse, op.twin, op.__call__,
+         FixedGraphChebConv.forward, GraphSegmenter.predict) = saved
 
 
 def main(argv=None) -> None:
@@ -198,9 +237,11 @@ def main(argv=None) -> None:
         f"`OMP_NUM_THREADS=1 {cmd}`: {len(films)} validation films (512 px), one CPU thread (shared "
         f"2-core machine), k = {args.k} references, references and Dice in the {REGISTRATION_SIZE}-px frame.", "",
         f"- before: {LEGACY_REGISTRATION.describe()}; second opinion always run on the film; "
-        "mirrored-image test by the segmenter with its 10 draws; holes by `binary_fill_holes`, counted twice",
+        "mirrored-image test by the segmenter with its 10 draws; holes by `binary_fill_holes`, counted twice; "
+        "graph convolutions by torch_geometric's sparse propagation, latent draws with their own encoder pass",
         f"- after: {DEFAULT_REGISTRATION.describe()}; second opinion reused from a `refined` "
-        "segmentation, mirrored-image test without draws; holes by one labelling, counted once", "",
+        "segmentation, mirrored-image test without draws; holes by one labelling, counted once; graph "
+        "convolutions as dense products (`FixedGraphChebConv`), draws from the mean's encoder pass", "",
         "| stage | before s / image | after s / image | before images / s | after images / s | speed-up |",
         "|---|---|---|---|---|---|"]
     for name, (b, a) in rows.items():

@@ -108,7 +108,7 @@ def inference_config(spec: ExportSpec) -> dict[str, Any]:
     _, config = spec.networks["model"]
     pre = spec.preprocessing
     if spec.kind == "graph":
-        network_def = {"_target_": "anatomix.export.networks.GraphNet", **config, "dense": False}
+        network_def = {"_target_": "anatomix.export.networks.GraphNet", **config}
         to_original = {"_target_": "anatomix.export.transforms.ToOriginalFramed", "keys": "pred", "kind": "graph",
                        "template": spec.extra["template"]}
     else:

@@ -6,11 +6,10 @@ Every exported network takes the model input that :func:`anatomix.data.preproces
 
 - :class:`GraphNet` (graph family): ``landmarks`` ``(B, N, 2)``, node (x, y) positions
   normalised to the model frame (multiply by ``S`` for model-frame pixels; pixel column ``c``
-  spans ``[c / S, (c + 1) / S)``), the latent mean as decoded in evaluation mode. With
-  ``dense=True`` (the ONNX export) the Chebyshev graph convolutions run on dense scaled
-  Laplacians (buffers) instead of sparse message passing, so the exporter sees only matrix
-  products; results equal the torch model's to float rounding (tested). With ``dense=False``
-  (the MONAI Bundle) it runs the model's own forward: the same arithmetic as anatomix.
+  spans ``[c / S, (c + 1) / S)``), the latent mean as decoded in evaluation mode: the model's own
+  forward, whose Chebyshev graph convolutions are products with dense scaled Laplacians
+  (:class:`anatomix.graphs.model.FixedGraphChebConv`), so the ONNX exporter sees only matrix
+  products.
 - :func:`pixel_network` (pixel family): ``logits`` ``(B, C, S, S)``; ``sigmoid`` gives each
   structure's probability (multi-label), thresholded at the model's ``threshold``.
 - :class:`AnomalyNet` (anomaly detectors): ``residual`` ``(B, 1, S, S)``, the reconstruction
@@ -25,47 +24,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def dense_laplacian(conv, edge_index: Tensor, n_nodes: int) -> Tensor:
-    """The scaled Laplacian ``L_hat`` of a torch_geometric ``ChebConv`` as a dense (N, N) matrix.
-
-    Built by the layer's own normalisation and propagation applied to the identity matrix, so
-    ``L_hat @ x`` is exactly what the layer's sparse ``propagate`` computes (up to summation order).
-    """
-    eye = torch.eye(n_nodes, dtype=torch.float32, device=edge_index.device)
-    index, norm = conv.__norm__(edge_index, n_nodes, None, conv.normalization, None, dtype=eye.dtype)
-    return conv.propagate(index, x=eye, norm=norm)
-
-
-def dense_cheb(conv, x: Tensor, lap: Tensor) -> Tensor:
-    """``ChebConv(x)`` with a dense scaled Laplacian: ``sum_k T_k(L_hat) x Theta_k + b``.
-
-    Shapes:
-        x: (B, N, C_in), lap: (N, N) -> (B, N, C_out)
-    """
-    tx0 = x
-    out = conv.lins[0](tx0)
-    if len(conv.lins) > 1:
-        tx1 = torch.matmul(lap, x)
-        out = out + conv.lins[1](tx1)
-        for lin in conv.lins[2:]:
-            tx2 = 2.0 * torch.matmul(lap, tx1) - tx0
-            out = out + lin(tx2)
-            tx0, tx1 = tx1, tx2
-    if conv.bias is not None:
-        out = out + conv.bias
-    return out
-
-
 class GraphNet(nn.Module):
-    """HybridGNet in evaluation mode with dense graph convolutions (see the module docstring).
+    """HybridGNet in evaluation mode (see the module docstring).
 
     Args:
         graph_config: :meth:`anatomix.graphs.model.GraphConfig.to_dict` of the model.
-        dense: dense graph convolutions (for ONNX) instead of the model's sparse ones.
+        dense: accepted and ignored: bundles exported while the model's graph convolutions had
+            a sparse and a dense form name it in their ``inference.json``.
 
     Its ``state_dict`` is ``net.`` + the HybridGNet's.
 
@@ -77,13 +45,7 @@ class GraphNet(nn.Module):
         super().__init__()
         from anatomix.graphs.model import GraphConfig, HybridGNet
 
-        self.dense = bool(dense)
         self.net = HybridGNet(GraphConfig.from_dict(dict(graph_config))).eval()
-        dec = self.net.decoder
-        for level, n in enumerate(self.net.pyramid.n_nodes):
-            conv = dec.head.conv
-            lap = dense_laplacian(conv, getattr(dec, f"edges_{level}"), n)
-            self.register_buffer(f"lap_{level}", lap, persistent=False)
 
     @property
     def cfg(self):
@@ -95,32 +57,14 @@ class GraphNet(nn.Module):
     def encode(self, image: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """(mu, logvar, the encoder maps the skips sample, finest level first)."""
         mu, logvar, maps = self.net.encoder(image)
-        return mu, logvar, [maps[s] for s in self.net.cfg.skip_stages]
+        return mu, logvar, self.net._skip_maps(maps)
 
     def forward(self, image: Tensor) -> Tensor:
-        if not self.dense:
-            return self.net(image).landmarks
-        mu, _, skip_maps = self.encode(image)
-        return self.decode(mu, skip_maps)
+        return self.net(image).landmarks
 
     def decode(self, z: Tensor, skip_maps: list[Tensor]) -> Tensor:
-        """Normalised node positions (B, N, 2) of latents ``z`` (B, latent_dim) (dense convolutions)."""
-        from anatomix.graphs.model import sample_nodes
-
-        dec = self.net.decoder
-        h = F.relu(dec.fc(z)).view(z.shape[0], *dec.top_shape)
-        top = len(dec.blocks) - 1
-        for level, blocks in zip(range(top, -1, -1), dec.blocks):
-            lap = getattr(self, f"lap_{level}")
-            if level < top:
-                h = torch.matmul(getattr(dec, f"up_{level}"), h)
-            if str(level) in dec.skips:
-                head = dec.skips[str(level)].pos
-                pos = torch.sigmoid(dense_cheb(head.conv, h, lap) + head.offset)
-                h = torch.cat([h, sample_nodes(skip_maps[level], pos), pos], dim=-1)
-            for block in blocks:
-                h = F.relu(block.norm(dense_cheb(block.conv, h, lap)))
-        return dense_cheb(dec.head.conv, h, self.lap_0) + dec.head.offset
+        """Normalised node positions (B, N, 2) of latents ``z`` (B, latent_dim)."""
+        return self.net.decoder(z, skip_maps)[0]
 
 
 class GraphWithLatent(nn.Module):

@@ -67,8 +67,8 @@ class OrtNetwork(nn.Module):
 
 
 class OrtGraph(OrtNetwork):
-    """The graph model's sessions: ``forward`` as :class:`HybridGNet` (landmarks) and
-    :meth:`sample`, as ``HybridGNet.sample`` (the same draws of the same generator)."""
+    """The graph model's sessions: ``forward`` as :class:`HybridGNet` (landmarks), :meth:`sample`
+    and :meth:`mean_and_samples` as HybridGNet's (the same draws of the same generators)."""
 
     def __init__(self, sess, decoder, cfg) -> None:
         outputs = [o.name for o in sess.get_outputs()]
@@ -76,12 +76,26 @@ class OrtGraph(OrtNetwork):
         self.decoder = decoder
 
     def sample(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        got = self._encoded(x)
+        mu = torch.from_numpy(got["mu"])
+        return self._decode(got, torch.randn((n, *mu.shape), generator=generator, dtype=mu.dtype))
+
+    def mean_and_samples(self, x: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``HybridGNet.mean_and_samples``: landmarks (B, N, 2) and draws (n, B, N, 2)."""
+        from anatomix.graphs.model import per_image_noise
+
+        got = self._encoded(x)
+        return torch.from_numpy(got["landmarks"]), self._decode(got, per_image_noise(torch.from_numpy(got["mu"]), n, seed))
+
+    def _encoded(self, x: torch.Tensor) -> dict[str, np.ndarray]:
         if self.decoder is None:
             raise AnatomixError("this ONNX export has no decoder file: no latent sampling (re-export it)")
-        got = dict(zip(self.outputs, self.run(x)))
+        return dict(zip(self.outputs, self.run(x)))
+
+    def _decode(self, got: dict[str, np.ndarray], eps: torch.Tensor) -> torch.Tensor:
+        """Landmarks (n, B, N, 2) of ``z = mu + eps * sigma`` for eps (n, B, D)."""
         mu, logvar = torch.from_numpy(got["mu"]), torch.from_numpy(got["logvar"])
-        b, d = mu.shape
-        eps = torch.randn((n, b, d), generator=generator, device=mu.device, dtype=mu.dtype)
+        n, b, d = eps.shape
         z = (mu + eps * torch.exp(0.5 * logvar)).reshape(n * b, d)
         feeds = {"z": z.numpy()}
         for name in self.outputs:

@@ -74,23 +74,30 @@ class GraphSegmenter:
 
     @torch.no_grad()
     def predict(self, radiographs: Sequence[Radiograph], with_masks: bool = True,
-                prepared: Sequence | None = None) -> List[Segmentation]:
+                prepared: Sequence | None = None, samples: int | None = None) -> List[Segmentation]:
         """Segment a batch of radiographs (any sizes). Each result is independent of the others.
 
         Args:
             radiographs: the images, original frames.
             with_masks: also rasterise the masks (the batch writer does it in its own threads).
             prepared: :meth:`prepare` of each radiograph, when already done elsewhere.
+            samples: latent draws per image for ``node_std`` (default :attr:`uncertainty_samples`;
+                0: none); the encoder runs once for the mean and the draws.
 
         Returns:
             One :class:`Segmentation` per radiograph, landmarks and masks in its original frame.
         """
         x, frames = self._inputs(radiographs, prepared)
-        model_xy = self.model(x).landmarks.cpu().numpy().astype(np.float64) * self.size
+        samples = self.uncertainty_samples if samples is None else samples
+        if samples:
+            mean, draws = self.model.mean_and_samples(x, samples, seed=0)
+        else:
+            mean, draws = self.model(x).landmarks, None
+        model_xy = mean.cpu().numpy().astype(np.float64) * self.size
         results = [self._result(r, f, p, with_masks) for r, f, p in zip(radiographs, frames, model_xy)]
-        if self.uncertainty_samples:
-            for seg, xi, frame in zip(results, x, frames):
-                seg.node_std = self._draws(xi[None], frame, self.uncertainty_samples, seed=0)[1]
+        if draws is not None:
+            for i, (seg, frame) in enumerate(zip(results, frames)):
+                seg.node_std = self._spread(draws[:, i], frame)[1]
         return results
 
     @torch.no_grad()
@@ -107,8 +114,11 @@ class GraphSegmenter:
     def _draws(self, x: torch.Tensor, frame, n: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
         """(mean (N, 2), std (N,)) in original pixels of ``n`` draws for one (1, 1, S, S) input."""
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        draws = self.model.sample(x, n, generator=gen)[:, 0].cpu().numpy().astype(np.float64) * self.size  # (n, N, 2)
-        original = frame.points_to_original(draws)
+        return self._spread(self.model.sample(x, n, generator=gen)[:, 0], frame)
+
+    def _spread(self, draws: torch.Tensor, frame) -> Tuple[np.ndarray, np.ndarray]:
+        """(mean (N, 2), std (N,)) in original pixels of (n, N, 2) normalised model-frame draws."""
+        original = frame.points_to_original(draws.cpu().numpy().astype(np.float64) * self.size)
         return original.mean(axis=0), np.sqrt((original.std(axis=0) ** 2).mean(axis=-1))
 
     def predict_with_uncertainty(self, radiograph: Radiograph, n: int = 50) -> Segmentation:

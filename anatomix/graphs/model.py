@@ -17,7 +17,8 @@ The model maps a square grayscale image to the template's landmark nodes:
    (:mod:`anatomix.graphs.pooling`); at each level, coarse to fine, the features are unpooled
    (:math:`X_l = U_l X_{l+1}`) and pass two blocks ``ChebConv -> LayerNorm (per node) -> ReLU``,
    where :math:`\\mathrm{ChebConv}(X) = \\sum_{k<K} T_k(\\hat L) X \\Theta_k` with the scaled ring
-   Laplacian :math:`\\hat L`. A last ChebConv gives the (x, y) position of every node, added to
+   Laplacian :math:`\\hat L` (torch_geometric's ``ChebConv``, its propagation a product with the
+   dense :math:`\\hat L` of the fixed graph: :class:`FixedGraphChebConv`). A last ChebConv gives the (x, y) position of every node, added to
    a learned per-node offset (the mean shape; the ChebConv starts near zero, see
    :class:`PositionHead`).
 4. **Image-to-graph skips (IGSC).** At the ``n_skips`` finest levels, before the blocks, a ChebConv
@@ -223,20 +224,63 @@ class Encoder(nn.Module):
 
 
 # -- decoder -----------------------------------------------------------------------------------
+def scaled_laplacian(edge_index: Tensor, n_nodes: int) -> Tensor:
+    """The scaled Laplacian ``L_hat`` that torch_geometric's ``ChebConv`` propagates with, dense.
+
+    Built by ``ChebConv``'s own normalisation (symmetric, ``lambda_max`` its default) and
+    propagation applied to the identity matrix, so ``L_hat @ x`` is what the layer's sparse
+    ``propagate`` computes (up to summation order).
+
+    Shapes:
+        edge_index: (2, E) -> (N, N)
+    """
+    conv = ChebConv(1, 1, 2)
+    eye = torch.eye(n_nodes, dtype=torch.float32, device=edge_index.device)
+    index, norm = conv.__norm__(edge_index, n_nodes, None, conv.normalization, None, dtype=eye.dtype)
+    with torch.no_grad():
+        return conv.propagate(index, x=eye, norm=norm)
+
+
+class FixedGraphChebConv(ChebConv):
+    """torch_geometric's ``ChebConv`` (same parameters, initialisation and state dict) on one
+    fixed graph given as its dense scaled Laplacian (:func:`scaled_laplacian`):
+    ``sum_k T_k(L_hat) x Theta_k + b`` with matrix products instead of sparse message passing.
+
+    Equal to ``ChebConv(x, edge_index)`` to float rounding; on the template's small graphs
+    (at most a few hundred nodes) twice as fast on a CPU, and exporters (ONNX) see only matrix
+    products.
+
+    Shapes:
+        x: (B, N, C_in), lap: (N, N) -> (B, N, C_out)
+    """
+
+    def forward(self, x: Tensor, lap: Tensor) -> Tensor:  # type: ignore[override]
+        tx0 = x
+        out = self.lins[0](tx0)
+        if len(self.lins) > 1:
+            tx1 = torch.matmul(lap, x)
+            out = out + self.lins[1](tx1)
+            for lin in self.lins[2:]:
+                tx2 = 2.0 * torch.matmul(lap, tx1) - tx0
+                out = out + lin(tx2)
+                tx0, tx1 = tx1, tx2
+        return out if self.bias is None else out + self.bias
+
+
 class GraphBlock(nn.Module):
     """``ReLU(LayerNorm(ChebConv(x)))``: LayerNorm over the features of each node.
 
     Shapes:
-        x: (B, N, C_in), edge_index: (2, E) -> (B, N, C_out)
+        x: (B, N, C_in), lap: (N, N) scaled Laplacian -> (B, N, C_out)
     """
 
     def __init__(self, in_channels: int, out_channels: int, k: int) -> None:
         super().__init__()
-        self.conv = ChebConv(in_channels, out_channels, k)
+        self.conv = FixedGraphChebConv(in_channels, out_channels, k)
         self.norm = nn.LayerNorm(out_channels)
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        return F.relu(self.norm(self.conv(x, edge_index)))
+    def forward(self, x: Tensor, lap: Tensor) -> Tensor:
+        return F.relu(self.norm(self.conv(x, lap)))
 
 
 def sample_nodes(feature_map: Tensor, pos: Tensor) -> Tensor:
@@ -260,13 +304,13 @@ class PositionHead(nn.Module):
     an untrained model's output dependent on the image and on ``z``.
 
     Shapes:
-        x: (B, N, C), edge_index: (2, E) -> (B, N, 2)
+        x: (B, N, C), lap: (N, N) scaled Laplacian -> (B, N, 2)
     """
 
     def __init__(self, in_channels: int, n_nodes: int, k: int, init: float) -> None:
         super().__init__()
         self.init = init
-        self.conv = ChebConv(in_channels, 2, k, bias=False)
+        self.conv = FixedGraphChebConv(in_channels, 2, k, bias=False)
         self.offset = nn.Parameter(torch.empty(n_nodes, 2))
         self.reset_parameters()
 
@@ -277,8 +321,8 @@ class PositionHead(nn.Module):
                 lin.weight.mul_(HEAD_INIT_SCALE)
         nn.init.constant_(self.offset, self.init)
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        return self.conv(x, edge_index) + self.offset
+    def forward(self, x: Tensor, lap: Tensor) -> Tensor:
+        return self.conv(x, lap) + self.offset
 
     def extra_repr(self) -> str:
         return f"n_nodes={self.offset.shape[0]}, init={self.init}"
@@ -290,7 +334,7 @@ class ImageSkip(nn.Module):
     ``p = sigmoid(PositionHead(x)); x' = [x, sample(F, p), p]``
 
     Shapes:
-        x: (B, N, C), edge_index: (2, E), feature_map: (B, C_f, H, W)
+        x: (B, N, C), lap: (N, N) scaled Laplacian, feature_map: (B, C_f, H, W)
         -> x': (B, N, C + C_f + 2), p: (B, N, 2)
     """
 
@@ -298,8 +342,8 @@ class ImageSkip(nn.Module):
         super().__init__()
         self.pos = PositionHead(in_channels, n_nodes, k, init=0.0)
 
-    def forward(self, x: Tensor, edge_index: Tensor, feature_map: Tensor) -> tuple[Tensor, Tensor]:
-        pos = torch.sigmoid(self.pos(x, edge_index))
+    def forward(self, x: Tensor, lap: Tensor, feature_map: Tensor) -> tuple[Tensor, Tensor]:
+        pos = torch.sigmoid(self.pos(x, lap))
         return torch.cat([x, sample_nodes(feature_map, pos), pos], dim=-1), pos
 
 
@@ -318,7 +362,8 @@ class GraphDecoder(nn.Module):
         self.top_shape = (pyr.n_nodes[top], cfg.graph_channels[0])
         self.fc = nn.Linear(cfg.latent_dim, pyr.n_nodes[top] * cfg.graph_channels[0])
         for level in range(cfg.n_levels):
-            self.register_buffer(f"edges_{level}", pyr.edge_index(level), persistent=False)
+            self.register_buffer(f"lap_{level}", scaled_laplacian(pyr.edge_index(level), pyr.n_nodes[level]),
+                                 persistent=False)
         for level in range(top):
             self.register_buffer(f"up_{level}", torch.from_numpy(pyr.up[level]), persistent=False)
         skip_width = {lv: cfg.stage_channels[s] for lv, s in enumerate(cfg.skip_stages)}
@@ -339,18 +384,29 @@ class GraphDecoder(nn.Module):
         top = len(self.blocks) - 1
         intermediate = []
         for level, blocks in zip(range(top, -1, -1), self.blocks, strict=True):
-            edges = getattr(self, f"edges_{level}")
+            lap = getattr(self, f"lap_{level}")
             if level < top:
                 x = torch.matmul(getattr(self, f"up_{level}"), x)
             if str(level) in self.skips:
-                x, pos = self.skips[str(level)](x, edges, skip_maps[level])
+                x, pos = self.skips[str(level)](x, lap, skip_maps[level])
                 intermediate.append(pos)
             for block in blocks:
-                x = block(x, edges)
-        return self.head(x, self.edges_0), intermediate
+                x = block(x, lap)
+        return self.head(x, self.lap_0), intermediate
 
 
 # -- model -------------------------------------------------------------------------------------
+def per_image_noise(mu: Tensor, n: int, seed: int) -> Tensor:
+    """``n`` standard normal draws per image, each image's from its own generator seeded with
+    ``seed`` (so an image's draws do not depend on its batch).
+
+    Shapes:
+        mu: (B, D) -> (n, B, D)
+    """
+    return torch.stack([torch.randn((n, mu.shape[1]), generator=torch.Generator(device=mu.device).manual_seed(seed),
+                                    device=mu.device, dtype=mu.dtype) for _ in range(mu.shape[0])], dim=1)
+
+
 @dataclass
 class GraphOutput:
     """What :class:`HybridGNet` returns.
@@ -433,11 +489,33 @@ class HybridGNet(nn.Module):
         """
         self._check_input(x)
         mu, logvar, maps = self.encoder(x)
-        b, d = mu.shape
-        eps = torch.randn((n, b, d), generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = torch.randn((n, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        return self._decode_draws(mu, logvar, maps, eps)
+
+    def mean_and_samples(self, x: Tensor, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """The evaluation-mode landmarks and ``n`` latent draws per image, the encoder run once.
+
+        The mean is decoded alone (equal to ``forward(x).landmarks``, bit for bit), the draws in
+        one batch; each image's draws come from its own generator seeded with ``seed`` (those of
+        ``sample(x[i:i+1], n, Generator().manual_seed(seed))``, whatever the batch).
+
+        Shapes:
+            x: (B, 1, S, S) -> mean (B, N, 2), draws (n, B, N, 2)
+        """
+        self._check_input(x)
+        mu, logvar, maps = self.encoder(x)
+        mean, _ = self.decoder(mu, self._skip_maps(maps))
+        return mean, self._decode_draws(mu, logvar, maps, per_image_noise(mu, n, seed))
+
+    def _decode_draws(self, mu: Tensor, logvar: Tensor, maps: list[Tensor], eps: Tensor) -> Tensor:
+        """Decode ``z = mu + eps * sigma`` in one batch.
+
+        Shapes:
+            mu, logvar: (B, D), eps: (n, B, D) -> (n, B, N, 2)
+        """
+        n, b, d = eps.shape
         z = (mu + eps * torch.exp(0.5 * logvar)).reshape(n * b, d)
-        skip_maps = [m.repeat(n, 1, 1, 1) for m in self._skip_maps(maps)]
-        landmarks, _ = self.decoder(z, skip_maps)
+        landmarks, _ = self.decoder(z, [m.repeat(n, 1, 1, 1) for m in self._skip_maps(maps)])
         return landmarks.view(n, b, self.n_nodes, 2)
 
     def extra_repr(self) -> str:

@@ -119,19 +119,20 @@ class SecondOpinion:
             if hasattr(self.graph, "prepare") and hasattr(self.pixel, "probabilities_of"):
                 # the pixel model's masks as its predict makes them, without tracing landmarks,
                 # and the models' shared input prepared once
+                # and the graph's latent draws from the encoder pass of its mean
                 prepared = self.graph.prepare(radiograph)
-                g = self.graph.predict([radiograph], prepared=[prepared])[0]
+                g = self.graph.predict([radiograph], prepared=[prepared], samples=self.samples)[0]
                 gc, pc = getattr(self.graph, "config", None), getattr(self.pixel, "config", None)
                 shared = (getattr(gc, "image_size", None) == getattr(pc, "image_size", 0)
                           and getattr(gc, "crop_borders", None) == getattr(pc, "crop_borders", 0))
                 x, (frame,) = self.pixel.model_inputs([radiograph], [prepared] if shared else None)
                 p = self._pixel_masks(self.pixel.probabilities_of(x)[0], frame, tuple(radiograph.shape))
+                node_std = g.node_std
             else:
                 g = self.graph.predict([radiograph])[0]
                 p = dict(self.pixel.predict([radiograph])[0].masks)
-            std: Dict[str, float] = {}
-            if self.samples > 0:
-                std = self._node_std(self.graph.sample(radiograph, self.samples)[1], radiograph.shape)
+                node_std = self.graph.sample(radiograph, self.samples)[1] if self.samples > 0 else None
+            std = self._node_std(node_std, radiograph.shape) if self.samples > 0 else {}
         return Opinion(dict(g.masks), p, std)
 
     def _pixel_masks(self, prob: np.ndarray, frame, shape) -> Dict[str, np.ndarray]:

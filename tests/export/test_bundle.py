@@ -1,6 +1,6 @@
 """MONAI Bundle export: the bundle runs through MONAI's own bundle tools and gives anatomix's
 results (landmarks within 1e-4 px, masks equal; anomaly scores and verdicts equal), and the
-dense graph network equals the model."""
+exported graph network equals the model."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from anatomix.models import load_segmenter
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 
 
-def test_dense_graph_network_equals_the_model():
+def test_exported_graph_network_equals_the_model():
     seg = load_segmenter("graph")
     net, _ = load_spec("graph").networks["model"]
     x = torch.from_numpy(np.random.default_rng(0).random((3, 1, seg.size, seg.size), dtype=np.float32))

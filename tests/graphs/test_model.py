@@ -13,7 +13,13 @@ import torch
 from anatomix.anatomy import TEMPLATES
 from anatomix.errors import UsageError
 from anatomix.graphs.loss import hybrid_loss, kl_divergence, targets_for_levels
-from anatomix.graphs.model import GraphConfig, HybridGNet, PositionHead
+from anatomix.graphs.model import (
+    FixedGraphChebConv,
+    GraphConfig,
+    HybridGNet,
+    PositionHead,
+    scaled_laplacian,
+)
 from anatomix.graphs.pooling import GraphPyramid, pyramid
 
 S = 64
@@ -191,6 +197,22 @@ def test_sample_shape_and_spread() -> None:
     assert (draws.std(dim=0) > 0).all()
 
 
+def test_mean_and_samples_equal_forward_and_per_image_sample() -> None:
+    """One encoder pass gives forward's landmarks exactly and, per image, the draws that sample()
+    makes of that image alone with a generator seeded the same (whatever the batch)."""
+    model = tiny().eval()
+    with torch.no_grad():
+        model.encoder.fc_logvar.bias.fill_(0.0)
+        x = torch.rand(3, 1, S, S)
+        mean, draws = model.mean_and_samples(x, 5, seed=4)
+        assert torch.equal(mean, model(x).landmarks)
+        assert draws.shape == (5, 3, 120, 2) and (draws.std(dim=0) > 0).all()
+        for i in range(3):
+            alone = model.sample(x[i:i + 1], 5, generator=torch.Generator().manual_seed(4))[:, 0]
+            torch.testing.assert_close(draws[:, i], alone, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(draws[:, 0], model.mean_and_samples(x[:1], 5, seed=5)[1][:, 0])
+
+
 def test_reset_parameters_restores_the_initial_state() -> None:
     model = tiny().eval()
     x = torch.rand(1, 1, S, S)
@@ -207,6 +229,39 @@ def test_reset_parameters_restores_the_initial_state() -> None:
     model.reset_parameters()
     assert near_offsets()
     assert model(x).landmarks.std() > 0  # still image-dependent
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6])
+def test_fixed_graph_chebconv_equals_torch_geometric(k: int) -> None:
+    """The dense layer computes torch_geometric's ChebConv on every level of the template's
+    pyramid (same parameters, outputs and gradients to float rounding)."""
+    from torch_geometric.nn import ChebConv
+
+    pyr = pyramid("lungs_heart", 4)
+    for level in range(4):
+        edges, n = pyr.edge_index(level), pyr.n_nodes[level]
+        torch.manual_seed(level)
+        ref, dense = ChebConv(5, 7, k), FixedGraphChebConv(5, 7, k)
+        torch.nn.init.normal_(ref.bias)  # a bias that is not zero, to be compared too
+        dense.load_state_dict(ref.state_dict())
+        x = torch.randn(3, n, 5, requires_grad=True)
+        want = ref(x, edges)
+        got = dense(x, scaled_laplacian(edges, n))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        (g_want,) = torch.autograd.grad(want.square().sum(), x)
+        (g_got,) = torch.autograd.grad(got.square().sum(), x)
+        torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-4)
+
+
+def test_scaled_laplacian_of_a_ring() -> None:
+    """On a ring every node has degree 2: L_hat = -A / 2 (zero diagonal, -1/2 to each neighbour)."""
+    n = 6
+    src = torch.arange(n)
+    edges = torch.stack([torch.cat([src, (src + 1) % n]), torch.cat([(src + 1) % n, src])])
+    lap = scaled_laplacian(edges, n)
+    want = torch.zeros(n, n)
+    want[src, (src + 1) % n] = want[(src + 1) % n, src] = -0.5
+    torch.testing.assert_close(lap, want)
 
 
 def test_state_dict_and_config_roundtrip() -> None:
