@@ -4,6 +4,11 @@ Usage::
 
     .venv/bin/python bench/graph_speed.py                 # image sizes 256 and 512, 2 threads
     .venv/bin/python bench/graph_speed.py --sizes 256 --threads 1 --repeats 9
+    .venv/bin/python bench/graph_speed.py --sizes 256 --threads 1 --sparse-baseline
+
+``--sparse-baseline`` adds, per size, a row with the graph convolutions run by torch_geometric's
+sparse propagation (:func:`anatomix.graphs.model.sparse_propagation`, as before they were dense
+products) and the dense / sparse ratios, measured in the same process.
 
 Throughputs are medians over ``--repeats`` timed repeats after one warm-up, per wall-clock second
 and per CPU second of this process (steadier on a busy machine). Training is one Adam
@@ -29,7 +34,7 @@ from typing import Any
 import torch
 
 from anatomix.graphs.loss import hybrid_loss
-from anatomix.graphs.model import GraphConfig, HybridGNet
+from anatomix.graphs.model import GraphConfig, HybridGNet, sparse_propagation
 
 
 def median_rate(fn: Callable[[], None], items: int, repeats: int) -> tuple[float, float]:
@@ -83,6 +88,7 @@ def infer_rate(model: HybridGNet, size: int, batch: int, repeats: int) -> tuple[
 
 
 def bench(size: int, template: str, train_batch: int, repeats: int) -> dict[str, Any]:
+    """One row of the table: a fresh default model at ``size``."""
     torch.manual_seed(0)
     model = HybridGNet(GraphConfig(template=template, image_size=size))
     return {
@@ -103,20 +109,31 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sparse-baseline", action="store_true", help="also time sparse graph propagation")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, template {args.template}, "
           f"train batch {args.train_batch}, median of {args.repeats}, "
           f"load average before {os.getloadavg()[0]:.2f}, RSS after imports {peak_rss_mib():.0f} MiB")
     print("img/s per wall-clock second (and per CPU second in brackets)")
-    head = f"{'size':>5} {'params':>10} {'ckpt MiB':>9} {'train':>15} {'infer batch 1':>15} " \
+    head = f"{'size':>5} {'graph conv':>10} {'params':>10} {'ckpt MiB':>9} {'train':>15} {'infer batch 1':>15} " \
            f"{'infer batch 8':>15} {'peak RSS MiB':>13}"
     print(head)
     print("-" * len(head))
+    rates = ("train", "infer1", "infer8")
     for size in args.sizes:
-        r = bench(size, args.template, args.train_batch, args.repeats)
-        rates = " ".join(f"{f'{r[k][0]:.1f} ({r[k][1]:.1f})':>15}" for k in ("train", "infer1", "infer8"))
-        print(f"{r['size']:>5} {r['params']:>10,} {r['ckpt_mib']:>9.2f} {rates} {r['rss']:>13.0f}", flush=True)
+        rows = {}
+        if args.sparse_baseline:
+            with sparse_propagation():
+                rows["sparse"] = bench(size, args.template, args.train_batch, args.repeats)
+        rows["dense"] = bench(size, args.template, args.train_batch, args.repeats)
+        for kind, r in rows.items():
+            cells = " ".join(f"{f'{r[k][0]:.1f} ({r[k][1]:.1f})':>15}" for k in rates)
+            print(f"{r['size']:>5} {kind:>10} {r['params']:>10,} {r['ckpt_mib']:>9.2f} {cells} {r['rss']:>13.0f}",
+                  flush=True)
+        if args.sparse_baseline:
+            ratios = " ".join(f"{rows['dense'][k][0] / rows['sparse'][k][0]:>14.2f}x" for k in rates)
+            print(f"{size:>5} {'ratio':>10} {'':>10} {'':>9} {ratios}", flush=True)
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 

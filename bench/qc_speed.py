@@ -71,20 +71,6 @@ def _opinion_before(self, radiograph):
     return Opinion(dict(g.masks), dict(p.masks), std)
 
 
-_EDGES: dict = {}
-
-
-def _sparse_cheb_before(self, x, lap):
-    """``FixedGraphChebConv`` as the layer ran before: torch_geometric's sparse ``ChebConv.forward``
-    on the graph's ``edge_index`` (its normalisation recomputed at every call)."""
-    from torch_geometric.nn import ChebConv
-
-    key = (lap.data_ptr(), lap.shape[0])
-    if key not in _EDGES:  # L_hat[i, j] != 0 for each edge j -> i of the ring graph (zero diagonal)
-        _EDGES[key] = (lap != 0).nonzero().flip(1).t().contiguous()
-    return ChebConv.forward(self, x, _EDGES[key])
-
-
 def _graph_predict_before(self, radiographs, with_masks=True, prepared=None, samples=None):
     """``GraphSegmenter.predict`` as it was: the mean decoded, then each image's draws with their
     own encoder pass (:meth:`~anatomix.graphs.inference.GraphSegmenter.sample`)."""
@@ -108,25 +94,23 @@ def before():
     import torch
 
     from anatomix.graphs.inference import GraphSegmenter
-    from anatomix.graphs.model import FixedGraphChebConv
+    from anatomix.graphs.model import sparse_propagation
     from anatomix.qc import plausibility, signals
 
     op = signals.SecondOpinion
-    saved = (plausibility.count_holes, signals.mask_signals, op.reuse, op.twin, op.__call__,
-             FixedGraphChebConv.forward, GraphSegmenter.predict)
+    saved = (plausibility.count_holes, signals.mask_signals, op.reuse, op.twin, op.__call__, GraphSegmenter.predict)
     mask_signals = signals.mask_signals
     plausibility.count_holes = _count_holes_before
     signals.mask_signals = lambda masks, rca=None, keys=None, plaus=None: mask_signals(masks, rca, keys)
     op.reuse = lambda self, seg, segmenter, radiograph: None
     op.twin = lambda self, segmenter: None
     op.__call__ = _opinion_before
-    FixedGraphChebConv.forward = _sparse_cheb_before
     GraphSegmenter.predict = torch.no_grad()(_graph_predict_before)
     try:
-        yield
+        with sparse_propagation():
+            yield
     finally:
-        (plausibility.count_holes, signals.mask_signals, op.reuse, op.twin, op.__call__,
-         FixedGraphChebConv.forward, GraphSegmenter.predict) = saved
+        plausibility.count_holes, signals.mask_signals, op.reuse, op.twin, op.__call__, GraphSegmenter.predict = saved
 
 
 def main(argv=None) -> None:

@@ -19,6 +19,7 @@ from anatomix.graphs.model import (
     HybridGNet,
     PositionHead,
     scaled_laplacian,
+    sparse_propagation,
 )
 from anatomix.graphs.pooling import GraphPyramid, pyramid
 
@@ -234,7 +235,8 @@ def test_reset_parameters_restores_the_initial_state() -> None:
 @pytest.mark.parametrize("k", [1, 2, 3, 6])
 def test_fixed_graph_chebconv_equals_torch_geometric(k: int) -> None:
     """The dense layer computes torch_geometric's ChebConv on every level of the template's
-    pyramid (same parameters, outputs and gradients to float rounding)."""
+    pyramid (same parameters, outputs and gradients to float rounding), and so does its sparse
+    baseline."""
     from torch_geometric.nn import ChebConv
 
     pyr = pyramid("lungs_heart", 4)
@@ -246,8 +248,13 @@ def test_fixed_graph_chebconv_equals_torch_geometric(k: int) -> None:
         dense.load_state_dict(ref.state_dict())
         x = torch.randn(3, n, 5, requires_grad=True)
         want = ref(x, edges)
-        got = dense(x, scaled_laplacian(edges, n))
+        lap = scaled_laplacian(edges, n)
+        got = dense(x, lap)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(dense.sparse_forward(x, lap), want, rtol=1e-5, atol=1e-5)
+        with sparse_propagation():
+            torch.testing.assert_close(dense(x, lap), want, rtol=1e-5, atol=1e-5)
+        assert FixedGraphChebConv.forward is FixedGraphChebConv.dense_forward
         (g_want,) = torch.autograd.grad(want.square().sum(), x)
         (g_got,) = torch.autograd.grad(got.square().sum(), x)
         torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-4)
