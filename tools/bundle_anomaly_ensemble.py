@@ -1,20 +1,28 @@
 """Build the bundled pediatric ensemble: anatomix/weights/anomaly_ensemble.pt and its card.
 
 Members: the bundled pediatric detector (``anomaly``: ae + realness critic, 64 px, its own
-calibration) and the ``forward`` student of an ``rd`` detector fitted by ``bench/anomaly_rd.py``
+calibration), the ``forward`` student of an ``rd`` detector fitted by ``bench/anomaly_rd.py``
 (its students train on their own losses, so the forward one alone is a trained model), scored on
-the whole image. Both members and the sum are calibrated on the same 107 held-out ZhangLab train
-normals (``split_calibration``, seed 0), the sum with the default segmenter's masks. No abnormal
-film is read before the card's test-split figures are measured. Not run by users; the recipe::
+the whole image, and each ``--member`` detector (fitted by ``bench/anomaly_pediatric.py``),
+scored with member 1's setup (``ssim+critic``, mean, lungs + heart: fixed before any test film was
+scored). ``--base anomaly-ensemble`` takes the first two members from the bundled ensemble as
+they are (the same files the ``--rd`` path makes) instead of ``--rd``. Every member and the sum
+are calibrated on the same 107 held-out ZhangLab train normals (``split_calibration``, seed 0),
+the sum with the default segmenter's masks. No abnormal film is read before the card's
+test-split figures are measured. Not run by users; the recipe::
 
     OMP_NUM_THREADS=1 python tools/pretrain_teacher.py --data ../shared/data --work runs/teacher
     OMP_NUM_THREADS=1 python bench/anomaly_rd.py fit --tag rd2 --teacher runs/teacher/teacher.pt --work runs/anomaly_rd
-    OMP_NUM_THREADS=1 python tools/bundle_anomaly_ensemble.py --rd runs/anomaly_rd/rd2.pt
+    OMP_NUM_THREADS=1 python bench/anomaly_pediatric.py --method mae --epochs 40 --critic-epochs 30 --tag mae_c \
+        --work runs/anomaly_ped
+    OMP_NUM_THREADS=1 python tools/bundle_anomaly_ensemble.py --rd runs/anomaly_rd/rd2.pt \
+        --member runs/anomaly_ped/mae_c.pt
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -30,14 +38,17 @@ OUT = ROOT / "anatomix" / "weights" / "anomaly_ensemble.pt"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rd", type=Path, required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--rd", type=Path, help="an rd detector: its forward student is member 2")
+    src.add_argument("--base", help="a bundled ensemble whose two members are taken as they are")
+    ap.add_argument("--member", type=Path, action="append", default=[], help="a further detector (repeatable)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
 
     import torch
 
-    from anatomix.anomaly.detector import Detector
+    from anatomix.anomaly.detector import Detector, calibrate_on
     from anatomix.anomaly.ensemble import (
         EnsembleDetector,
         EnsembleScoring,
@@ -55,14 +66,26 @@ def main() -> None:
     seg = load_segmenter()
     normals = anomaly_cases(a.data, source="zhanglab", split="train", label="normal")
     held = [read_radiograph(normals[i].path) for i in split_calibration(len(normals))[1]]
-    forward = student_detector(Detector.load(a.rd), "forward")
-    forward.calibrate(np.stack([forward.preprocess(r.pixels)[0] for r in held]))
-    ens = EnsembleDetector([load_detector("anomaly"), forward], whole_image=[False, True],
-                           scoring=EnsembleScoring(primary="anatomy"),
+    if a.rd is not None:
+        forward = student_detector(Detector.load(a.rd), "forward")
+        forward.calibrate(np.stack([forward.preprocess(r.pixels)[0] for r in held]))
+        members, whole = [load_detector("anomaly"), forward], [False, True]
+        names = ["anomaly (bundled ae + critic, 64 px)", f"forward student of {a.rd} (128 px, whole image)"]
+    else:
+        base = load_detector(a.base)
+        members, whole, names = list(base.members), list(base.whole_image), list(base.meta["members"])
+    held_masks = segment_masks(held, seg)
+    for path in a.member:
+        extra = Detector.load(path)
+        extra.scoring = dataclasses.replace(members[0].scoring)  # member 1's setup, fixed a priori
+        calibrate_on(extra, held, held_masks)
+        members.append(extra)
+        whole.append(False)
+        names.append(f"{path.name} ({extra.method}, {extra.image_size} px, member 1's scoring)")
+    ens = EnsembleDetector(members, whole_image=whole, scoring=EnsembleScoring(primary="anatomy"),
                            meta={"command": shlex.join(["python", *sys.argv]), "n_calibration": len(held),
-                                 "members": ["anomaly (bundled ae + critic, 64 px)",
-                                             f"forward student of {a.rd} (128 px, whole image)"]})
-    ens.calibrate_radiographs(held, segment_masks(held, seg))
+                                 "members": names})
+    ens.calibrate_radiographs(held, held_masks)
 
     test = anomaly_cases(a.data, source="zhanglab", split="test")
     rads = [read_radiograph(c.path) for c in test]

@@ -431,3 +431,12 @@ def save_state(path, state: Mapping[str, Any]) -> Path:
     with atomic_write(path) as tmp:
         torch.save(dict(state), tmp)
     return path
+
+
+def calibrate_on(detector: Detector, radiographs: Sequence, masks: Sequence[Mapping[str, np.ndarray] | None]) -> None:
+    """Calibrate ``detector`` on held-out NORMAL radiographs (original frame) with their ORIGINAL-frame
+    masks (``{"lungR", "lungL", "heart"}`` or None each), mapped to its model frame as :meth:`Detector.score`
+    maps them, so every masked region it scores is calibrated."""
+    pre = [detector.preprocess(r.pixels) for r in radiographs]
+    detector.calibrate(np.stack([image for image, _ in pre]),
+                       [masks_to_model(m, frame) for (_, frame), m in zip(pre, masks)])

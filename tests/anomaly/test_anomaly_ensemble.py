@@ -7,7 +7,7 @@ from anomaly_synth import normal_images, with_blob
 from click.testing import CliRunner
 from PIL import Image
 
-from anatomix.anomaly.detector import Detector, ScoringConfig, preprocess
+from anatomix.anomaly.detector import Detector, ScoringConfig, calibrate_on, preprocess
 from anatomix.anomaly.ensemble import EnsembleDetector, EnsembleScoring
 from anatomix.anomaly.scoring import masks_to_model
 from anatomix.anomaly.train import fit_detector
@@ -59,6 +59,20 @@ def test_the_sum_of_member_z_scores_is_calibrated_as_a_whole(members):
                                         / ens.calibration["lungs"]["scale"])
     # without masks: the whole image only
     assert {r.score_region for r in ens.score(test)} == {"image"}
+
+
+def test_calibrate_on_original_frame_masks_calibrates_every_masked_region(members):
+    """A member added to an ensemble is calibrated from films and their ORIGINAL-frame masks: it
+    then has every region the masked member has (without masks it would have the image only, and
+    the ensemble's sum would lose its masked regions)."""
+    ae, _, normals = members
+    added = Detector.from_state(ae.state(), "ae")
+    added.calibration = {}
+    calibrate_on(added, _films(normals[:12]), [_masks(64)] * 12)
+    assert set(added.calibration) == set(ae.calibration) and {"lungs", "heart", "anatomy"} <= set(added.calibration)
+    unmasked = Detector.from_state(ae.state(), "ae")
+    calibrate_on(unmasked, _films(normals[:12]), [None] * 12)
+    assert set(unmasked.calibration) == {"image"}
 
 
 def test_save_load_reproduces_scores_and_maps_exactly(members, tmp_path):
