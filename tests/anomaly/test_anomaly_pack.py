@@ -1,7 +1,7 @@
 """The bundled pediatric detectors on the data pack's ZhangLab test split (skips without the pack).
 
 Guards the shipped weights: the normal-only protocol's AUROC (measured 0.845 whole image, see
-anatomix/weights/anomaly_pediatric.md; the ensemble v2 0.902 without masks, anomaly_ensemble.md) and a
+anatomix/weights/anomaly_pediatric.md; the ensemble v2 0.910 without masks, anomaly_ensemble.md) and a
 recalibration on local normals that holds its FPR.
 """
 
