@@ -85,7 +85,8 @@ class OrtGraph(OrtNetwork):
         from anatomix.graphs.model import per_image_noise
 
         got = self._encoded(x)
-        return torch.from_numpy(got["landmarks"]), self._decode(got, per_image_noise(torch.from_numpy(got["mu"]), n, seed))
+        eps = per_image_noise(torch.from_numpy(got["mu"]), n, seed)
+        return torch.from_numpy(got["landmarks"]), self._decode(got, eps)
 
     def _encoded(self, x: torch.Tensor) -> dict[str, np.ndarray]:
         if self.decoder is None:

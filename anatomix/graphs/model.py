@@ -18,9 +18,9 @@ The model maps a square grayscale image to the template's landmark nodes:
    (:math:`X_l = U_l X_{l+1}`) and pass two blocks ``ChebConv -> LayerNorm (per node) -> ReLU``,
    where :math:`\\mathrm{ChebConv}(X) = \\sum_{k<K} T_k(\\hat L) X \\Theta_k` with the scaled ring
    Laplacian :math:`\\hat L` (torch_geometric's ``ChebConv``, its propagation a product with the
-   dense :math:`\\hat L` of the fixed graph: :class:`FixedGraphChebConv`). A last ChebConv gives the (x, y) position of every node, added to
-   a learned per-node offset (the mean shape; the ChebConv starts near zero, see
-   :class:`PositionHead`).
+   dense :math:`\\hat L` of the fixed graph: :class:`FixedGraphChebConv`). A last ChebConv gives
+   the (x, y) position of every node, added to a learned per-node offset (the mean shape; the
+   ChebConv starts near zero, see :class:`PositionHead`).
 4. **Image-to-graph skips (IGSC).** At the ``n_skips`` finest levels, before the blocks, a ChebConv
    head predicts intermediate positions :math:`p = \\mathrm{sigmoid}(\\mathrm{ChebConv}(X) + b)`; the
    encoder map of matching depth is sampled there (bilinear ``grid_sample``) and
@@ -249,8 +249,8 @@ class FixedGraphChebConv(ChebConv):
     ``sum_k T_k(L_hat) x Theta_k + b`` with matrix products instead of sparse message passing.
 
     Equal to ``ChebConv(x, edge_index)`` to float rounding; on the template's small graphs
-    (at most a few hundred nodes) twice as fast on a CPU, and exporters (ONNX) see only matrix
-    products.
+    (at most a few hundred nodes) the model infers 1.3-1.5x and trains 1.2x faster on a CPU
+    (``bench/graph_speed.py --sparse-baseline``), and exporters (ONNX) see only matrix products.
 
     Shapes:
         x: (B, N, C_in), lap: (N, N) -> (B, N, C_out)
