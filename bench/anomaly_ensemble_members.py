@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -43,8 +42,12 @@ def main() -> None:
 
     import torch
 
-    from anatomix.anomaly.detector import Detector, calibrate_on
-    from anatomix.anomaly.ensemble import EnsembleDetector, EnsembleScoring
+    from anatomix.anomaly.detector import Detector
+    from anatomix.anomaly.ensemble import (
+        EnsembleDetector,
+        EnsembleScoring,
+        added_member,
+    )
     from anatomix.anomaly.metrics import summary
     from anatomix.anomaly.run import segment_masks
     from anatomix.anomaly.selection import synthetic_anomalies
@@ -92,9 +95,7 @@ def main() -> None:
     base_sum = np.array([r.score for r in base_ens.score(held, held_masks)])
     lines = [row(f"base ({len(base.members)} members)", base_ens)]
     for path in a.candidates:
-        cand = Detector.load(path)
-        cand.scoring = dataclasses.replace(base.members[0].scoring)
-        calibrate_on(cand, held, held_masks)
+        cand = added_member(Detector.load(path), base.members[0], held, held_masks)
         own = np.array([r.score for r in cand.score(held, held_masks)])
         r_div = f"{np.corrcoef(own, base_sum)[0, 1]:.3f}"
         for whole, label in ((False, "lungs + heart"), (True, "whole image")):

@@ -22,7 +22,6 @@ test-split figures are measured. Not run by users; the recipe::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shlex
 import sys
@@ -48,10 +47,11 @@ def main() -> None:
 
     import torch
 
-    from anatomix.anomaly.detector import Detector, calibrate_on
+    from anatomix.anomaly.detector import Detector
     from anatomix.anomaly.ensemble import (
         EnsembleDetector,
         EnsembleScoring,
+        added_member,
         student_detector,
     )
     from anatomix.anomaly.metrics import summary
@@ -76,9 +76,7 @@ def main() -> None:
         members, whole, names = list(base.members), list(base.whole_image), list(base.meta["members"])
     held_masks = segment_masks(held, seg)
     for path in a.member:
-        extra = Detector.load(path)
-        extra.scoring = dataclasses.replace(members[0].scoring)  # member 1's setup, fixed a priori
-        calibrate_on(extra, held, held_masks)
+        extra = added_member(Detector.load(path), members[0], held, held_masks)
         members.append(extra)
         whole.append(False)
         names.append(f"{path.name} ({extra.method}, {extra.image_size} px, member 1's scoring)")

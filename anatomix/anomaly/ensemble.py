@@ -17,6 +17,7 @@ original-frame maps, each divided by its own normal 99.5th percentile (``map_vma
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,13 @@ import numpy as np
 
 from anatomix.anomaly import calibration as cal
 from anatomix.anomaly.detector import ENSEMBLE_FORMAT as FORMAT
-from anatomix.anomaly.detector import AnomalyResult, Detector, preprocess, save_state
+from anatomix.anomaly.detector import (
+    AnomalyResult,
+    Detector,
+    calibrate_on,
+    preprocess,
+    save_state,
+)
 from anatomix.errors import CheckpointError, UsageError
 
 
@@ -180,3 +187,13 @@ def student_detector(rd: Detector, kind: str) -> Detector:
     state["meta"] = {**state["meta"], "students_kept": [kind]}
     return Detector.from_state(state, "<rd student>")
 
+
+def added_member(detector: Detector, like: Detector, radiographs: Sequence,
+                 masks: Sequence[Mapping[str, np.ndarray] | None]) -> Detector:
+    """``detector`` made ready to join an ensemble beside ``like``: scored with ``like``'s setup
+    (a copy of its ``scoring``, fixed before any abnormal film is seen) and calibrated on held-out
+    NORMAL radiographs with their original-frame masks (:func:`~anatomix.anomaly.detector.calibrate_on`),
+    so every masked region of the sum stays calibrated. Returns ``detector``."""
+    detector.scoring = dataclasses.replace(like.scoring)
+    calibrate_on(detector, radiographs, masks)
+    return detector

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from anatomix.anomaly.detector import Detector, ScoringConfig, calibrate_on, preprocess
-from anatomix.anomaly.ensemble import EnsembleDetector, EnsembleScoring
+from anatomix.anomaly.ensemble import EnsembleDetector, EnsembleScoring, added_member
 from anatomix.anomaly.scoring import masks_to_model
 from anatomix.anomaly.train import fit_detector
 from anatomix.errors import UsageError
@@ -65,11 +65,13 @@ def test_calibrate_on_original_frame_masks_calibrates_every_masked_region(member
     """A member added to an ensemble is calibrated from films and their ORIGINAL-frame masks: it
     then has every region the masked member has (without masks it would have the image only, and
     the ensemble's sum would lose its masked regions)."""
-    ae, _, normals = members
+    ae, rd, normals = members
     added = Detector.from_state(ae.state(), "ae")
     added.calibration = {}
     calibrate_on(added, _films(normals[:12]), [_masks(64)] * 12)
     assert set(added.calibration) == set(ae.calibration) and {"lungs", "heart", "anatomy"} <= set(added.calibration)
+    joined = added_member(Detector.from_state(ae.state(), "ae"), rd, _films(normals[:12]), [_masks(64)] * 12)
+    assert joined.scoring == rd.scoring and joined.scoring is not rd.scoring
     unmasked = Detector.from_state(ae.state(), "ae")
     calibrate_on(unmasked, _films(normals[:12]), [None] * 12)
     assert set(unmasked.calibration) == {"image"}
