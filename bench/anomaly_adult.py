@@ -17,6 +17,8 @@ Usage:
         --out bench/results/anomaly_adult.md [--epochs 40 --critic-epochs 30 --method ae]
     python bench/anomaly_adult.py --method rd --model-config '{"teacher": "runs/teacher/teacher.pt"}' \
         --work runs/anomaly_adult_rd --out bench/results/anomaly_adult_rd.md   # the method's own defaults
+    python bench/anomaly_adult.py --method zones --work runs/anomaly_adult_zones   # no training
+    python bench/anomaly_adult.py --detector anatomix/weights/anomaly_adult.pt --work runs/x   # score as it is
 
 The exact ``anatomix`` commands are printed in the results. Prints a markdown table.
 """
@@ -53,6 +55,8 @@ def main() -> None:
     ap.add_argument("--critic-epochs", type=int, default=None, help="default: the method's (ae 30)")
     ap.add_argument("--model-config", default=None, help="JSON passed to `anatomix anomaly fit --model-config`")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--detector", type=Path, default=None,
+                    help="score this detector file instead of fitting one (e.g. an ensemble built from fitted ones)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -66,14 +70,15 @@ def main() -> None:
     val_normals = [c for c in val if c.meta.get("label") == "normal"]
     tb = [c for c in cases if c.meta.get("label") == "tb"]
     nodules = [c for c in cases if c.meta.get("label") == "nodule"]
-    detector = args.work / f"adult_{args.method}.pt"
+    detector = args.detector or args.work / f"adult_{args.method}.pt"
     anatomix = [str(Path(sys.executable).parent / "anatomix")]
     t0 = time.perf_counter()
     options = [f"--{k}={v}" for k, v in (("epochs", args.epochs), ("critic-epochs", args.critic_epochs),
                                          ("model-config", args.model_config)) if v is not None]
-    commands = [run(anatomix + ["anomaly", "fit", str(write_list(args.work / "fit_normals.txt", fit_normals)),
-                                "-o", str(detector), "--method", args.method, *options, "--segment",
-                                "--threads", str(args.threads)])]
+    commands = [] if args.detector else [
+        run(anatomix + ["anomaly", "fit", str(write_list(args.work / "fit_normals.txt", fit_normals)),
+                        "-o", str(detector), "--method", args.method, *options, "--segment",
+                        "--threads", str(args.threads)])]
     fit_s = time.perf_counter() - t0
     scores = args.work / "scores.csv"
     evaluated = val_normals + tb + nodules
@@ -93,16 +98,25 @@ def main() -> None:
     from anatomix.anomaly.detector import Detector
 
     det = Detector.load(detector)
-    lines = [f"# Adult normal-only screening ({args.method}, {det.image_size} px, residual {det.scoring.residual})\n",
+    fitted = (f"fit time {fit_s:.0f} s ({args.threads} thread(s), segmentation of the normals included)"
+              if not args.detector else f"detector {detector} ({det!r}) scored as it is")
+    lines = [f"# Adult normal-only screening ({det.method}, {det.image_size} px)\n",
              "Commands:\n", *[f"    {c}" for c in commands],
              f"\nFit on {len(fit_normals)} training-split normals "
              f"({', '.join(f'{s} {sum(c.source == s for c in fit_normals)}' for s in ('jsrt', 'montgomery', 'shenzhen'))}); "
-             f"fit time {fit_s:.0f} s ({args.threads} thread(s), segmentation of the normals included).\n",
+             f"{fitted}.\n",
              "| task | positives | negatives | region | AUROC | AP | TPR at 5 % FPR |", "|---|---:|---:|---|---:|---:|---:|"]
+    val_ids = {c.case_id for c in val}
     for name, pos, neg in (("tuberculosis (Montgomery + Shenzhen)", tb, adult_normals),
+                           ("tuberculosis, validation-split films only", [c for c in tb if c.case_id in val_ids],
+                            adult_normals),
+                           *((f"tuberculosis, {s} only", [c for c in tb if c.source == s],
+                              [c for c in adult_normals if c.source == s]) for s in ("montgomery", "shenzhen")),
                            ("JSRT nodules", nodules, jsrt_normals)):
         for column, region in (("score_image", "whole image"), ("score_lungs", "lungs"),
                                ("score_anatomy", "lungs + heart")):
+            if any(rows[c.case_id][column] == "" for c in pos + neg):
+                continue  # a region this detector does not score (zones: no lungs + heart)
             m = task(pos, neg, column)
             lines.append(f"| {name} | {len(pos)} | {len(neg)} | {region} | {m['auroc']:.3f} | {m['ap']:.3f} "
                          f"| {m['tpr@5%fpr']:.3f} |")

@@ -42,10 +42,9 @@ def main() -> None:
 
     import torch
 
-    from anatomix.anomaly.detector import Detector
+    from anatomix.anomaly.detector import Detector, RegionScoring
     from anatomix.anomaly.ensemble import (
         EnsembleDetector,
-        EnsembleScoring,
         added_member,
     )
     from anatomix.anomaly.metrics import summary
@@ -75,7 +74,7 @@ def main() -> None:
     base = load_detector(a.base)
 
     def ensemble(members, whole):
-        ens = EnsembleDetector(members, whole_image=whole, scoring=EnsembleScoring(primary="anatomy"))
+        ens = EnsembleDetector(members, whole_image=whole, scoring=RegionScoring(primary="anatomy"))
         ens.calibrate_radiographs(held, held_masks)
         return ens
 

@@ -47,10 +47,9 @@ def main() -> None:
 
     import torch
 
-    from anatomix.anomaly.detector import Detector
+    from anatomix.anomaly.detector import Detector, RegionScoring
     from anatomix.anomaly.ensemble import (
         EnsembleDetector,
-        EnsembleScoring,
         added_member,
         student_detector,
     )
@@ -80,7 +79,7 @@ def main() -> None:
         members.append(extra)
         whole.append(False)
         names.append(f"{path.name} ({extra.method}, {extra.image_size} px, member 1's scoring)")
-    ens = EnsembleDetector(members, whole_image=whole, scoring=EnsembleScoring(primary="anatomy"),
+    ens = EnsembleDetector(members, whole_image=whole, scoring=RegionScoring(primary="anatomy"),
                            meta={"command": shlex.join(["python", *sys.argv]), "n_calibration": len(held),
                                  "members": names})
     ens.calibrate_radiographs(held, held_masks)

@@ -10,6 +10,10 @@
 - :mod:`anatomix.anomaly.critic`: the realness critic (SQUID's discriminator, for any model);
 - :mod:`anatomix.anomaly.calibration`: normalisation and thresholds from held-out normals;
 - :mod:`anatomix.anomaly.detector`: :class:`Detector` (everything in one file, save/load);
+- :mod:`anatomix.anomaly.zones`: :class:`~anatomix.anomaly.zones.ZoneDetector` (density and texture
+  statistics of the six lung zones, a Gaussian on normals; no training, needs masks);
+- :mod:`anatomix.anomaly.ensemble`: :class:`~anatomix.anomaly.ensemble.EnsembleDetector` (the sum of
+  members' calibrated scores);
 - :mod:`anatomix.anomaly.train`: :func:`fit_detector` (resumable fit + calibration);
 - :mod:`anatomix.anomaly.metrics`: AUROC, AP, TPR at fixed FPR, ROC plot;
 - :mod:`anatomix.anomaly.run`: fit / calibrate / score / evaluate from paths (what the

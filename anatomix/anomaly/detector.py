@@ -34,6 +34,7 @@ from anatomix.errors import UsageError
 FORMAT = "anatomix-anomaly-detector"
 FORMAT_VERSION = 1
 ENSEMBLE_FORMAT = "anatomix-anomaly-ensemble"  # :mod:`anatomix.anomaly.ensemble` files
+ZONES_FORMAT = "anatomix-anomaly-zones"  # :mod:`anatomix.anomaly.zones` files
 
 
 def preprocess(pixels: np.ndarray, image_size: int):
@@ -95,6 +96,16 @@ class ScoringConfig:
 
 
 @dataclass
+class RegionScoring:
+    """What a :class:`ScoringConfig` says to the commands, for detectors that have no residual map of
+    their own to configure (ensembles, :mod:`anatomix.anomaly.zones`): the region whose score is *the*
+    score when masks are given, and the target false-positive rate of the thresholds."""
+
+    primary: str = "anatomy"
+    target_fpr: float = 0.05
+
+
+@dataclass
 class AnomalyResult:
     """The verdict on one image.
 
@@ -140,6 +151,9 @@ class Detector:
         critic: optional :class:`~anatomix.anomaly.critic.PatchCritic` fitted on the same
             normals (needed by the ``critic`` residuals).
     """
+
+    #: it scores without masks (whole image); :class:`~anatomix.anomaly.zones.ZoneDetector` does not
+    needs_masks = False
 
     def __init__(self, model, scoring: ScoringConfig | None = None,
                  calibration: dict[str, dict[str, Any]] | None = None,
@@ -323,6 +337,12 @@ class Detector:
                              regions=z, raw=raw, heatmap=heat, model_map=m if keep_maps else None,
                              mask_source=source)
 
+    def model_results(self, images: np.ndarray, masks_model=None) -> list[AnomalyResult]:
+        """Results of model-frame images ``(B, S, S)`` and their model-frame masks (no ids): what an
+        ensemble calibrates from."""
+        masks_model = list(masks_model) if masks_model is not None else [None] * len(images)
+        return [self.result("", None, m, mk) for m, mk in zip(self.model_maps(images), masks_model)]
+
     def score(self, radiographs: Sequence, masks: Sequence[Mapping[str, np.ndarray] | None] | None = None,
               keep_maps: bool = False, batch_size: int = 64) -> list[AnomalyResult]:
         """Score radiographs (any sizes).
@@ -367,8 +387,9 @@ class Detector:
 
     @classmethod
     def load(cls, path, device: str = "cpu", trust: bool = False):
-        """Read a detector file written by :meth:`save`, or an ensemble's
-        (:class:`~anatomix.anomaly.ensemble.EnsembleDetector`); a clear error for anything else.
+        """Read a detector file written by :meth:`save`, an ensemble's
+        (:class:`~anatomix.anomaly.ensemble.EnsembleDetector`) or a zones detector's
+        (:class:`~anatomix.anomaly.zones.ZoneDetector`); a clear error for anything else.
 
         Args:
             trust: read a file that needs a full unpickle, which RUNS CODE FROM THE FILE
@@ -380,12 +401,7 @@ class Detector:
         from anatomix.models import load_checkpoint
 
         path = Path(path)
-        state = load_checkpoint(path, trust=trust)
-        if state.get("format") == ENSEMBLE_FORMAT:
-            from anatomix.anomaly.ensemble import EnsembleDetector
-
-            return EnsembleDetector.from_state(state, path, device)
-        return cls.from_state(state, path, device)
+        return detector_from_state(load_checkpoint(path, trust=trust), path, device)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], path, device: str = "cpu") -> Detector:
@@ -419,6 +435,20 @@ class Detector:
             det.pixel_stats = tuple(v.numpy() for v in state["pixel_stats"])
         det.component_stats = {k: (float(v[0]), float(v[1])) for k, v in (state.get("component_stats") or {}).items()}
         return det
+
+
+def detector_from_state(state: Mapping[str, Any], path, device: str = "cpu"):
+    """The detector a loaded file holds, by its ``format``: a :class:`Detector`, an
+    :class:`~anatomix.anomaly.ensemble.EnsembleDetector` or a :class:`~anatomix.anomaly.zones.ZoneDetector`."""
+    if state.get("format") == ENSEMBLE_FORMAT:
+        from anatomix.anomaly.ensemble import EnsembleDetector
+
+        return EnsembleDetector.from_state(state, path, device)
+    if state.get("format") == ZONES_FORMAT:
+        from anatomix.anomaly.zones import ZoneDetector
+
+        return ZoneDetector.from_state(state, path, device)
+    return Detector.from_state(state, path, device)
 
 
 def save_state(path, state: Mapping[str, Any]) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +29,18 @@ from anatomix.anomaly.detector import ENSEMBLE_FORMAT as FORMAT
 from anatomix.anomaly.detector import (
     AnomalyResult,
     Detector,
+    RegionScoring,
     calibrate_on,
+    detector_from_state,
     preprocess,
     save_state,
 )
 from anatomix.errors import CheckpointError, UsageError
 
 
-@dataclass
-class EnsembleScoring:
-    """What a single detector's ``ScoringConfig`` says to the commands: the region whose score is
-    *the* score when masks are given, and the target false-positive rate of the thresholds."""
-
-    primary: str = "anatomy"
-    target_fpr: float = 0.05
-
-
 class EnsembleDetector:
-    """Members (each a calibrated :class:`~anatomix.anomaly.detector.Detector`) scored together.
+    """Members (each a calibrated :class:`~anatomix.anomaly.detector.Detector` or
+    :class:`~anatomix.anomaly.zones.ZoneDetector`) scored together.
 
     Args:
         members: the detectors.
@@ -60,7 +53,7 @@ class EnsembleDetector:
     method = "ensemble"
 
     def __init__(self, members: Sequence[Detector], whole_image: Sequence[bool] | None = None,
-                 scoring: EnsembleScoring | None = None, calibration: dict[str, dict[str, Any]] | None = None,
+                 scoring: RegionScoring | None = None, calibration: dict[str, dict[str, Any]] | None = None,
                  meta: dict[str, Any] | None = None) -> None:
         if len(members) < 2:
             raise UsageError(f"an ensemble needs at least two detectors, got {len(members)}")
@@ -68,7 +61,7 @@ class EnsembleDetector:
         self.whole_image = [bool(w) for w in (whole_image or [False] * len(self.members))]
         if len(self.whole_image) != len(self.members):
             raise UsageError(f"{len(self.members)} members but {len(self.whole_image)} whole_image flags")
-        self.scoring = scoring or EnsembleScoring()
+        self.scoring = scoring or RegionScoring()
         self.calibration: dict[str, dict[str, Any]] = dict(calibration or {})
         self.meta: dict[str, Any] = dict(meta or {})
         self.meta.setdefault("map_vmax", 1.0)  # members' maps are divided by their own vmax
@@ -77,6 +70,11 @@ class EnsembleDetector:
     def image_size(self) -> int:
         """The largest member frame: :meth:`calibrate` takes model-frame images of this side."""
         return max(m.image_size for m in self.members)
+
+    @property
+    def needs_masks(self) -> bool:
+        """True when a member cannot score without masks (a :class:`~anatomix.anomaly.zones.ZoneDetector`)."""
+        return any(m.needs_masks for m in self.members)
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{m.method}@{m.image_size}{' (image)' if w else ''}"
@@ -123,8 +121,7 @@ class EnsembleDetector:
                          {k: preprocess(np.asarray(v, np.float32), m.image_size)[0] >= 0.5 for k, v in mk.items()}
                          for mk in masks_model]
             m.calibrate(own, own_masks, self.scoring.target_fpr)
-            maps = m.model_maps(own)
-            results.append([m.result("", None, mp, mk) for mp, mk in zip(maps, own_masks)])
+            results.append(m.model_results(own, own_masks))
         return self._fit([self.summed(rs) for rs in zip(*results)])
 
     # -- scoring ------------------------------------------------------------------------------
@@ -165,8 +162,8 @@ class EnsembleDetector:
         """Rebuild from :meth:`state` (``Detector.load`` calls this for ensemble files)."""
         if state.get("format") != FORMAT:
             raise CheckpointError(path, "not an anatomix anomaly ensemble")
-        members = [Detector.from_state(s, path, device) for s in state["members"]]
-        return cls(members, state["whole_image"], EnsembleScoring(**state["scoring"]), state["calibration"],
+        members = [detector_from_state(s, path, device) for s in state["members"]]
+        return cls(members, state["whole_image"], RegionScoring(**state["scoring"]), state["calibration"],
                    state.get("meta"))
 
 

@@ -272,7 +272,8 @@ def fit(inputs: Sequence, output: Path, method: str = "ae", epochs: int | None =
     Args:
         inputs: normal radiographs (files, folders, globs or lists); at least 6 readable.
         output: the detector file to write (``.pt``).
-        method: ``ae`` | ``memae`` | ``mae`` | ``squid`` | ``rd`` (:data:`anatomix.anomaly.models.METHODS`).
+        method: ``ae`` | ``memae`` | ``mae`` | ``squid`` | ``rd`` (:data:`anatomix.anomaly.models.METHODS`), or
+            ``zones`` (:mod:`anatomix.anomaly.zones`: lung-zone statistics, no training; needs masks).
         image_size: model frame side (default: the method's, 64; ``rd`` 128).
         epochs, lr, residual, reduce, smooth, select: None = the method's
             (:func:`anatomix.anomaly.models.fit_defaults`).
@@ -290,6 +291,9 @@ def fit(inputs: Sequence, output: Path, method: str = "ae", epochs: int | None =
     from anatomix.anomaly.train import fit_detector
 
     output = Path(output)
+    if method == "zones":
+        return _fit_zones(inputs, output, calib_fraction, target_fpr, mask_dir, segment, seed, max_pixels,
+                          errors_path, command, log)
     d = fit_defaults(method)  # an unknown method fails before anything is read
     epochs, lr, residual, reduce, smooth, select = (d[k] if v is None else v for k, v in (
         ("epochs", epochs), ("lr", lr), ("residual", residual), ("reduce", reduce), ("smooth", smooth),
@@ -316,6 +320,26 @@ def fit(inputs: Sequence, output: Path, method: str = "ae", epochs: int | None =
     return FitReport(det, output, len(normals.images), normals.errors, written)
 
 
+def _fit_zones(inputs, output: Path, calib_fraction: float, target_fpr: float, mask_dir, segment: bool, seed: int,
+               max_pixels: int, errors_path, command, log) -> FitReport:
+    """:func:`fit` for ``method="zones"`` (:class:`~anatomix.anomaly.zones.ZoneDetector`: no training,
+    a Gaussian on the lung-zone statistics of the normals; masks are required)."""
+    from anatomix.anomaly.zones import IMAGE_SIZE, ZoneDetector
+
+    if mask_dir is None and not segment:
+        raise UsageError("--method zones scores inside the lungs: give --segment or --masks DIR")
+    normals = read_normals(inputs, IMAGE_SIZE, mask_dir, segment, minimum=6, max_pixels=max_pixels, log=log)
+    meta: dict[str, Any] = {"inputs": [str(p) for p in inputs]}
+    if command is not None:
+        meta["command"] = command
+    kept = [i for i, m in enumerate(normals.masks) if m is not None]
+    det = ZoneDetector.fit(normals.images[kept], [normals.masks[i] for i in kept], calib_fraction, seed, target_fpr,
+                           meta=meta)
+    det.save(output)
+    written = _write_errors(normals.errors, Path(errors_path) if errors_path else output.parent / ERRORS_NAME)
+    return FitReport(det, output, len(normals.images), normals.errors, written)
+
+
 def calibrate(inputs: Sequence, output: Path, detector: Any = DEFAULT_DETECTOR, target_fpr: float | None = None,
               mask_dir: Path | None = None, segment: bool = False, max_pixels: int = MAX_PIXELS,
               trust: bool = False, errors_path: Path | None = None, command: str | None = None,
@@ -335,6 +359,7 @@ def calibrate(inputs: Sequence, output: Path, detector: Any = DEFAULT_DETECTOR, 
     """
     output = Path(output)
     det = _load(detector, trust)
+    segment = segment or (mask_dir is None and det.needs_masks)
     normals = read_normals(inputs, det.image_size, mask_dir, segment, minimum=5, max_pixels=max_pixels, log=log)
     det.calibrate(normals.images, normals.calibration_masks(), target_fpr)
     det.meta["recalibrated_on"] = {"n": len(normals.images), "inputs": [str(p) for p in inputs]}
@@ -485,7 +510,8 @@ def score(inputs: Sequence, output: Path, detector: Any = DEFAULT_DETECTOR, maps
         detector: a :class:`~anatomix.anomaly.detector.Detector`, a detector file or a bundled name.
         maps_dir: folder for heat-map overlays ``<image_id>_anomaly.png`` (original size).
         mask_dir: folder of ``<image_id>_<structure>.png`` masks; ``segment``: masks from the
-            default segmenter instead; neither: whole image only.
+            default segmenter instead; neither: whole image only, or the default segmenter's masks
+            for a detector that cannot score without them (``needs_masks``: a zones member).
         batch_size: images read and scored at a time (the same batches on every engine).
         errors_path: where failed inputs are listed (default: ``errors.csv`` next to ``output``).
         progress: a progress bar on stderr (images/s, ETA); None: when stderr is a terminal.
@@ -497,6 +523,7 @@ def score(inputs: Sequence, output: Path, detector: Any = DEFAULT_DETECTOR, maps
 
     output = Path(output)
     det = _load(detector, trust)
+    segment = segment or (mask_dir is None and det.needs_masks)
     paths, ids, errors = _expand(inputs)
     task = ScoreTask(det, mask_dir, segment, maps_dir, max_pixels)
     chunks = list(chunked(zip(paths, ids), batch_size))

@@ -1,6 +1,6 @@
 """``anatomix anomaly``: fit a normal-only detector, score images, evaluate against labels.
 
-    anatomix anomaly fit NORMALS... -o detector.pt [--method ae|memae|mae|squid|rd] [--epochs N]
+    anatomix anomaly fit NORMALS... -o detector.pt [--method ae|memae|mae|squid|rd|zones] [--epochs N]
     anatomix anomaly score IMAGES... [--detector detector.pt] -o scores.csv [--maps DIR]
     anatomix anomaly evaluate scores.csv --labels manifest.csv [-o DIR]
 
@@ -82,7 +82,8 @@ def anomaly() -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Detector file to write (.pt).")
-@click.option("--method", type=click.Choice(METHODS), default="ae", show_default=True)
+@click.option("--method", type=click.Choice(METHODS + ("zones",)), default="ae", show_default=True,
+              help="Detector family; zones = lung-zone statistics (no training; needs --segment or --masks).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default: 40; rd 30).")
 @click.option("--image-size", type=click.IntRange(16), default=None,
               help="Model frame side (default: 64; rd 128).")

@@ -7,8 +7,14 @@ from anomaly_synth import normal_images, with_blob
 from click.testing import CliRunner
 from PIL import Image
 
-from anatomix.anomaly.detector import Detector, ScoringConfig, calibrate_on, preprocess
-from anatomix.anomaly.ensemble import EnsembleDetector, EnsembleScoring, added_member
+from anatomix.anomaly.detector import (
+    Detector,
+    RegionScoring,
+    ScoringConfig,
+    calibrate_on,
+    preprocess,
+)
+from anatomix.anomaly.ensemble import EnsembleDetector, added_member
 from anatomix.anomaly.scoring import masks_to_model
 from anatomix.anomaly.train import fit_detector
 from anatomix.errors import UsageError
@@ -45,7 +51,7 @@ def _films(images):
 
 def test_the_sum_of_member_z_scores_is_calibrated_as_a_whole(members):
     ae, rd, normals = members
-    ens = EnsembleDetector([ae, rd], whole_image=[False, True], scoring=EnsembleScoring(primary="lungs"))
+    ens = EnsembleDetector([ae, rd], whole_image=[False, True], scoring=RegionScoring(primary="lungs"))
     films, masks = _films(normals[:12]), [_masks(64)] * 12
     ens.calibrate_radiographs(films, masks)
     assert set(ens.calibration) == set(ae.calibration)  # every region of the masked member
