@@ -5,8 +5,10 @@ calibration), the ``forward`` student of an ``rd`` detector fitted by ``bench/an
 (its students train on their own losses, so the forward one alone is a trained model), scored on
 the whole image, and each ``--member`` detector (fitted by ``bench/anomaly_pediatric.py``),
 scored with member 1's setup (``ssim+critic``, mean, lungs + heart: fixed before any test film was
-scored). ``--base anomaly-ensemble`` takes the first two members from the bundled ensemble as
-they are (the same files the ``--rd`` path makes) instead of ``--rd``. Every member and the sum
+scored), and each ``--whole-member`` (e.g. a ``zones`` detector, :mod:`anatomix.anomaly.zones`, fitted by
+``anatomix anomaly fit --method zones --segment`` on the ZhangLab train normals), whose one score joins
+every region. ``--base ENSEMBLE`` takes the members of an existing ensemble as they are (v1's two are
+the files the ``--rd`` path makes) instead of ``--rd``. Every member and the sum
 are calibrated on the same 107 held-out ZhangLab train normals (``split_calibration``, seed 0),
 the sum with the default segmenter's masks. No abnormal film is read before the card's
 test-split figures are measured. Not run by users; the recipe::
@@ -16,7 +18,11 @@ test-split figures are measured. Not run by users; the recipe::
     OMP_NUM_THREADS=1 python bench/anomaly_pediatric.py --method mae --epochs 40 --critic-epochs 30 --tag mae_c \
         --work runs/anomaly_ped
     OMP_NUM_THREADS=1 python tools/bundle_anomaly_ensemble.py --rd runs/anomaly_rd/rd2.pt \
-        --member runs/anomaly_ped/mae_c.pt
+        --member runs/anomaly_ped/mae_c.pt                                          # v2
+    OMP_NUM_THREADS=1 anatomix anomaly fit <ZhangLab train normals> -o runs/ped_zones/ped_zones.pt \
+        --method zones --segment
+    OMP_NUM_THREADS=1 python tools/bundle_anomaly_ensemble.py --base runs/anomaly_ensemble_v2.pt \
+        --whole-member runs/ped_zones/ped_zones.pt                                  # v3 = v2 + zones
 """
 
 from __future__ import annotations
@@ -41,13 +47,16 @@ def main() -> None:
     src.add_argument("--rd", type=Path, help="an rd detector: its forward student is member 2")
     src.add_argument("--base", help="a bundled ensemble whose two members are taken as they are")
     ap.add_argument("--member", type=Path, action="append", default=[], help="a further detector (repeatable)")
+    ap.add_argument("--whole-member", type=Path, action="append", default=[],
+                    help="a further detector whose one score joins every region, e.g. a zones detector "
+                         "(repeatable; added after the --member ones)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
 
     import torch
 
-    from anatomix.anomaly.detector import Detector, RegionScoring
+    from anatomix.anomaly.detector import Detector, RegionScoring, calibrate_on
     from anatomix.anomaly.ensemble import (
         EnsembleDetector,
         added_member,
@@ -79,6 +88,12 @@ def main() -> None:
         members.append(extra)
         whole.append(False)
         names.append(f"{path.name} ({extra.method}, {extra.image_size} px, member 1's scoring)")
+    for path in a.whole_member:
+        extra = Detector.load(path)
+        calibrate_on(extra, held, held_masks)
+        members.append(extra)
+        whole.append(True)
+        names.append(f"{path.name} ({extra.method}, {extra.image_size} px, whole-image member)")
     ens = EnsembleDetector(members, whole_image=whole, scoring=RegionScoring(primary="anatomy"),
                            meta={"command": shlex.join(["python", *sys.argv]), "n_calibration": len(held),
                                  "members": names})

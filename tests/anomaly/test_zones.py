@@ -122,3 +122,22 @@ def test_cli_fit_zones_needs_masks_and_fits_with_them(tmp_path):
     assert r.exit_code == 0, r.output
     det = Detector.load(tmp_path / "z.pt")
     assert isinstance(det, ZoneDetector) and det.meta["n_fit"] + det.meta["n_calibration"] == len(normals)
+
+
+def test_score_without_masks_segments_for_a_detector_that_needs_them(fitted, tmp_path):
+    """`anatomix anomaly score` with neither --segment nor --masks: the default segmenter's masks,
+    which the rows say (mask_source given), never a whole-image score the detector does not have."""
+    import csv
+
+    from anatomix.anomaly.run import score
+
+    det, normals = fitted
+    folder = tmp_path / "films"
+    folder.mkdir()
+    for i, x in enumerate(normals[:3]):
+        Image.fromarray((x * 255).astype(np.uint8)).save(folder / f"n{i}.png")
+    report = score([folder], tmp_path / "s.csv", detector=det.save(tmp_path / "z.pt"))
+    assert len(report.results) == 3 and not report.errors
+    with open(tmp_path / "s.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["mask_source"] for r in rows] == ["given"] * 3 and {r["score_region"] for r in rows} == {"lungs"}
