@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def run(cmd: list[str]) -> str:
     """Run an ``anatomix`` command (same interpreter), echo it, fail loudly."""
@@ -121,8 +123,11 @@ def main() -> None:
             lines.append(f"| {name} | {len(pos)} | {len(neg)} | {region} | {m['auroc']:.3f} | {m['ap']:.3f} "
                          f"| {m['tpr@5%fpr']:.3f} |")
     flagged = [int(rows[c.case_id]["anomalous"]) for c in val_normals]
+    per_source = ", ".join(f"{s} {np.mean([int(rows[c.case_id]['anomalous']) for c in val_normals if c.source == s]):.3f} "
+                           f"of {sum(c.source == s for c in val_normals)}" for s in ("jsrt", "montgomery", "shenzhen"))
     lines.append(f"\nStored threshold on the {len(val_normals)} validation-split normals (unseen normals of the fit "
-                 f"population, all sources): flag rate {sum(flagged) / len(flagged):.3f} (target 0.05).")
+                 f"population, all sources): flag rate {sum(flagged) / len(flagged):.3f} (target 0.05); per source: "
+                 f"{per_source}.")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

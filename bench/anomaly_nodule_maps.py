@@ -3,8 +3,9 @@ fits its own on the JSRT non-nodule films; this one measures bundled or already 
 with the same hit rule), against the nodule positions of the JSRT clinical data (``nodule_x``, ``nodule_y``, ``nodule_size_mm`` in the pack's manifest, 512 px
 frame, 0.7 mm per pixel).
 
-For every nodule film of ``cxr-seg``: the detector's model-frame map (as ``anatomix anomaly
-score`` computes it), the lungs of the default segmenter (as ``--segment``), and
+For every nodule film of ``cxr-seg``: the detector's heat map in the film's frame (as ``anatomix anomaly
+score --maps`` writes it; an ensemble's is the mean of its members' scaled maps), the lungs of the
+default segmenter (as ``--segment``), and
 
 - **pointing game**: the map's highest point inside the lungs lies within 2 nodule radii of the
   nodule centre (``bench/anomaly_localisation.py``'s rule); its chance level is the share of lung pixels within that
@@ -42,17 +43,18 @@ def nodule_cases(data: Path) -> list:
             if c.meta.get("label") == "nodule" and c.meta.get("nodule_x")]
 
 
-def localise(det, images: np.ndarray, frames: list, lungs: list, cases: list) -> dict:
-    """Pointing-game hits, chance level and nodule ranks of one detector (see the module docstring)."""
-    maps = det.model_maps(images)
+def localise(heatmaps: list, lungs: list, cases: list) -> dict:
+    """Pointing-game hits, chance level and nodule ranks of one detector's ORIGINAL-frame heat maps
+    ``(H, W)`` with the films' lung masks ``(H, W)`` (see the module docstring)."""
     hits, chance, ranks, outside = [], [], [], 0
-    yy, xx = np.mgrid[0:det.image_size, 0:det.image_size]
-    for m, frame, lung, case in zip(maps, frames, lungs, cases):
-        cx, cy = frame.points_to_model(np.array([float(case.meta["nodule_x"]), float(case.meta["nodule_y"])]))
-        if not lung[int(np.clip(round(cy), 0, det.image_size - 1)), int(np.clip(round(cx), 0, det.image_size - 1))]:
+    for m, lung, case in zip(heatmaps, lungs, cases):
+        cx, cy = float(case.meta["nodule_x"]), float(case.meta["nodule_y"])
+        h, w = lung.shape
+        if not lung[int(np.clip(round(cy), 0, h - 1)), int(np.clip(round(cx), 0, w - 1))]:
             outside += 1
             continue
-        reach = float(case.meta["nodule_size_mm"]) / MM_PER_PX_512 * frame.scale  # 2 radii, model px
+        reach = float(case.meta["nodule_size_mm"]) / MM_PER_PX_512  # 2 radii = the diameter, in pixels
+        yy, xx = np.mgrid[0:h, 0:w]
         near = (xx - cx) ** 2 + (yy - cy) ** 2 <= reach ** 2
         values = np.where(lung, m, -np.inf)
         hits.append(bool(near.flat[int(np.argmax(values))]))
@@ -73,7 +75,6 @@ def main() -> None:
     import torch
 
     from anatomix.anomaly.run import segment_masks
-    from anatomix.anomaly.scoring import masks_to_model
     from anatomix.io import read_radiograph
     from anatomix.models import load_detector
 
@@ -90,11 +91,12 @@ def main() -> None:
              + " ".join(f"--detector {d}" for d in a.detector) + (f" --out {a.out}`" if a.out else "`"), "",
              "| detector | films scored (centre outside lungs) | pointing game hits | chance | nodule rank mean / median |",
              "|---|---|---|---|---|"]
+    lungs = [m["lungR"] | m["lungL"] for m in masks]
     for name in a.detector:
         det = load_detector(name)
-        pre = [det.preprocess(r.pixels) for r in rads]
-        lungs = [(lambda mm: mm["lungR"] | mm["lungL"])(masks_to_model(m, f)) for m, (_, f) in zip(masks, pre)]
-        r = localise(det, np.stack([p[0] for p in pre]), [p[1] for p in pre], lungs, cases)
+        heat = [r.heatmap for i in range(0, len(rads), 32)
+                for r in det.score(rads[i:i + 32], masks[i:i + 32], keep_maps=True)]
+        r = localise(heat, lungs, cases)
         lines.append(f"| `{name}` ({det.method}, {det.image_size} px) | {r['n']} ({r['outside']}) | {r['hit']:.1%} "
                      f"| {r['chance']:.1%} | {r['rank_mean']:.1f} / {r['rank_median']:.1f} % |")
         print(lines[-1], flush=True)
