@@ -3,7 +3,9 @@
 Builds a fixed input set in WORK/in (the example images and DICOM, a handful of data-pack cases of
 every source, the hostile corpus of ``tests/hostile.py``), runs the real command line on it from
 WORK, and hashes every output file (the path of WORK reads ``$WORK``, so two folders compare).
-``--record`` writes the hashes; ``--compare`` reruns and prints every file whose bytes changed.
+``--record`` writes the hashes (and the versions of the numerical libraries); ``--compare`` reruns and
+prints every file whose bytes changed, and the library versions that changed since the recording (a fresh
+install that resolves newer numpy/scipy/MONAI moves the last digits of landmarks: 2026-12-02, same code).
 
 The anomaly detector is fitted seeded and tiny (2 epochs at 32 px, 1 critic epoch, one thread),
 so its weights are reproducible bit for bit. Files are hashed byte for byte, except fields that
@@ -168,12 +170,35 @@ def run_all(work: Path) -> dict:
             print(run.stderr[-3000:])
     files = {str(p.relative_to(work)): digest(p, work)
              for p in sorted((work / "out").rglob("*")) if p.is_file() and not p.name.startswith(".")}
-    return {"exit": codes, "files": files}
+    return {"exit": codes, "files": files, "versions": library_versions()}
+
+
+#: the libraries whose floating-point results reach the outputs (a fresh install may resolve others)
+LIBRARIES = ("numpy", "scipy", "torch", "torch-geometric", "monai", "segmentation-models-pytorch",
+             "scikit-image", "pillow", "pydicom", "highdicom", "nibabel")
+
+
+def library_versions() -> dict:
+    """Installed version of each of :data:`LIBRARIES` (``-`` when absent)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "-"
+    return out
 
 
 def compare(before: dict, after: dict) -> int:
     """Print a table of every difference; return the number of differences."""
     rows = []
+    changed = {k: (v, after["versions"].get(k)) for k, v in before.get("versions", {}).items()
+               if v != after["versions"].get(k)}
+    if changed or "versions" not in before:
+        print("library versions differ from the recording (outputs may differ for that reason alone): "
+              + (", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()) or "none recorded then"))
     if before["exit"] != after["exit"]:
         rows.append(("exit statuses", str(before["exit"]), str(after["exit"])))
     for name in sorted(set(before["files"]) | set(after["files"])):
