@@ -1,8 +1,8 @@
 """Does a new ensemble member help? The normal-only judgement: synthetic opacities on held-out normals.
 
-The held-out calibration normals of a population (``split_calibration``, seed 0, of the fit list:
-the 107 ZhangLab train normals of the pediatric detectors, or the 29 adult training-split normals of
-``anomaly-adult``) are taken to the 256-px square frame with their default-segmenter masks; each is
+The held-out calibration normals of a population (``split_calibration``, seed 0, of the fit list in
+the order its detectors were fitted: the 107 ZhangLab train normals of the pediatric detectors, manifest
+order, or the 29 adult training-split normals of ``anomaly-adult``, ``anatomix anomaly fit``'s sorted order) are taken to the 256-px square frame with their default-segmenter masks; each is
 copied 3 times with simulated opacities (:func:`anatomix.anomaly.selection.synthetic_anomalies`,
 seed 0) and the clean normals are scored against the copies, masks kept, by: the base detector,
 the candidate member alone, and the base with the candidate added as a whole-image member
@@ -13,8 +13,8 @@ joins the base ensemble if and only if base + candidate separates the synthetic 
 (higher AUROC) than the base.
 
 Usage:
-    python bench/anomaly_synthetic_members.py --population pediatric --base anomaly-ensemble \
-        --candidate runs/ped_zones/ped_zones.pt --out bench/results/anomaly_synthetic_members.md
+    python bench/anomaly_synthetic_members.py --population pediatric --base runs/anomaly_ensemble_v2.pt \
+        --candidate runs/ped_zones/ped_zones.pt --out bench/results/anomaly_synthetic_members_pediatric.md
     python bench/anomaly_synthetic_members.py --population adult --base runs/adult_rd.pt \
         --candidate runs/anomaly_adult_zones/adult_zones.pt
 """
@@ -42,10 +42,11 @@ def held_out_normals(population: str, data: Path) -> list:
         from anatomix.data.anomaly_pack import anomaly_cases
 
         paths = [c.path for c in anomaly_cases(data, source="zhanglab", split="train", label="normal")]
-    else:
+    else:  # the adult detectors were fitted by `anatomix anomaly fit`, which reads its inputs sorted
+        from anatomix.anomaly.run import fit_order
         from anatomix.data.cases import labelled_cases, split_cases
 
-        paths = [c.image for c in split_cases(labelled_cases(data))[0] if c.meta.get("label") == "normal"]
+        paths = fit_order([c.image for c in split_cases(labelled_cases(data))[0] if c.meta.get("label") == "normal"])
     return [read_radiograph(paths[i]) for i in split_calibration(len(paths))[1]]
 
 

@@ -4,7 +4,8 @@ detectors fitted on the same 288 adult training-split normals.
 Members: an ``rd`` detector (reverse distillation, 128 px: texture inside the lungs) and a ``zones``
 detector (:mod:`anatomix.anomaly.zones`: density and texture statistics of the six lung zones and
 their left-right symmetry; no training), both made by ``anatomix anomaly fit`` on the same list with
-the same seed, so both hold out the same 29 normals (``split_calibration``, seed 0). The zones
+the same seed, so both hold out the same 29 normals (``split_calibration``, seed 0, over the order in which
+``anatomix anomaly fit`` reads its inputs: :func:`anatomix.anomaly.run.fit_order`). The zones
 member's score joins every region of the rd member (``whole_image``); equal weights, fixed before
 any abnormal film was scored. Every member and the sum are calibrated on those 29 held-out normals
 with the current default segmenter's masks (run this again whenever the default segmenter changes).
@@ -40,11 +41,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
 
+    import numpy as np
     import torch
 
     from anatomix.anomaly.detector import Detector, RegionScoring, calibrate_on
     from anatomix.anomaly.ensemble import EnsembleDetector
-    from anatomix.anomaly.run import segment_masks
+    from anatomix.anomaly.run import fit_order, segment_masks
     from anatomix.anomaly.train import split_calibration
     from anatomix.data.cases import labelled_cases, split_cases
     from anatomix.io import read_radiograph
@@ -52,14 +54,18 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.time()
     train, _ = split_cases(labelled_cases(a.data))
-    normals = [c for c in train if c.meta.get("label") == "normal"]  # bench/anomaly_adult.py's fit list
-    held = [read_radiograph(normals[i].image) for i in split_calibration(len(normals))[1]]
+    # bench/anomaly_adult.py's fit list, in the order `anatomix anomaly fit` read it (sorted paths)
+    normals = fit_order([c.image for c in train if c.meta.get("label") == "normal"])
+    held = [read_radiograph(normals[i]) for i in split_calibration(len(normals))[1]]
     rd, zones = Detector.load(a.rd), Detector.load(a.zones)
-    for name, det in (("rd", rd), ("zones", zones)):
-        if det.calibration["image"]["n"] != len(held):
-            sys.exit(f"{name}: calibrated on {det.calibration['image']['n']} normals, not the {len(held)} held out "
-                     f"from these {len(normals)}: fit it on bench/anomaly_adult.py's list")
     masks = segment_masks(held)
+    for name, det in (("rd", rd), ("zones", zones)):  # the films each member held out, and no others
+        stored = np.sort(det.calibration["image"]["raw"])
+        again = np.sort([r.raw["image"] for r in det.score(held, masks)])
+        if stored.shape != again.shape or not np.allclose(stored, again, rtol=1e-3, atol=1e-6):
+            sys.exit(f"{name}: its calibration scores are not those of the {len(held)} normals held out from these "
+                     f"{len(normals)}: fit it with `anatomix anomaly fit` on bench/anomaly_adult.py's list (and the "
+                     f"current default segmenter)")
     for det in (rd, zones):
         calibrate_on(det, held, masks)
     ens = EnsembleDetector([rd, zones], whole_image=[False, True], scoring=RegionScoring(primary=rd.scoring.primary),

@@ -5,9 +5,9 @@ calibration), the ``forward`` student of an ``rd`` detector fitted by ``bench/an
 (its students train on their own losses, so the forward one alone is a trained model), scored on
 the whole image, and each ``--member`` detector (fitted by ``bench/anomaly_pediatric.py``),
 scored with member 1's setup (``ssim+critic``, mean, lungs + heart: fixed before any test film was
-scored), and each ``--whole-member`` (e.g. a ``zones`` detector, :mod:`anatomix.anomaly.zones`, fitted by
-``anatomix anomaly fit --method zones --segment`` on the ZhangLab train normals), whose one score joins
-every region. ``--base ENSEMBLE`` takes the members of an existing ensemble as they are (v1's two are
+scored), and with ``--zones`` a zones detector (:mod:`anatomix.anomaly.zones`) fitted here on the same
+non-calibration train normals in the same order (``anatomix anomaly fit`` would sort them and hold out
+other films), whose one score joins every region. ``--base ENSEMBLE`` takes the members of an existing ensemble as they are (v1's two are
 the files the ``--rd`` path makes) instead of ``--rd``. Every member and the sum
 are calibrated on the same 107 held-out ZhangLab train normals (``split_calibration``, seed 0),
 the sum with the default segmenter's masks. No abnormal film is read before the card's
@@ -19,10 +19,8 @@ test-split figures are measured. Not run by users; the recipe::
         --work runs/anomaly_ped
     OMP_NUM_THREADS=1 python tools/bundle_anomaly_ensemble.py --rd runs/anomaly_rd/rd2.pt \
         --member runs/anomaly_ped/mae_c.pt                                          # v2
-    OMP_NUM_THREADS=1 anatomix anomaly fit <ZhangLab train normals> -o runs/ped_zones/ped_zones.pt \
-        --method zones --segment
     OMP_NUM_THREADS=1 python tools/bundle_anomaly_ensemble.py --base runs/anomaly_ensemble_v2.pt \
-        --whole-member runs/ped_zones/ped_zones.pt                                  # v3 = v2 + zones
+        --zones                                                                     # v3 = v2 + zones
 """
 
 from __future__ import annotations
@@ -47,9 +45,9 @@ def main() -> None:
     src.add_argument("--rd", type=Path, help="an rd detector: its forward student is member 2")
     src.add_argument("--base", help="a bundled ensemble whose two members are taken as they are")
     ap.add_argument("--member", type=Path, action="append", default=[], help="a further detector (repeatable)")
-    ap.add_argument("--whole-member", type=Path, action="append", default=[],
-                    help="a further detector whose one score joins every region, e.g. a zones detector "
-                         "(repeatable; added after the --member ones)")
+    ap.add_argument("--zones", action="store_true",
+                    help="fit a zones detector (lung-zone statistics) on the non-calibration train normals, in "
+                         "this tool's order, and add it last; its one score joins every region")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
@@ -65,6 +63,8 @@ def main() -> None:
     from anatomix.anomaly.metrics import summary
     from anatomix.anomaly.run import segment_masks
     from anatomix.anomaly.train import split_calibration
+    from anatomix.anomaly.zones import IMAGE_SIZE as ZONES_SIZE
+    from anatomix.anomaly.zones import ZoneDetector
     from anatomix.data.anomaly_pack import anomaly_cases
     from anatomix.io import read_radiograph
     from anatomix.models import load_detector, load_segmenter
@@ -88,12 +88,13 @@ def main() -> None:
         members.append(extra)
         whole.append(False)
         names.append(f"{path.name} ({extra.method}, {extra.image_size} px, member 1's scoring)")
-    for path in a.whole_member:
-        extra = Detector.load(path)
-        calibrate_on(extra, held, held_masks)
-        members.append(extra)
+    if a.zones:
+        images, masks = model_frame_normals([c.path for c in normals], seg, ZONES_SIZE)
+        zones = ZoneDetector.fit(images, masks, calib_fraction=0.1, seed=0)  # holds out the same 107
+        calibrate_on(zones, held, held_masks)  # the same films and masks: reproduces fit's own calibration
+        members.append(zones)
         whole.append(True)
-        names.append(f"{path.name} ({extra.method}, {extra.image_size} px, whole-image member)")
+        names.append(f"zones (lung-zone statistics, {zones.meta['n_fit']} normals, 256 px, whole-image member)")
     ens = EnsembleDetector(members, whole_image=whole, scoring=RegionScoring(primary="anatomy"),
                            meta={"command": shlex.join(["python", *sys.argv]), "n_calibration": len(held),
                                  "members": names})
@@ -113,6 +114,24 @@ def main() -> None:
     print(f"{a.out}: test AUROC {m['auroc']:.3f}, AP {m['ap']:.3f}, TPR@5%FPR {m['tpr@5%fpr']:.3f}, "
           f"FPR / TPR at the stored threshold {ens.meta['test']['fpr_at_threshold']:.3f} / "
           f"{ens.meta['test']['tpr_at_threshold']:.3f} ({time.time() - t0:.0f} s)")
+
+
+def model_frame_normals(paths, segmenter, size: int):
+    """Model-frame images ``(N, size, size)`` and model-frame masks of films, in the order given (32 at a
+    time: the originals are not all held in memory)."""
+    from anatomix.anomaly.detector import preprocess
+    from anatomix.anomaly.run import segment_masks
+    from anatomix.anomaly.scoring import masks_to_model
+    from anatomix.io import read_radiograph
+
+    images, masks = [], []
+    for i in range(0, len(paths), 32):
+        films = [read_radiograph(p) for p in paths[i:i + 32]]
+        for film, m in zip(films, segment_masks(films, segmenter)):
+            x, frame = preprocess(film.pixels, size)
+            images.append(x)
+            masks.append(masks_to_model(m, frame))
+    return np.stack(images), masks
 
 
 if __name__ == "__main__":

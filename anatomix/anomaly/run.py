@@ -37,7 +37,7 @@ from anatomix.limits import MAX_PIXELS
 from anatomix.models import DEFAULT_DETECTOR
 
 __all__ = ["EvaluationReport", "FitReport", "Normals", "ScoreReport", "calibrate", "evaluate", "fit",
-           "masks_from_dir", "read_images", "read_labels", "read_normals", "score", "score_columns",
+           "fit_order", "masks_from_dir", "read_images", "read_labels", "read_normals", "score", "score_columns",
            "score_row", "segment_masks", "site_mismatch_note", "write_map"]
 
 Log = Callable[[str], None]
@@ -138,6 +138,14 @@ def read_labels(path: Path) -> dict[str, int]:
     if not out:
         raise ReadError(path, f"no usable labels in column {lc!r}")
     return out
+
+
+def fit_order(inputs: Sequence) -> list[Path]:
+    """The readable-path order in which :func:`fit` (``anatomix anomaly fit``) takes ``inputs``: expanded,
+    unique and sorted (:func:`anatomix.io.inputs.expand_inputs`), NOT the order listed. The films a fit
+    held out for calibration are ``[fit_order(inputs)[i] for i in split_calibration(n)[1]]`` (every
+    input readable); tools that calibrate an ensemble on the same held-out normals must use this order."""
+    return _expand(inputs)[0]
 
 
 def _expand(inputs) -> tuple[list[Path], list[str], list[InputError]]:

@@ -110,6 +110,20 @@ def _zone_of_feature() -> list[tuple[int, ...]]:
     return out
 
 
+def fit_gaussian(feats: np.ndarray, shrinkage: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Gaussian of normal features ``(N, F)``: (mean ``(F,)``, standard deviation ``(F,)``, precision
+    ``(F, F)`` = inverse of the correlation matrix shrunk by ``shrinkage`` towards identity)."""
+    mean, std = feats.mean(0), feats.std(0) + 1e-8
+    corr = np.atleast_2d(np.cov(((feats - mean) / std).T))
+    corr = (1.0 - shrinkage) * corr + shrinkage * np.eye(feats.shape[1])
+    return mean, std, np.linalg.inv(corr)
+
+
+def mahalanobis(z: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distances ``(B,)`` of standardised features ``(B, F)`` (NaN where undefined)."""
+    return np.einsum("ij,jk,ik->i", z, precision, z)
+
+
 class ZoneDetector:
     """A Gaussian on the zone statistics of normal films (see the module docstring).
 
@@ -166,10 +180,7 @@ class ZoneDetector:
         feats = feats[np.isfinite(feats).all(1)]
         if len(feats) < 10:
             raise UsageError(f"zones: need at least 10 normal films with both lungs masked, got {len(feats)}")
-        mean, std = feats.mean(0), feats.std(0) + 1e-8
-        corr = np.cov(((feats - mean) / std).T)
-        corr = (1.0 - shrinkage) * corr + shrinkage * np.eye(N_FEATURES)
-        det = cls(mean, std, np.linalg.inv(corr), target_fpr=target_fpr,
+        det = cls(*fit_gaussian(feats, shrinkage), target_fpr=target_fpr,
                   meta={**(meta or {}), "n_fit": int(len(feats)), "n_calibration": int(len(cal_idx)),
                         "shrinkage": float(shrinkage), "seed": int(seed)})
         det.calibrate(images[cal_idx], [masks[i] for i in cal_idx])
@@ -189,8 +200,8 @@ class ZoneDetector:
         return (feats - self.mean) / self.std
 
     def raw(self, z: np.ndarray) -> np.ndarray:
-        """Mahalanobis distances ``(B,)`` of standardised features ``(B, 27)`` (NaN where undefined)."""
-        return np.einsum("ij,jk,ik->i", z, self.precision, z)
+        """Squared Mahalanobis distances ``(B,)`` of standardised features ``(B, 27)`` (NaN where undefined)."""
+        return mahalanobis(z, self.precision)
 
     def calibrate(self, images: np.ndarray, masks_model: Sequence[Mapping[str, np.ndarray] | None] | None,
                   target_fpr: float | None = None) -> dict[str, dict[str, Any]]:

@@ -141,3 +141,29 @@ def test_score_without_masks_segments_for_a_detector_that_needs_them(fitted, tmp
     with open(tmp_path / "s.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["mask_source"] for r in rows] == ["given"] * 3 and {r["score_region"] for r in rows} == {"lungs"}
+
+
+def test_fit_holds_out_the_films_that_fit_order_names(tmp_path):
+    """`anatomix anomaly fit` reads its inputs sorted, not in the order listed: a tool that calibrates an
+    ensemble on a fit's held-out normals must split fit_order(inputs), or it calibrates on films the
+    detector was fitted on (the adult ensemble's first build did)."""
+    from anatomix.anomaly.run import fit, fit_order
+    from anatomix.anomaly.train import split_calibration
+    from anatomix.io import read_radiograph
+
+    files = []
+    for i, x in enumerate(normal_images(24, SIZE, seed=8)):
+        files.append(tmp_path / f"n{i:02d}.png")
+        Image.fromarray((x * 255).astype(np.uint8)).save(files[-1])
+        for k, v in _masks().items():
+            Image.fromarray(v.astype(np.uint8) * 255).save(tmp_path / f"n{i:02d}_{k}.png")
+    listed = files[::-1]
+    order = fit_order(listed)
+    assert order == sorted(order) and {p.name for p in order} == {p.name for p in files}
+    det = fit(listed, tmp_path / "z.pt", method="zones", mask_dir=tmp_path).detector
+    held = [read_radiograph(order[i]) for i in split_calibration(len(order))[1]]
+    again = [r.raw["image"] for r in det.score(held, [_masks()] * len(held))]
+    assert np.allclose(sorted(again), sorted(det.calibration["image"]["raw"]))
+    wrong = [read_radiograph(listed[i]) for i in split_calibration(len(listed))[1]]
+    assert not np.allclose(sorted(r.raw["image"] for r in det.score(wrong, [_masks()] * len(wrong))),
+                           sorted(det.calibration["image"]["raw"]))
