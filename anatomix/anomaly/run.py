@@ -144,7 +144,8 @@ def fit_order(inputs: Sequence) -> list[Path]:
     """The readable-path order in which :func:`fit` (``anatomix anomaly fit``) takes ``inputs``: expanded,
     unique and sorted (:func:`anatomix.io.inputs.expand_inputs`), NOT the order listed. The films a fit
     held out for calibration are ``[fit_order(inputs)[i] for i in split_calibration(n)[1]]`` (every
-    input readable); tools that calibrate an ensemble on the same held-out normals must use this order."""
+    input readable; a detector fitted here also lists them in ``meta["held_out"]``); tools that calibrate an
+    ensemble on the same held-out normals must use this order."""
     return _expand(inputs)[0]
 
 
@@ -186,11 +187,13 @@ class Normals:
     """Normal images read into a detector's model frame.
 
     Attributes:
+        paths: the files read, in :func:`fit_order`.
         images: ``(N, S, S)`` float32 in [0, 1].
         masks: per image, model-frame structure masks (``lungR``, ``lungL``, ``heart``) or None.
         errors: inputs that could not be read (or whose masks could not be).
     """
 
+    paths: list[str]
     images: np.ndarray
     masks: list
     errors: list[InputError]
@@ -231,7 +234,7 @@ def read_normals(inputs: Sequence, image_size: int, mask_dir: Path | None = None
         x, frame = preprocess(r.pixels, image_size)
         imgs.append(x)
         mm.append(masks_to_model(m, frame))
-    return Normals(np.stack(imgs).astype(np.float32), mm, errors)
+    return Normals([str(r.path) for _, r in items], np.stack(imgs).astype(np.float32), mm, errors)
 
 
 def _load(detector, trust: bool):
@@ -273,7 +276,8 @@ def fit(inputs: Sequence, output: Path, method: str = "ae", epochs: int | None =
     """Fit a detector on NORMAL images only and save it (``anatomix anomaly fit``).
 
     A random ``calib_fraction`` of the normals is held out: the detector's score normalisation
-    and thresholds come from those normals only and are saved in the detector file. Training is
+    and thresholds come from those normals only and are saved in the detector file (their paths in
+    ``meta["held_out"]``). Training is
     resumable through ``checkpoint`` (default ``<output>.ckpt``; the critic's beside it as
     ``.critic.ckpt``, an ``rd`` teacher's as ``.teacher.ckpt``), all removed once the detector is written.
 
@@ -320,6 +324,7 @@ def fit(inputs: Sequence, output: Path, method: str = "ae", epochs: int | None =
                                              target_fpr=target_fpr),
                        seed=seed, checkpoint=checkpoint, model_config=dict(model_config or {}),
                        critic_epochs=critic_epochs, meta=meta, progress=progress, select=select)
+    det.meta["held_out"] = [normals.paths[i] for i in det.meta["calibration_indices"]]
     det.save(output)
     checkpoint.unlink(missing_ok=True)
     checkpoint.with_suffix(".critic.ckpt").unlink(missing_ok=True)
@@ -343,6 +348,7 @@ def _fit_zones(inputs, output: Path, calib_fraction: float, target_fpr: float, m
     kept = [i for i, m in enumerate(normals.masks) if m is not None]
     det = ZoneDetector.fit(normals.images[kept], [normals.masks[i] for i in kept], calib_fraction, seed, target_fpr,
                            meta=meta)
+    det.meta["held_out"] = [normals.paths[kept[i]] for i in det.meta["calibration_indices"]]
     det.save(output)
     written = _write_errors(normals.errors, Path(errors_path) if errors_path else output.parent / ERRORS_NAME)
     return FitReport(det, output, len(normals.images), normals.errors, written)

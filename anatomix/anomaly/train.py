@@ -284,7 +284,8 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None 
     fit_s = sum(h["seconds"] for h in history) if history else time.time() - t0
     fit_s += float(facts.get("teacher_fit_seconds", 0.0))
     det = Detector(model.cpu(), scoring, prior_masks=prior_masks)
-    det.meta.update({"n_fit": len(fit_idx), "n_calibration": len(cal_idx), "epochs": int(epochs),
+    det.meta.update({"n_fit": len(fit_idx), "n_calibration": len(cal_idx),
+                     "calibration_indices": [int(i) for i in cal_idx], "epochs": int(epochs),
                      "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "critic_epochs": 0,
                      "fit_seconds": float(fit_s), "final_loss": float(history[-1]["loss"]) if history else None,
                      **facts, **(meta or {})})

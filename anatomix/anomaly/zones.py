@@ -182,6 +182,7 @@ class ZoneDetector:
             raise UsageError(f"zones: need at least 10 normal films with both lungs masked, got {len(feats)}")
         det = cls(*fit_gaussian(feats, shrinkage), target_fpr=target_fpr,
                   meta={**(meta or {}), "n_fit": int(len(feats)), "n_calibration": int(len(cal_idx)),
+                        "calibration_indices": [int(i) for i in cal_idx],
                         "shrinkage": float(shrinkage), "seed": int(seed)})
         det.calibrate(images[cal_idx], [masks[i] for i in cal_idx])
         return det

@@ -162,6 +162,7 @@ def test_fit_holds_out_the_films_that_fit_order_names(tmp_path):
     assert order == sorted(order) and {p.name for p in order} == {p.name for p in files}
     det = fit(listed, tmp_path / "z.pt", method="zones", mask_dir=tmp_path).detector
     held = [read_radiograph(order[i]) for i in split_calibration(len(order))[1]]
+    assert det.meta["held_out"] == [str(order[i]) for i in split_calibration(len(order))[1]]
     again = [r.raw["image"] for r in det.score(held, [_masks()] * len(held))]
     assert np.allclose(sorted(again), sorted(det.calibration["image"]["raw"]))
     wrong = [read_radiograph(listed[i]) for i in split_calibration(len(listed))[1]]
