@@ -61,7 +61,7 @@ def main() -> None:
         student_detector,
     )
     from anatomix.anomaly.metrics import summary
-    from anatomix.anomaly.run import segment_masks
+    from anatomix.anomaly.run import read_normals, segment_masks
     from anatomix.anomaly.train import split_calibration
     from anatomix.anomaly.zones import IMAGE_SIZE as ZONES_SIZE
     from anatomix.anomaly.zones import ZoneDetector
@@ -89,8 +89,11 @@ def main() -> None:
         whole.append(False)
         names.append(f"{path.name} ({extra.method}, {extra.image_size} px, member 1's scoring)")
     if a.zones:
-        images, masks = model_frame_normals([c.path for c in normals], seg, ZONES_SIZE)
-        zones = ZoneDetector.fit(images, masks, calib_fraction=0.1, seed=0)  # holds out the same 107
+        read = read_normals([c.path for c in normals], ZONES_SIZE, segment=True)  # sorted: fit_order
+        at = {Path(p).resolve(): i for i, p in enumerate(read.paths)}
+        order = [at[Path(c.path).resolve()] for c in normals]  # back to this tool's order
+        zones = ZoneDetector.fit(read.images[order], [read.masks[i] for i in order], calib_fraction=0.1,
+                                 seed=0)  # holds out the same 107 as members 1-3
         calibrate_on(zones, held, held_masks)  # the same films and masks: reproduces fit's own calibration
         members.append(zones)
         whole.append(True)
@@ -114,24 +117,6 @@ def main() -> None:
     print(f"{a.out}: test AUROC {m['auroc']:.3f}, AP {m['ap']:.3f}, TPR@5%FPR {m['tpr@5%fpr']:.3f}, "
           f"FPR / TPR at the stored threshold {ens.meta['test']['fpr_at_threshold']:.3f} / "
           f"{ens.meta['test']['tpr_at_threshold']:.3f} ({time.time() - t0:.0f} s)")
-
-
-def model_frame_normals(paths, segmenter, size: int):
-    """Model-frame images ``(N, size, size)`` and model-frame masks of films, in the order given (32 at a
-    time: the originals are not all held in memory)."""
-    from anatomix.anomaly.detector import preprocess
-    from anatomix.anomaly.run import segment_masks
-    from anatomix.anomaly.scoring import masks_to_model
-    from anatomix.io import read_radiograph
-
-    images, masks = [], []
-    for i in range(0, len(paths), 32):
-        films = [read_radiograph(p) for p in paths[i:i + 32]]
-        for film, m in zip(films, segment_masks(films, segmenter)):
-            x, frame = preprocess(film.pixels, size)
-            images.append(x)
-            masks.append(masks_to_model(m, frame))
-    return np.stack(images), masks
 
 
 if __name__ == "__main__":
