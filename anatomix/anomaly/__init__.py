@@ -1,6 +1,6 @@
 """Normal-only anomaly screening: fit on normal radiographs, flag what deviates and where.
 
-- :mod:`anatomix.anomaly.models`: ``ae``, ``memae``, ``mae``, ``squid`` (image reconstruction)
+- :mod:`anatomix.anomaly.models`: ``ae``, ``memae``, ``mae``, ``squid``, ``simsid`` (image reconstruction)
   and ``rd`` (students that rebuild a teacher's features) in one registry
   (:data:`~anatomix.anomaly.models.MODELS`) behind :func:`~anatomix.anomaly.models.create_model`;
 - :mod:`anatomix.anomaly.teacher`: the feature teacher of ``rd``, pretrained here on normals

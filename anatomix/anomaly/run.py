@@ -284,7 +284,7 @@ def fit(inputs: Sequence, output: Path, method: str = "ae", epochs: int | None =
     Args:
         inputs: normal radiographs (files, folders, globs or lists); at least 6 readable.
         output: the detector file to write (``.pt``).
-        method: ``ae`` | ``memae`` | ``mae`` | ``squid`` | ``rd`` (:data:`anatomix.anomaly.models.METHODS`), or
+        method: ``ae`` | ``memae`` | ``mae`` | ``squid`` | ``simsid`` | ``rd`` (:data:`anatomix.anomaly.models.METHODS`), or
             ``zones`` (:mod:`anatomix.anomaly.zones`: lung-zone statistics, no training; needs masks).
         image_size: model frame side (default: the method's, 64; ``rd`` 128).
         epochs, lr, residual, reduce, smooth, select: None = the method's

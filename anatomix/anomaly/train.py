@@ -225,7 +225,7 @@ def fit_detector(images: np.ndarray, method: str = "ae", image_size: int | None 
 
     Args:
         images: ``(N, S, S)`` normal images in the model frame of ``image_size``.
-        method: ``ae`` | ``memae`` | ``mae`` | ``squid``.
+        method: ``ae`` | ``memae`` | ``mae`` | ``squid`` | ``simsid`` | ``rd``.
         calib_fraction: share held out (at random, ``seed``) for normalisation and thresholds.
         calib_masks: optional per-image model-frame structure masks (same order as
             ``images``) so that masked regions get calibrated too.

@@ -1,6 +1,6 @@
 """``anatomix anomaly``: fit a normal-only detector, score images, evaluate against labels.
 
-    anatomix anomaly fit NORMALS... -o detector.pt [--method ae|memae|mae|squid|rd|zones] [--epochs N]
+    anatomix anomaly fit NORMALS... -o detector.pt [--method ae|memae|mae|squid|simsid|rd|zones] [--epochs N]
     anatomix anomaly score IMAGES... [--detector detector.pt] -o scores.csv [--maps DIR]
     anatomix anomaly evaluate scores.csv --labels manifest.csv [-o DIR]
 

@@ -13,6 +13,7 @@ TINY = {
     "memae": {"channels": [8, 16], "dim": 16, "mem_size": 32},
     "mae": {"patch": 8, "dim": 32, "depth": 2, "dec_depth": 1, "heads": 2, "mem_slots": 4},
     "squid": {"grid": 2, "channels": [8, 16], "queue_size": 8},
+    "simsid": {"grid": 2, "channels": [8, 16], "memory_size": 8, "shuffle_fraction": 0.5},
 }
 
 

@@ -15,7 +15,9 @@ class Stop(Exception):
 
 @pytest.mark.parametrize("method,cfg", [("ae", {"channels": [8, 16], "latent": 8}),
                                         ("mae", {"patch": 8, "dim": 32, "depth": 1, "dec_depth": 1, "heads": 2,
-                                                 "mem_slots": 4})])
+                                                 "mem_slots": 4}),
+                                        ("simsid", {"grid": 2, "channels": [8, 16], "memory_size": 8,
+                                                    "shuffle_fraction": 0.5})])
 def test_resume_is_exact(tmp_path, method, cfg):
     imgs = normal_images(24, 32, seed=2)
     torch.manual_seed(0)

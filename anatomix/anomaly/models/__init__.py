@@ -17,13 +17,14 @@ MODELS.register("ae", "anatomix.anomaly.models.ae:ConvAE")
 MODELS.register("memae", "anatomix.anomaly.models.memae:MemAE")
 MODELS.register("mae", "anatomix.anomaly.models.mae:MemMCMAE")
 MODELS.register("squid", "anatomix.anomaly.models.squid:SQUID")
+MODELS.register("simsid", "anatomix.anomaly.models.simsid:SimSID")
 MODELS.register("rd", "anatomix.anomaly.models.rd:ReverseDistillation")
 
 #: the method names, in registration order (``anatomix anomaly fit --method``)
 METHODS: tuple[str, ...] = MODELS.names()
 
 #: defaults used by ``anatomix anomaly fit`` when no override is given
-DEFAULT_IMAGE_SIZE = {"ae": 64, "memae": 64, "mae": 64, "squid": 64, "rd": 128}
+DEFAULT_IMAGE_SIZE = {"ae": 64, "memae": 64, "mae": 64, "squid": 64, "simsid": 128, "rd": 128}
 
 #: fit settings of ``anatomix anomaly fit`` (:func:`fit_defaults`): the reconstruction methods'
 #: (score = SSIM residual + realness critic, chosen on the pediatric validation set) ...

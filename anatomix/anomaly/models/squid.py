@@ -79,12 +79,19 @@ class SQUID(AnomalyModel):
         self.inpaint = nn.Sequential(MaskedNeighbourConv(c, c), nn.LeakyReLU(0.2, inplace=True))
         self.fuse = nn.Sequential(nn.Conv2d(2 * c, c, 1), nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(c, c, 1))
         self.decoder = conv_decoder(channels, 1)
-        g2 = grid * grid * self.f * self.f
-        self.register_buffer("queue", torch.randn(g2, queue_size, c) * 0.01)
-        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._init_memory(grid * grid * self.f * self.f, queue_size, c)
         # running means of the two map terms on training normals (for the native map)
         self.register_buffer("pix_scale", torch.ones(()))
         self.register_buffer("feat_scale", torch.ones(()))
+
+    def _init_memory(self, positions: int, size: int, c: int) -> None:
+        """A FIFO queue of ``size`` features per feature-map position (a buffer, not learned)."""
+        self.register_buffer("queue", torch.randn(positions, size, c) * 0.01)
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def memory_bank(self) -> torch.Tensor:
+        """The entries every position attends to, ``(positions, size, C)``."""
+        return self.queue.clone() if self.training else self.queue  # enqueue later is in place
 
     # patches <-> feature map -------------------------------------------------------------
     def encode(self, x):
@@ -103,13 +110,13 @@ class SQUID(AnomalyModel):
         return out.view(b, g, g, 1, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, 1, g * p, g * p)
 
     def read_memory(self, feat):
-        """Soft attention of every position's feature over its own queue."""
+        """Soft attention of every position's feature over its own memory entries."""
         b, c, h, w = feat.shape
-        queue = self.queue.clone() if self.training else self.queue  # enqueue later is in place
+        bank = self.memory_bank()
         q = feat.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, HW, C)
-        att = torch.einsum("bnc,nqc->bnq", F.normalize(q, dim=-1), F.normalize(queue, dim=-1))
+        att = torch.einsum("bnc,nqc->bnq", F.normalize(q, dim=-1), F.normalize(bank, dim=-1))
         att = F.softmax(att / 0.1, dim=-1)
-        mem = torch.einsum("bnq,nqc->bnc", att, queue)
+        mem = torch.einsum("bnq,nqc->bnc", att, bank)
         return mem.view(b, h, w, c).permute(0, 3, 1, 2)
 
     def student(self, teacher_feat):
