@@ -2,13 +2,15 @@
 
 A region's calibration maps its raw residual score to a z-like score
 ``(raw - center) / scale`` (center = mean, scale = standard deviation of the held-out normal
-raw scores) and puts the threshold at the ``1 - target_fpr`` quantile of the normalised
-held-out normal scores, so that about ``target_fpr`` of new normal images are flagged.
+raw scores) and puts the threshold at the split-conformal order statistic of the normalised
+held-out normal scores (:func:`quantile_threshold`), so that at most ``target_fpr`` of new normal
+images of the same population are flagged, whatever the number of held-out normals.
 Abnormal data is never used: there is no argument that could take it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,18 +22,22 @@ MIN_CALIBRATION = 5
 
 
 def quantile_threshold(normal_scores: Sequence[float], target_fpr: float = 0.05) -> float:
-    """The ``1 - target_fpr`` quantile of normal scores (``higher`` interpolation).
+    """Threshold from ``n`` held-out normal scores: their ``k``-th smallest, ``k = ceil((n + 1)(1 - target_fpr))``.
 
-    Taking the next observed value above the quantile keeps the empirical FPR on the
-    calibration set at or below ``target_fpr``.
+    Split conformal prediction: if a new normal image is exchangeable with the held-out ones,
+    ``P(new score > threshold) = 1 - k / (n + 1) <= target_fpr`` (ties aside). The plain empirical
+    quantile lets ``1 / (n + 1)`` more through on average (6.7 % instead of 3.3 % for 29 held-out
+    normals at a 5 % target). With fewer than ``1 / target_fpr - 1`` normals ``k`` would exceed
+    ``n``: the largest score is taken and the guarantee weakens to ``1 / (n + 1)``.
     """
-    s = np.asarray(normal_scores, dtype=np.float64)
+    s = np.sort(np.asarray(normal_scores, dtype=np.float64))
     s = s[np.isfinite(s)]
     if s.size < MIN_CALIBRATION:
         raise UsageError(f"need at least {MIN_CALIBRATION} held-out normal scores, got {s.size}")
     if not 0.0 < target_fpr < 1.0:
         raise UsageError(f"target_fpr must be in (0, 1), got {target_fpr}")
-    return float(np.quantile(s, 1.0 - target_fpr, method="higher"))
+    k = math.ceil((s.size + 1) * (1.0 - target_fpr) - 1e-9)
+    return float(s[min(k, s.size) - 1])
 
 
 def fit_region(raw_normal_scores: Sequence[float], target_fpr: float = 0.05) -> dict[str, object]:

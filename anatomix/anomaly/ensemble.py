@@ -124,6 +124,14 @@ class EnsembleDetector:
             results.append(m.model_results(own, own_masks))
         return self._fit([self.summed(rs) for rs in zip(*results)])
 
+    def set_target_fpr(self, target_fpr: float) -> None:
+        """Move the sum's and every member's threshold to another target FPR (from the kept
+        held-out normal scores; nothing is rescored)."""
+        self.scoring.target_fpr = float(target_fpr)
+        for m in self.members:
+            m.set_target_fpr(target_fpr)
+        self.calibration = {k: cal.retarget(c, target_fpr) for k, c in self.calibration.items()}
+
     # -- scoring ------------------------------------------------------------------------------
     def score(self, radiographs: Sequence, masks: Sequence[Mapping[str, np.ndarray] | None] | None = None,
               keep_maps: bool = False, batch_size: int = 64) -> list[AnomalyResult]:

@@ -215,6 +215,12 @@ class ZoneDetector:
         self.calibration = {k: fitted for k in REGIONS}
         return self.calibration
 
+    def set_target_fpr(self, target_fpr: float) -> None:
+        """Move the threshold to another target FPR (from the kept held-out normal scores)."""
+        self.scoring.target_fpr = float(target_fpr)
+        fitted = cal.retarget(self.calibration["lungs"], target_fpr)
+        self.calibration = {k: fitted for k in REGIONS}
+
     def _result(self, image_id: str, path, z: np.ndarray, masks_model, frame=None, keep_maps: bool = False):
         if "lungs" not in self.calibration:
             raise UsageError("zones detector is not calibrated; call calibrate() with held-out normals")

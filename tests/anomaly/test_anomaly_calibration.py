@@ -17,6 +17,27 @@ def test_quantile_threshold_holds_fpr_on_fresh_normals():
     assert max(fprs) < 0.10
 
 
+@pytest.mark.parametrize("n", [29, 107])
+def test_threshold_is_conformal_for_small_calibration_sets(n):
+    """With n held-out normals the k-th smallest, k = ceil((n + 1) * 0.95), flags 1 - k / (n + 1)
+    of new normals on average: at most 5 %, where the empirical quantile flags more."""
+    rng = np.random.default_rng(7)
+    k = int(np.ceil((n + 1) * 0.95))
+    fpr, fpr_empirical = [], []
+    for _ in range(3000):
+        normals, fresh = rng.normal(size=n), rng.normal(size=400)
+        thr = cal.quantile_threshold(normals, 0.05)
+        assert thr == np.sort(normals)[k - 1]
+        fpr.append(np.mean(fresh > thr))
+        fpr_empirical.append(np.mean(fresh > np.quantile(normals, 0.95, method="higher")))
+    assert abs(np.mean(fpr) - (1 - k / (n + 1))) < 0.004
+    assert np.mean(fpr) <= 0.05 < np.mean(fpr_empirical)
+
+
+def test_threshold_with_fewer_normals_than_the_target_allows_is_their_maximum():
+    assert cal.quantile_threshold([3.0, 1.0, 2.0, 5.0, 4.0], 0.05) == 5.0
+
+
 def test_retarget_and_guards():
     c = cal.fit_region(np.arange(100.0), 0.05)
     c10 = cal.retarget(c, 0.10)

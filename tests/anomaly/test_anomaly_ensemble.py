@@ -104,6 +104,26 @@ def test_recalibration_from_model_frame_images_recalibrates_members_and_sum(memb
     assert ae.calibration["image"]["raw"] != before["raw"] and set(ens.calibration) == {"image"}
 
 
+def test_set_target_fpr_moves_every_threshold_without_rescoring(members):
+    """Members' and sum's thresholds move to what calibrating at the new target would give, from the
+    kept held-out scores; normalisations stay (``tools/rethreshold.py``)."""
+    ae, rd, normals = members
+    ens = EnsembleDetector([Detector.from_state(ae.state(), "ae"), Detector.from_state(rd.state(), "rd")],
+                           whole_image=[False, True])
+    films = _films(normals[:12])
+    ens.calibrate_radiographs(films)
+    fitted = {k: dict(c) for k, c in ens.calibration.items()}
+    ens.set_target_fpr(0.3)
+    assert ens.scoring.target_fpr == 0.3 and all(m.scoring.target_fpr == 0.3 for m in ens.members)
+    for k, c in ens.calibration.items():
+        assert c["center"] == fitted[k]["center"] and c["scale"] == fitted[k]["scale"]
+    again = EnsembleDetector(ens.members, whole_image=[False, True])
+    again.scoring.target_fpr = 0.3
+    again.calibrate_radiographs(films)
+    assert ens.calibration["image"]["threshold"] == pytest.approx(again.calibration["image"]["threshold"])
+    assert ens.calibration["image"]["threshold"] < fitted["image"]["threshold"]
+
+
 def test_commands_take_an_ensemble_and_export_refuses_it(members, tmp_path):
     from anatomix.anomaly.run import score
     from anatomix.cli.anomaly import anomaly

@@ -106,6 +106,15 @@ def test_a_zones_member_joins_an_ensemble_that_then_needs_masks(fitted, tmp_path
     assert ens.calibration["lungs"]["n"] == len(normals)
 
 
+def test_set_target_fpr_moves_the_one_shared_threshold(fitted):
+    det, _ = fitted
+    copy = ZoneDetector.from_state(det.state(), "copy")
+    copy.set_target_fpr(0.3)
+    lungs = copy.calibration["lungs"]
+    assert all(c is lungs for c in copy.calibration.values())
+    assert lungs["threshold"] < det.calibration["lungs"]["threshold"] and lungs["center"] == det.calibration["lungs"]["center"]
+
+
 def test_cli_fit_zones_needs_masks_and_fits_with_them(tmp_path):
     from anatomix.cli.anomaly import anomaly
 
