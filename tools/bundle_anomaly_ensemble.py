@@ -5,7 +5,8 @@ calibration), the ``forward`` student of an ``rd`` detector fitted by ``bench/an
 (its students train on their own losses, so the forward one alone is a trained model), scored on
 the whole image, and each ``--member`` detector (fitted by ``bench/anomaly_pediatric.py``),
 scored with member 1's setup (``ssim+critic``, mean, lungs + heart: fixed before any test film was
-scored), and with ``--zones`` a zones detector (:mod:`anatomix.anomaly.zones`) fitted here on the same
+scored), each ``--whole-member`` detector scored with its own setup and joined on the whole image
+(as ``bench/anomaly_synthetic_members.py`` joins a candidate), and with ``--zones`` a zones detector (:mod:`anatomix.anomaly.zones`) fitted here on the same
 non-calibration train normals in the same order (``anatomix anomaly fit`` would sort them and hold out
 other films), whose one score joins every region. ``--base ENSEMBLE`` takes the members of an existing ensemble as they are (v1's two are
 the files the ``--rd`` path makes) instead of ``--rd``. Every member and the sum
@@ -44,7 +45,15 @@ def main() -> None:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--rd", type=Path, help="an rd detector: its forward student is member 2")
     src.add_argument("--base", help="a bundled ensemble whose two members are taken as they are")
+    ap.add_argument("--keep", help="with --base: the base members to keep, 1-based, comma-separated (default: all)")
     ap.add_argument("--member", type=Path, action="append", default=[], help="a further detector (repeatable)")
+    ap.add_argument("--whole-member", type=Path, action="append", default=[],
+                    help="a further detector scored as it is (its own scoring and calibration on the same held-out "
+                         "normals), whose image score joins every region: how bench/anomaly_synthetic_members.py "
+                         "joins a candidate (repeatable)")
+    ap.add_argument("--whole-scoring", metavar="RESIDUAL/REDUCE",
+                    help="score the --whole-member detectors with this residual and aggregation (e.g. auto/mean: "
+                         "the method's own map, no choice made on labelled films); default: as saved")
     ap.add_argument("--zones", action="store_true",
                     help="fit a zones detector (lung-zone statistics) on the non-calibration train normals, in "
                          "this tool's order, and add it last; its one score joins every region")
@@ -81,13 +90,23 @@ def main() -> None:
         names = ["anomaly (bundled ae + critic, 64 px)", f"forward student of {a.rd} (128 px, whole image)"]
     else:
         base = load_detector(a.base)
-        members, whole, names = list(base.members), list(base.whole_image), list(base.meta["members"])
+        keep = [int(i) - 1 for i in a.keep.split(",")] if a.keep else range(len(base.members))
+        members, whole, names = ([list(x)[i] for i in keep] for x in (base.members, base.whole_image, base.meta["members"]))
     held_masks = segment_masks(held, seg)
     for path in a.member:
         extra = added_member(Detector.load(path), members[0], held, held_masks)
         members.append(extra)
         whole.append(False)
         names.append(f"{path.name} ({extra.method}, {extra.image_size} px, member 1's scoring)")
+    for path in a.whole_member:
+        extra = Detector.load(path)
+        if a.whole_scoring:
+            extra.scoring.residual, extra.scoring.reduce = a.whole_scoring.split("/")
+        calibrate_on(extra, held, held_masks)
+        members.append(extra)
+        whole.append(True)
+        names.append(f"{path.name} ({extra.method}, {extra.image_size} px, {extra.scoring.residual}/{extra.scoring.reduce}, "
+                     "whole-image member)")
     if a.zones:
         read = read_normals([c.path for c in normals], ZONES_SIZE, segment=True)  # sorted: fit_order
         at = {Path(p).resolve(): i for i, p in enumerate(read.paths)}
