@@ -53,7 +53,8 @@ def main() -> None:
                          "joins a candidate (repeatable)")
     ap.add_argument("--whole-scoring", metavar="RESIDUAL/REDUCE",
                     help="score the --whole-member detectors with this residual and aggregation (e.g. auto/mean: "
-                         "the method's own map, no choice made on labelled films); default: as saved")
+                         "the method's own map; select/mean: the residual whose scores best separate synthetic "
+                         "opacities painted on the held-out normals); default: as saved")
     ap.add_argument("--zones", action="store_true",
                     help="fit a zones detector (lung-zone statistics) on the non-calibration train normals, in "
                          "this tool's order, and add it last; its one score joins every region")
@@ -71,6 +72,7 @@ def main() -> None:
     )
     from anatomix.anomaly.metrics import summary
     from anatomix.anomaly.run import read_normals, segment_masks
+    from anatomix.anomaly.selection import select_residual
     from anatomix.anomaly.train import split_calibration
     from anatomix.anomaly.zones import IMAGE_SIZE as ZONES_SIZE
     from anatomix.anomaly.zones import ZoneDetector
@@ -101,7 +103,14 @@ def main() -> None:
     for path in a.whole_member:
         extra = Detector.load(path)
         if a.whole_scoring:
-            extra.scoring.residual, extra.scoring.reduce = a.whole_scoring.split("/")
+            residual, extra.scoring.reduce = a.whole_scoring.split("/")
+            if residual == "select":  # normals only: synthetic opacities painted on the held-out normals
+                options = ("auto", "ssim") + (("critic", "ssim+critic") if extra.critic is not None else ())
+                residual, aurocs = select_residual(extra, np.stack([extra.preprocess(r.pixels)[0] for r in held]),
+                                                   options)
+                print(f"{path.name}: synthetic-opacity AUROC per residual "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in aurocs.items()) + f" -> {residual}")
+            extra.scoring.residual = residual
         calibrate_on(extra, held, held_masks)
         members.append(extra)
         whole.append(True)

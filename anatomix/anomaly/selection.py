@@ -13,6 +13,8 @@ Shapes: images ``(N, S, S)`` float32 in [0, 1], model frame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from anatomix.anomaly.scoring import smooth
@@ -102,3 +104,38 @@ class NormalSelection:
         auc = auroc(np.r_[np.zeros(len(s0)), np.ones(len(s1))], np.r_[s0, s1])
         loss = self.heldout_loss(model)
         return {"score": float(auc - 1e-3 * loss), "synthetic_auroc": float(auc), "heldout_loss": loss}
+
+
+def select_residual(detector, normals: np.ndarray, residuals: Sequence[str], copies: int = 3,
+                    seed: int = 0) -> tuple[str, dict[str, float]]:
+    """Choose a detector's residual from held-out NORMAL images only, and set it.
+
+    Each candidate residual (``ScoringConfig.residual``: ``auto``, ``ssim``, ``critic``,
+    ``ssim+critic``, ...) scores the normals and their synthetic-opacity copies with the detector's
+    own aggregation over the whole image; the one with the highest AUROC (the earlier candidate on
+    a tie) is kept in ``detector.scoring.residual``. The statistics of a ``+critic`` sum are
+    recomputed from the same normals for each candidate.
+
+    Args:
+        detector: an :class:`anatomix.anomaly.detector.Detector` (changed in place).
+        normals: ``(N, S, S)`` model-frame held-out normals of the detector's side.
+        residuals: the candidates, in order of preference.
+
+    Returns:
+        The chosen residual and every candidate's synthetic-opacity AUROC.
+    """
+    from anatomix.anomaly.metrics import auroc
+
+    normals = np.ascontiguousarray(normals, dtype=np.float32)
+    painted = synthetic_anomalies(normals, copies, seed)
+    y = np.r_[np.zeros(len(normals)), np.ones(len(painted))]
+    aurocs = {}
+    for residual in residuals:
+        detector.scoring.residual = residual
+        detector.set_component_stats(normals)
+        maps = detector.model_maps(np.concatenate([normals, painted]))
+        aurocs[residual] = float(auroc(y, [detector.raw_scores(m, None)["image"] for m in maps]))
+    best = max(residuals, key=lambda r: aurocs[r])
+    detector.scoring.residual = best
+    detector.set_component_stats(normals)
+    return best, aurocs
