@@ -63,9 +63,9 @@ for _entry in (
                "Normal-only anomaly detector (conv AE + realness critic, 64 px), ZhangLab pediatric "
                "normals, CC BY 4.0"),
     ModelEntry("anomaly-ensemble", "anomaly", "anomaly_ensemble.pt",
-               "Pediatric ensemble: 'anomaly' + a feature-distillation student + a masked autoencoder + "
-               "lung-zone statistics (sum of z-scores, 64-256 px; needs lung masks, segments by itself), "
-               "ZhangLab pediatric normals, CC BY 4.0"),
+               "Pediatric ensemble, every choice made on normals only: a feature-distillation student + "
+               "lung-zone statistics + SimSID-style in-painting with a realness critic (sum of z-scores, "
+               "128-256 px; needs lung masks, segments by itself), ZhangLab pediatric normals, CC BY 4.0"),
     ModelEntry("anomaly-adult", "anomaly", "anomaly_adult.pt",
                "Normal-only ensemble for adult films (reverse distillation, 128 px, self-supervised teacher; "
                "+ lung-zone statistics; needs lung masks), JSRT + Montgomery + Shenzhen normals, research use"),

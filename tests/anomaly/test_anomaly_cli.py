@@ -97,8 +97,9 @@ def test_bundled_detector_scores_out_of_the_box(tmp_path):
     r = CliRunner().invoke(anomaly, ["score", *map(str, img), "-o", str(out), "--maps", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
     rows = _rows(out)
-    # the default ensemble needs lung masks (its zones member): it segments the films by itself
-    assert len(rows) == 2 and rows[0]["score_region"] == "anatomy" and rows[0]["mask_source"] == "given"
+    # the default ensemble needs lung masks (its zones member): it segments the films by itself; its
+    # members are whole-image members (zones reads inside the lungs), so the sum is the image's score
+    assert len(rows) == 2 and rows[0]["score_region"] == "image" and rows[0]["mask_source"] == "given"
     assert rows[0]["anomalous"] in ("0", "1")
     assert Image.open(tmp_path / "m" / "x00_anomaly.png").size == (240, 300)
 

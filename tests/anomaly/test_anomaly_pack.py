@@ -1,8 +1,8 @@
 """The bundled pediatric detectors on the data pack's ZhangLab test split (skips without the pack).
 
-Guards the shipped weights: the normal-only protocol's AUROC (measured 0.845 whole image, see
-anatomix/weights/anomaly_pediatric.md; the ensemble v3 with masks 0.934 on every third film, `anomaly`
-0.871 there, 0.936 on all, anomaly_ensemble.md) and a recalibration on local normals that holds its FPR.
+Guards the shipped weights: the normal-only protocol's AUROC (`anomaly` 0.845 whole image,
+anatomix/weights/anomaly_pediatric.md; the ensemble v4 0.935 on all test films, anomaly_ensemble.md; the test
+below scores every third film) and a recalibration on local normals that holds its FPR.
 """
 
 import numpy as np
