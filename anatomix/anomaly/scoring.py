@@ -139,23 +139,23 @@ def overlay(pixels: np.ndarray, heat: np.ndarray, masks: Mapping[str, np.ndarray
     """RGB uint8 overlay of a heat map on the radiograph (both original frame).
 
     The heat map is scaled to [0, vmax] (default: its 99.5th percentile), coloured with a
-    black-red-yellow ramp and blended where it is above 10 % of the scale; mask outlines
-    are drawn in cyan.
+    black-red-yellow ramp and blended where it is above 10 % of the scale. With masks, the heat
+    is drawn inside their union only (the anatomy the score is about: whole-image members of an
+    ensemble also light up collimation edges and labels) and the mask outlines in cyan.
     """
     g = np.clip(pixels, 0, 1)
     rgb = np.stack([g, g, g], -1)
     vmax = float(np.percentile(heat, 99.5)) if vmax is None else float(vmax)
     h = np.clip(heat / max(vmax, 1e-12), 0, 1)
     col = np.stack([np.clip(h * 2, 0, 1), np.clip(h * 2 - 1, 0, 1), np.zeros_like(h)], -1)
-    a = (alpha * (h > 0.1) * np.clip(h * 1.5, 0, 1))[..., None]
-    rgb = rgb * (1 - a) + col * a
-    if masks:
+    a = alpha * (h > 0.1) * np.clip(h * 1.5, 0, 1)
+    shapes = [np.asarray(v, bool) for v in (masks or {}).values() if v is not None]
+    if shapes:
+        a = a * np.logical_or.reduce(shapes)
+    rgb = rgb * (1 - a[..., None]) + col * a[..., None]
+    if shapes:
         from scipy import ndimage
 
-        for v in masks.values():
-            if v is None:
-                continue
-            v = np.asarray(v, bool)
-            edge = v & ~ndimage.binary_erosion(v)
-            rgb[edge] = (0.0, 1.0, 1.0)
+        for v in shapes:
+            rgb[v & ~ndimage.binary_erosion(v)] = (0.0, 1.0, 1.0)
     return (rgb * 255).round().astype(np.uint8)

@@ -51,3 +51,21 @@ def test_site_mismatch_note():
     assert run.site_mismatch_note(19, 19, 0.05) is None  # too few images to judge
     assert run.site_mismatch_note(100, 25, 0.05) is None
     assert run.site_mismatch_note(100, 26, 0.05).startswith("26% flagged at a 5% FPR threshold")
+
+
+def test_overlay_draws_heat_inside_the_masks_only():
+    from anatomix.anomaly.scoring import overlay
+
+    pixels = np.full((40, 60), 0.5, np.float32)
+    heat = np.ones((40, 60), np.float32)  # hot everywhere
+    lung = np.zeros((40, 60), bool)
+    lung[10:30, 5:25] = True
+    rgb = overlay(pixels, heat, {"lungR": lung, "heart": None}, vmax=1.0).astype(int)
+    grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
+    assert grey[~lung].all()  # outside: the film as it is
+    inner = lung.copy()
+    inner[[10, 29], :] = inner[:, [5, 24]] = False
+    assert (rgb[inner][:, 0] > rgb[inner][:, 2]).all()  # inside: coloured heat
+    assert (rgb[10, 5:25] == (0, 255, 255)).all()  # the outline
+    bare = overlay(pixels, heat, None, vmax=1.0).astype(int)
+    assert (bare[..., 0] > bare[..., 2]).all()  # no masks: heat everywhere
