@@ -9,7 +9,7 @@ scored), each ``--whole-member`` detector scored with its own setup and joined o
 (as ``bench/anomaly_synthetic_members.py`` joins a candidate), and with ``--zones`` a zones detector (:mod:`anatomix.anomaly.zones`) fitted here on the same
 non-calibration train normals in the same order (``anatomix anomaly fit`` would sort them and hold out
 other films), whose one score joins every region. ``--base ENSEMBLE`` takes the members of an existing ensemble as they are (v1's two are
-the files the ``--rd`` path makes) instead of ``--rd``. Every member and the sum
+the files the ``--rd`` path makes) instead of ``--rd``, ``--keep`` only some of them. Every member and the sum
 are calibrated on the same 107 held-out ZhangLab train normals (``split_calibration``, seed 0),
 the sum with the default segmenter's masks. No abnormal film is read before the card's
 test-split figures are measured. Not run by users; the recipe::
@@ -22,6 +22,10 @@ test-split figures are measured. Not run by users; the recipe::
         --member runs/anomaly_ped/mae_c.pt                                          # v2
     OMP_NUM_THREADS=1 python tools/bundle_anomaly_ensemble.py --base runs/anomaly_ensemble_v2.pt \
         --zones                                                                     # v3 = v2 + zones
+    OMP_NUM_THREADS=1 python bench/anomaly_pediatric.py --method simsid --image-size 128 --epochs 16 \
+        --critic-epochs 15 --tag simsid_c --work runs/anomaly_ped128
+    OMP_NUM_THREADS=1 python tools/bundle_anomaly_ensemble.py --base runs/anomaly_ensemble_v3.pt --keep 2,4 \
+        --whole-member runs/anomaly_ped128/simsid_c.pt --whole-scoring select/mean   # v4 (normals only)
 """
 
 from __future__ import annotations
