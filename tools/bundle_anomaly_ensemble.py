@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
+    if a.member and a.keep and a.keep.split(",")[0] != "1":
+        ap.error("--member is scored with member 1's setup: --keep must keep member 1 first")
 
     import torch
 
@@ -97,7 +99,7 @@ def main() -> None:
     else:
         base = load_detector(a.base)
         keep = [int(i) - 1 for i in a.keep.split(",")] if a.keep else range(len(base.members))
-        members, whole, names = ([list(x)[i] for i in keep] for x in (base.members, base.whole_image, base.meta["members"]))
+        members, whole, names = ([x[i] for i in keep] for x in (base.members, base.whole_image, base.meta["members"]))
     held_masks = segment_masks(held, seg)
     for path in a.member:
         extra = added_member(Detector.load(path), members[0], held, held_masks)

@@ -129,13 +129,13 @@ def select_residual(detector, normals: np.ndarray, residuals: Sequence[str], cop
     normals = np.ascontiguousarray(normals, dtype=np.float32)
     painted = synthetic_anomalies(normals, copies, seed)
     y = np.r_[np.zeros(len(normals)), np.ones(len(painted))]
-    aurocs = {}
+    aurocs, stats = {}, {}
     for residual in residuals:
         detector.scoring.residual = residual
         detector.set_component_stats(normals)
+        stats[residual] = detector.component_stats
         maps = detector.model_maps(np.concatenate([normals, painted]))
         aurocs[residual] = float(auroc(y, [detector.raw_scores(m, None)["image"] for m in maps]))
     best = max(residuals, key=lambda r: aurocs[r])
-    detector.scoring.residual = best
-    detector.set_component_stats(normals)
+    detector.scoring.residual, detector.component_stats = best, stats[best]
     return best, aurocs
