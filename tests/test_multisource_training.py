@@ -92,3 +92,18 @@ def test_pixel_trains_on_both_folders(folders, tmp_path):
     row = list(csv.DictReader(open(out / "log.csv")))[-1]
     assert "val_dice_montgomery_lungL" in row and "val_dice_montgomery_heart" not in row
     assert torch.load(out / "best.pt", weights_only=True)["pixel_config"]["crop_borders"] is True
+
+
+def test_training_seed_leaves_the_split_alone(folders, tmp_path):
+    """Ensemble members trained with other --seed values hold out the same validation cases."""
+    seg, lungs = folders
+    splits = {}
+    for name, seeds in {"a": ("0", "0"), "b": ("5", "0"), "c": ("0", "5")}.items():
+        out = tmp_path / name
+        _run(["pixel", "--data", str(seg), "--data", str(lungs), "-o", str(out), "--epochs", "1",
+              "--batch-size", "4", "--image-size", "32", "--channels", "4,8", "--res-units", "0",
+              "--val-fraction", "0.5", "--val-every", "1", "--threads", "1",
+              "--seed", seeds[0], "--split-seed", seeds[1]])
+        splits[name] = json.loads((out / "split.json").read_text())["val"]
+    assert splits["a"] == splits["b"]
+    assert splits["a"] != splits["c"]

@@ -14,8 +14,9 @@ from anatomix.models import TRUST_HELP
 
 def load_split(data: Sequence[Path], val_fraction: float, seed: int, out: Path, sources: str = ""):
     """Cases of every ``data`` folder (the pack, a pack folder such as ``cxr-lungs``, or a
-    labelled folder), split by patient and stratified by source and label, and recorded in
-    ``out/split.json`` so that evaluation uses the same held-out cases."""
+    labelled folder), split by patient and stratified by source and label (``seed``: the
+    split's seed, not the training's), and recorded in ``out/split.json`` so that evaluation
+    uses the same held-out cases."""
     from collections import Counter
 
     from anatomix.data.cases import labelled_cases, split_cases
@@ -27,7 +28,7 @@ def load_split(data: Sequence[Path], val_fraction: float, seed: int, out: Path, 
     train, val = split_cases(cases, val_fraction, seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps(
-        {"data": [str(d) for d in data], "sources": keep, "val_fraction": val_fraction, "seed": seed,
+        {"data": [str(d) for d in data], "sources": keep, "val_fraction": val_fraction, "split_seed": seed,
          "train": [c.case_id for c in train], "val": [c.case_id for c in val]}, indent=1))
     held = {c.case_id for c in val}
     counts = Counter((c.source, c.case_id in held) for c in cases)
@@ -73,7 +74,11 @@ def loop_options(f):
         click.option("--epochs", default=300, show_default=True),
         click.option("--batch-size", default=16, show_default=True),
         click.option("--lr", default=1e-3, show_default=True),
-        click.option("--seed", default=0, show_default=True),
+        click.option("--seed", default=0, show_default=True,
+                     help="Seed of the initialisation, augmentation and batch order."),
+        click.option("--split-seed", default=0, show_default=True,
+                     help="Seed of the train/validation split; keep it when you train ensemble members "
+                          "with other --seed values, so that none of them sees the validation cases."),
         click.option("--val-fraction", default=0.2, show_default=True,
                      help="Fraction of patients held out for validation."),
         click.option("--val-every", default=5, show_default=True),
@@ -107,7 +112,7 @@ def train() -> None:
 @click.option("--mask-weight", default=1.0, show_default=True,
               help="Weight of the mask loss (Chamfer between contours and mask boundaries), which "
                    "lets cases without landmarks teach the contours.")
-def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
+def graph(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
           trust_init, sources, balance, crop_borders, augment_recipe, template, image_size, latent_dim,
           encoder_channels, graph_channels, kl_weight, mask_weight) -> None:
     """Train a HybridGNet landmark model."""
@@ -121,7 +126,7 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
     from anatomix.graphs.train import GraphTask
     from anatomix.training import TrainConfig, fit
 
-    train_cases, val_cases = load_split(data, val_fraction, seed, out, sources)
+    train_cases, val_cases = load_split(data, val_fraction, split_seed, out, sources)
     tmpl = TEMPLATES.get(template)
     click.echo(f"{len(train_cases)} training / {len(val_cases)} validation cases; preloading...")
     augment = LandmarkAugment(augment_config(augment_recipe, aug_strength), seed=seed)
@@ -150,7 +155,7 @@ def graph(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
               help="smp_*: encoder name (always built without pretrained weights).")
 @click.option("--backbone", default="efficientnet-b0", show_default=True,
               help="flexible_unet: backbone (always built without pretrained weights).")
-def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
+def pixel(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
           trust_init, sources, balance, crop_borders, augment_recipe, arch, image_size, channels, res_units,
           encoder, backbone) -> None:
     """Train a dense (pixel) multi-label segmenter: lungR, lungL, heart (soft Dice + BCE per channel)."""
@@ -171,7 +176,7 @@ def pixel(data, out, epochs, batch_size, lr, seed, val_fraction, val_every, thre
         kwargs = {"backbone": backbone}
     else:
         kwargs = {"encoder_name": encoder}
-    train_cases, val_cases = load_split(data, val_fraction, seed, out, sources)
+    train_cases, val_cases = load_split(data, val_fraction, split_seed, out, sources)
     click.echo(f"{len(train_cases)} training / {len(val_cases)} validation cases; preloading...")
     augment = MaskAugment(augment_config(augment_recipe, aug_strength), seed=seed)
     train_set = MaskDataset(train_cases, image_size, augment, crop_borders=crop_borders)

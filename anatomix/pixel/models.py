@@ -10,7 +10,7 @@ smp encoders with ``encoder_weights=None``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import torch
 
@@ -94,6 +94,23 @@ def build_pixel_model(name: str, in_channels: int = 1, out_channels: int = len(S
     return BUILDERS.get(name)(in_channels, out_channels, **kwargs)
 
 
+class MeanOfMembers(torch.nn.Module):
+    """A deep ensemble as one network: the members' sigmoid probabilities are averaged.
+
+    Maps (B, 1, S, S) to (B, C, S, S) logits whose sigmoid is the members' mean probability
+    (clipped to [1e-6, 1 - 1e-6]), so that inference, export and post-processing treat it as
+    any single pixel model.
+    """
+
+    def __init__(self, members: Sequence[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.stack([torch.sigmoid(m(x)) for m in self.members]).mean(0).clamp(1e-6, 1 - 1e-6)
+        return torch.log(p) - torch.log1p(-p)
+
+
 @dataclass
 class PixelConfig:
     """Everything needed to rebuild a pixel model and feed it (saved in its checkpoint).
@@ -107,6 +124,8 @@ class PixelConfig:
         kwargs: architecture keyword arguments.
         crop_borders: preprocessing crops the image to its exposed field first
             (:func:`anatomix.data.preprocess.exposed_field`).
+        members: number of networks of this architecture averaged as one
+            (:class:`MeanOfMembers`; 1: a single network).
     """
 
     arch: str = "monai_unet"
@@ -115,9 +134,11 @@ class PixelConfig:
     threshold: float = 0.5
     kwargs: Dict[str, Any] = field(default_factory=dict)
     crop_borders: bool = False
+    members: int = 1
 
     def build(self) -> torch.nn.Module:
-        return build_pixel_model(self.arch, 1, len(self.keys), **self.kwargs)
+        nets = [build_pixel_model(self.arch, 1, len(self.keys), **self.kwargs) for _ in range(self.members)]
+        return nets[0] if self.members == 1 else MeanOfMembers(nets)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)

@@ -99,19 +99,40 @@ def partial_dice_ce(logits: torch.Tensor, target: torch.Tensor, has_mask: Option
 
 
 def bundle_checkpoint(src, dst) -> Dict[str, Any]:
-    """Write the inference part of a training checkpoint (``best.pt``) to ``dst``.
+    """Write the inference part of a training checkpoint (``best.pt``), or of several as one
+    deep ensemble, to ``dst``.
+
+    Args:
+        src: a checkpoint path, or a list of them: members of one architecture and
+            preprocessing (equal ``pixel_config``), averaged as one network by
+            :class:`~anatomix.pixel.models.MeanOfMembers` (``pixel_config["members"]``).
+        dst: the file to write.
 
     Keeps the weights, ``family``, ``pixel_config`` and the provenance (``epoch``,
-    validation ``metrics``, ``train_config``); drops optimiser and RNG state. Returns what was
-    written.
+    validation ``metrics``, ``train_config``; for an ensemble, one such dict per member under
+    ``members``); drops optimiser and RNG state. Returns what was written.
+
+    Raises:
+        CheckpointError: not a single pixel model, or members whose configs differ.
     """
     from anatomix.errors import CheckpointError
     from anatomix.training import load_checkpoint, save_checkpoint
 
-    state = load_checkpoint(src)
-    if state.get("family") != "pixel":
-        raise CheckpointError(src, "not a pixel-model checkpoint")
-    keep = {k: state[k] for k in ("model", "family", "pixel_config", "epoch", "metrics", "train_config")
-            if k in state}
+    srcs = [src] if isinstance(src, (str, Path)) else list(src)
+    states = [load_checkpoint(s) for s in srcs]
+    for s, state in zip(srcs, states):
+        if state.get("family") != "pixel" or state.get("pixel_config", {}).get("members", 1) != 1:
+            raise CheckpointError(s, "not a single pixel-model checkpoint")
+    provenance = [{k: st[k] for k in ("epoch", "metrics", "train_config") if k in st} for st in states]
+    if len(states) == 1:
+        keep = {"model": states[0]["model"], "family": "pixel", "pixel_config": states[0]["pixel_config"],
+                **provenance[0]}
+    else:
+        config = states[0]["pixel_config"]
+        for s, state in zip(srcs[1:], states[1:]):
+            if state["pixel_config"] != config:
+                raise CheckpointError(s, f"its pixel_config differs from {srcs[0]}'s: not one ensemble")
+        keep = {"model": {f"members.{i}.{k}": v for i, st in enumerate(states) for k, v in st["model"].items()},
+                "family": "pixel", "pixel_config": {**config, "members": len(states)}, "members": provenance}
     save_checkpoint(Path(dst), keep)
     return keep

@@ -107,3 +107,42 @@ def test_bundle_keeps_what_inference_needs(tmp_path):
     x = torch.rand(2, 1, SIZE, SIZE)
     with torch.no_grad():
         assert torch.equal(seg.model(x), model(x))
+
+
+def _training_checkpoint(path, task: PixelTask, seed: int) -> torch.nn.Module:
+    """Save a freshly initialised model of ``task`` as a training checkpoint; return it."""
+    torch.manual_seed(seed)
+    model = task.build_model().eval()
+    torch.save({"model": model.state_dict(), "epoch": seed, "metrics": {"score": seed / 10},
+                **task.checkpoint_extra()}, path)
+    return model
+
+
+def test_bundled_ensemble_averages_its_members_probabilities(tmp_path):
+    from anatomix.pixel.train import bundle_checkpoint
+
+    task = PixelTask(_config())
+    members = [_training_checkpoint(tmp_path / f"m{i}.pt", task, i) for i in range(3)]
+    kept = bundle_checkpoint([tmp_path / f"m{i}.pt" for i in range(3)], tmp_path / "ensemble.pt")
+    assert kept["pixel_config"]["members"] == 3
+    assert [m["epoch"] for m in kept["members"]] == [0, 1, 2]
+    seg = load_segmenter(str(tmp_path / "ensemble.pt"))
+    x = torch.rand(2, 1, SIZE, SIZE)
+    with torch.no_grad():
+        mean = torch.stack([torch.sigmoid(m(x)) for m in members]).mean(0)
+        single = torch.sigmoid(members[0](x))
+    got = torch.from_numpy(seg.probabilities_of(x))
+    assert torch.allclose(got, mean, atol=1e-5)
+    assert not torch.allclose(got, single, atol=1e-3)  # the members differ: the mean is not one of them
+
+
+def test_ensemble_refuses_members_of_different_architectures(tmp_path):
+    from anatomix.errors import CheckpointError
+    from anatomix.pixel.train import bundle_checkpoint
+
+    _training_checkpoint(tmp_path / "a.pt", PixelTask(_config()), 0)
+    other = _config()
+    other.kwargs = {**other.kwargs, "channels": [8, 16]}
+    _training_checkpoint(tmp_path / "b.pt", PixelTask(other), 1)
+    with pytest.raises(CheckpointError, match="differs"):
+        bundle_checkpoint([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "ensemble.pt")
