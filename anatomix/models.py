@@ -57,8 +57,8 @@ for _entry in (
     ModelEntry("qc_atlases", "qc", "qc_atlases.npz",
                "RCA reference atlases for mask QC: 11 cluster-mean images (JSRT/SCR, research use)"),
     ModelEntry("pixel", "pixel", "pixel_unet_lungs_heart.pt",
-               "MONAI UNet lungs+heart dense masks, landmarks traced (JSRT + Montgomery + Shenzhen, "
-               "research use)"),
+               "MONAI UNet lungs+heart dense masks (mean of 3 seeds), landmarks traced (JSRT + Montgomery + "
+               "Shenzhen, research use)"),
     ModelEntry("anomaly", "anomaly", "anomaly_pediatric.pt",
                "Normal-only anomaly detector (conv AE + realness critic, 64 px), ZhangLab pediatric "
                "normals, CC BY 4.0"),

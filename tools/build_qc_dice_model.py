@@ -115,7 +115,7 @@ Dice is the mean over its structures; it passes when that is >= the threshold be
 hard plausibility failure (`anatomix.qc.verdict.hard_failures`).
 
 Built by: `{command}` ({seconds:.0f} s this run; building the table when it is absent, or with
-`--rebuild`, took 497 s on one shared CPU thread (2026-12-02, with graph v4 and dense graph convolutions), RCA with `anatomix.qc.rca.DEFAULT_REGISTRATION`:
+`--rebuild`, took 1268 s on one shared CPU thread (2026-12-03, with graph v4, the three-member pixel v3 and dense graph convolutions, beside another job), RCA with `anatomix.qc.rca.DEFAULT_REGISTRATION`:
 {registration}, k = {k}; the table's 6 significant digits reproduce the weights to about 1e-8), {n_rows} rows (structures) of masks of known quality
 made on our validation split of JSRT, Montgomery and Shenzhen (cases no bundled segmenter trained
 on); makers, degradations, perturbations and second opinions: see `tools/build_qc_dice_model.py`.

@@ -128,9 +128,9 @@ def bundle_checkpoint(src, dst) -> Dict[str, Any]:
         keep = {"model": states[0]["model"], "family": "pixel", "pixel_config": states[0]["pixel_config"],
                 **provenance[0]}
     else:
-        config = states[0]["pixel_config"]
+        config = {**states[0]["pixel_config"], "members": 1}  # files written before `members` lack it
         for s, state in zip(srcs[1:], states[1:]):
-            if state["pixel_config"] != config:
+            if {**state["pixel_config"], "members": 1} != config:
                 raise CheckpointError(s, f"its pixel_config differs from {srcs[0]}'s: not one ensemble")
         keep = {"model": {f"members.{i}.{k}": v for i, st in enumerate(states) for k, v in st["model"].items()},
                 "family": "pixel", "pixel_config": {**config, "members": len(states)}, "members": provenance}
