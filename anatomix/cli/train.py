@@ -112,9 +112,9 @@ def train() -> None:
 @click.option("--mask-weight", default=1.0, show_default=True,
               help="Weight of the mask loss (Chamfer between contours and mask boundaries), which "
                    "lets cases without landmarks teach the contours.")
-def graph(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
-          trust_init, sources, balance, crop_borders, augment_recipe, template, image_size, latent_dim,
-          encoder_channels, graph_channels, kl_weight, mask_weight) -> None:
+def graph(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val_every, threads, workers,
+          aug_strength, init_from, trust_init, sources, balance, crop_borders, augment_recipe, template, image_size,
+          latent_dim, encoder_channels, graph_channels, kl_weight, mask_weight) -> None:
     """Train a HybridGNet landmark model."""
     from anatomix.runtime import quiet_imports
 
@@ -155,9 +155,9 @@ def graph(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val
               help="smp_*: encoder name (always built without pretrained weights).")
 @click.option("--backbone", default="efficientnet-b0", show_default=True,
               help="flexible_unet: backbone (always built without pretrained weights).")
-def pixel(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val_every, threads, workers, aug_strength, init_from,
-          trust_init, sources, balance, crop_borders, augment_recipe, arch, image_size, channels, res_units,
-          encoder, backbone) -> None:
+def pixel(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val_every, threads, workers,
+          aug_strength, init_from, trust_init, sources, balance, crop_borders, augment_recipe, arch, image_size,
+          channels, res_units, encoder, backbone) -> None:
     """Train a dense (pixel) multi-label segmenter: lungR, lungL, heart (soft Dice + BCE per channel)."""
     from anatomix.runtime import quiet_imports
 

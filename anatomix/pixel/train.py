@@ -121,8 +121,10 @@ def bundle_checkpoint(src, dst) -> Dict[str, Any]:
     srcs = [src] if isinstance(src, (str, Path)) else list(src)
     states = [load_checkpoint(s) for s in srcs]
     for s, state in zip(srcs, states):
-        if state.get("family") != "pixel" or state.get("pixel_config", {}).get("members", 1) != 1:
-            raise CheckpointError(s, "not a single pixel-model checkpoint")
+        if state.get("family") != "pixel" or "pixel_config" not in state:
+            raise CheckpointError(s, "not a pixel-model checkpoint")
+        if state["pixel_config"].get("members", 1) != 1:
+            raise CheckpointError(s, "already an ensemble: join its members' own checkpoints instead")
     provenance = [{k: st[k] for k in ("epoch", "metrics", "train_config") if k in st} for st in states]
     if len(states) == 1:
         keep = {"model": states[0]["model"], "family": "pixel", "pixel_config": states[0]["pixel_config"],

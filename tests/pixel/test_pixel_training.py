@@ -146,3 +146,16 @@ def test_ensemble_refuses_members_of_different_architectures(tmp_path):
     _training_checkpoint(tmp_path / "b.pt", PixelTask(other), 1)
     with pytest.raises(CheckpointError, match="differs"):
         bundle_checkpoint([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "ensemble.pt")
+
+
+def test_ensemble_is_not_a_member(tmp_path):
+    """An ensemble file cannot join another ensemble: its members' checkpoints must be joined."""
+    from anatomix.errors import CheckpointError
+    from anatomix.pixel.train import bundle_checkpoint
+
+    task = PixelTask(_config())
+    for i in range(2):
+        _training_checkpoint(tmp_path / f"m{i}.pt", task, i)
+    bundle_checkpoint([tmp_path / "m0.pt", tmp_path / "m1.pt"], tmp_path / "ensemble.pt")
+    with pytest.raises(CheckpointError, match="already an ensemble"):
+        bundle_checkpoint([tmp_path / "ensemble.pt", tmp_path / "m0.pt"], tmp_path / "bigger.pt")
