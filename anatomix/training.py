@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from anatomix.io.atomic import atomic_write
 from anatomix.models import load_checkpoint, save_checkpoint
+from anatomix.runtime import resolve_device
 
 
 @dataclass
@@ -52,6 +53,8 @@ class TrainConfig:
         init_from: a checkpoint whose weights start a new run (fine-tuning); ignored on resume.
         trust_init: read ``init_from`` with a full unpickle, which RUNS CODE FROM THE FILE
             (only for a file you trust; see :func:`anatomix.models.load_checkpoint`).
+        device: where the model trains (``auto``: cuda when available, else cpu; ``cpu``,
+            ``cuda``, ``cuda:1``...). Checkpoints load on any device (read to the CPU).
     """
 
     epochs: int = 100
@@ -64,6 +67,7 @@ class TrainConfig:
     threads: int = 0
     init_from: str = ""
     trust_init: bool = False
+    device: str = "auto"
 
 
 class Task(Protocol):
@@ -75,12 +79,29 @@ class Task(Protocol):
              epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]: ...
 
     def validate(self, model: torch.nn.Module, loader: DataLoader) -> Dict[str, float]:
-        """Metrics on the validation set; must contain ``score`` (higher is better)."""
+        """Metrics on the validation set; must contain ``score`` (higher is better). The
+        loader's batches are on the CPU; the model may be elsewhere (:func:`model_device`)."""
         ...
 
     def checkpoint_extra(self) -> Dict[str, Any]:
         """What inference needs besides the weights (model config, template, preprocessing)."""
         ...
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor in it (inside dicts, lists and tuples) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (where its inputs must go)."""
+    return next(model.parameters()).device
 
 
 def seed_everything(seed: int) -> None:
@@ -172,7 +193,8 @@ def fit(task: Task, train_set: Dataset, val_set: Dataset, config: TrainConfig,
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
-    model = task.build_model()
+    device = resolve_device(config.device)
+    model = task.build_model().to(device)
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
@@ -199,6 +221,7 @@ def fit(task: Task, train_set: Dataset, val_set: Dataset, config: TrainConfig,
         model.train()
         parts_sum: Dict[str, float] = {}
         for batch in train_loader:
+            batch = to_device(batch, device)
             loss, parts = task.loss(model, batch, epoch)
             optimizer_step(model, optimizer, scheduler, loss)
             for k, v in parts.items():

@@ -107,3 +107,10 @@ def test_training_seed_leaves_the_split_alone(folders, tmp_path):
         splits[name] = json.loads((out / "split.json").read_text())["val"]
     assert splits["a"] == splits["b"]
     assert splits["a"] != splits["c"]
+
+
+def test_unknown_device_is_refused_before_training(folders, tmp_path):
+    seg, _ = folders
+    r = CliRunner().invoke(train, ["pixel", "--data", str(seg), "-o", str(tmp_path / "run"), "--device", "gpu7"])
+    assert r.exit_code == 2 and "--device" in r.output
+    assert not (tmp_path / "run").exists()

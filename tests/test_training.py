@@ -30,3 +30,12 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["model"]
     for k in a:
         assert torch.equal(a[k], b[k])
+
+
+def test_to_device_moves_every_tensor_and_keeps_the_rest():
+    from anatomix.training import to_device
+
+    batch = {"image": torch.zeros(2, 1, 4, 4), "index": [torch.tensor(1), "id"], "pair": (torch.ones(1), 3)}
+    moved = to_device(batch, torch.device("meta"))
+    assert moved["image"].device.type == "meta" and moved["index"][0].device.type == "meta"
+    assert moved["index"][1] == "id" and moved["pair"][1] == 3 and isinstance(moved["pair"], tuple)

@@ -52,6 +52,17 @@ def augment_config(recipe: str, strength: float):
     return base.scaled(strength)
 
 
+def _device(ctx, param, value: str) -> str:
+    """Refuse an unknown device name before the data are read."""
+    from anatomix.runtime import resolve_device
+
+    try:
+        resolve_device(value)
+    except RuntimeError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
 def loop_options(f):
     """Options of the shared training loop."""
     for opt in reversed([
@@ -83,6 +94,8 @@ def loop_options(f):
                      help="Fraction of patients held out for validation."),
         click.option("--val-every", default=5, show_default=True),
         click.option("--threads", default=0, help="torch threads (0: torch default)."),
+        click.option("--device", default="auto", show_default=True, callback=_device,
+                     help="Where to train: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ..."),
         click.option("--workers", default=0, help="DataLoader worker processes."),
         click.option("--aug-strength", default=1.0, show_default=True,
                      help="Multiplies the spatial augmentation ranges (rotation 10 deg, zoom 10 %, shift 6 %)."),
@@ -112,7 +125,7 @@ def train() -> None:
 @click.option("--mask-weight", default=1.0, show_default=True,
               help="Weight of the mask loss (Chamfer between contours and mask boundaries), which "
                    "lets cases without landmarks teach the contours.")
-def graph(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val_every, threads, workers,
+def graph(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val_every, threads, device, workers,
           aug_strength, init_from, trust_init, sources, balance, crop_borders, augment_recipe, template, image_size,
           latent_dim, encoder_channels, graph_channels, kl_weight, mask_weight) -> None:
     """Train a HybridGNet landmark model."""
@@ -138,7 +151,8 @@ def graph(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val
                          crop_borders=crop_borders, **widths)
     task = GraphTask(config, kl_weight=kl_weight, mask_weight=mask_weight)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
-                      workers=workers, threads=threads, init_from=init_from, trust_init=trust_init)
+                      workers=workers, threads=threads, init_from=init_from, trust_init=trust_init,
+                      device=device)
     best = fit(task, training_inputs(train_set, balance, seed), val_set, cfg, out)
     click.echo(f"best checkpoint: {best}")
 
@@ -155,7 +169,7 @@ def graph(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val
               help="smp_*: encoder name (always built without pretrained weights).")
 @click.option("--backbone", default="efficientnet-b0", show_default=True,
               help="flexible_unet: backbone (always built without pretrained weights).")
-def pixel(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val_every, threads, workers,
+def pixel(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val_every, threads, device, workers,
           aug_strength, init_from, trust_init, sources, balance, crop_borders, augment_recipe, arch, image_size,
           channels, res_units, encoder, backbone) -> None:
     """Train a dense (pixel) multi-label segmenter: lungR, lungL, heart (soft Dice + BCE per channel)."""
@@ -184,6 +198,7 @@ def pixel(data, out, epochs, batch_size, lr, seed, split_seed, val_fraction, val
     config = PixelConfig(arch=arch, image_size=image_size, kwargs=kwargs, crop_borders=crop_borders)
     task = PixelTask(config, reference=val_set)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
-                      workers=workers, threads=threads, init_from=init_from, trust_init=trust_init)
+                      workers=workers, threads=threads, init_from=init_from, trust_init=trust_init,
+                      device=device)
     best = fit(task, training_inputs(train_set, balance, seed), val_set, cfg, out)
     click.echo(f"best checkpoint: {best}")

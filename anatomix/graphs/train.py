@@ -55,13 +55,14 @@ class GraphTask:
         rasterised landmarks where it has no mask), and the landmark error (model-frame px)
         of the cases with landmarks; ``score`` weighs every source the same."""
         from anatomix.evaluation import per_source_scores
+        from anatomix.training import model_device
 
         data = loader.dataset
         template = TEMPLATES.get(self.config.template)
         size = self.config.image_size
         errors, dices = [], {}
         for batch in loader:
-            pred = model(batch["image"]).landmarks.numpy() * size
+            pred = model(batch["image"].to(model_device(model))).landmarks.cpu().numpy() * size
             true = batch["landmarks"].numpy() * size
             for p, t, has_lm, i in zip(pred, true, batch["has_landmarks"].tolist(), batch["index"].tolist()):
                 if has_lm:

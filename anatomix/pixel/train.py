@@ -55,12 +55,13 @@ class PixelTask:
         """Dice of the thresholded probabilities per source and labelled structure (original
         frame when :attr:`reference` is set); ``score`` weighs every source the same."""
         from anatomix.evaluation import per_source_scores
+        from anatomix.training import model_device
 
         keys = self.config.keys
         data = loader.dataset
         dices: Dict[tuple, list] = {}
         for batch in loader:
-            prob = torch.sigmoid(model(batch["image"])).numpy()
+            prob = torch.sigmoid(model(batch["image"].to(model_device(model)))).cpu().numpy()
             has_mask = batch.get("has_mask", torch.ones(prob.shape[:2], dtype=torch.bool)).numpy()
             for p, t, has, i in zip(prob, batch["masks"].numpy(), has_mask, batch["index"].tolist()):
                 for c, k in enumerate(keys):
