@@ -26,7 +26,7 @@ Usage:
 
 Models are registry names or checkpoint paths (``name=path``). ``--speed N`` times ``predict``
 on N validation images per model in the same process (ratios to the first model). Prints
-markdown tables.
+markdown tables; ``--cases rows.csv`` also keeps every per-case, per-structure figure.
 """
 
 from __future__ import annotations
@@ -111,6 +111,31 @@ def table(rows: List[dict], variant: str) -> str:
                    f"| {fmt(hd_l, 1)} / {fmt(mean('heart', 'hd95_px'), 1)} | {fmt(mm_l, 2)} / "
                    f"{fmt(mean('heart', 'hd95_mm'), 2)} | {sum(r['topology'] for r in sel)} of {len(sel)} |")
     return "\n".join(out)
+
+
+def hd95_spread(rows: List[dict], variant: str = "clean") -> str:
+    """Markdown: how the lungs' HD95 (px) spreads over cases, per model and source: a mean can
+    be carried by a few cases, so the median, 90th percentile and worst case stand beside it."""
+    out = ["| model | source | lungs (cases x 2) | HD95 px mean | median | 90th percentile | worst (case) |",
+           "|---|---|---:|---:|---:|---:|---|"]
+    groups = defaultdict(list)
+    for r in rows:
+        if r["variant"] == variant and r["structure"] in ("lungR", "lungL") and np.isfinite(r["hd95_px"]):
+            groups[(r["model"], r["source"])].append(r)
+    for (model, source), sel in groups.items():
+        hd = np.array([r["hd95_px"] for r in sel])
+        worst = sel[int(np.argmax(hd))]
+        out.append(f"| {model} | {source} | {len(sel)} | {hd.mean():.1f} | {np.median(hd):.1f} "
+                   f"| {np.percentile(hd, 90):.1f} | {hd.max():.1f} ({worst['case']} {worst['structure']}) |")
+    return "\n".join(out)
+
+
+def write_cases(rows: List[dict], path: Path) -> None:
+    """Every (model, variant, case, structure) row as a CSV, written atomically."""
+    from anatomix.io.tables import write_table
+
+    header = ["model", "variant", "source", "case", "structure", "dice", "hd95_px", "hd95_mm", "topology"]
+    write_table(path, header, ([r[k] for k in header] for r in rows))
 
 
 def pediatric(models, data: Path, n: int) -> str:
@@ -207,6 +232,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="at most this many cases per source (0: all)")
     ap.add_argument("--speed", type=int, default=0, help="time predict on this many validation images")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--cases", type=Path, help="also write every per-case, per-structure row to this CSV")
     args = ap.parse_args()
 
     import torch
@@ -228,6 +254,10 @@ def main() -> None:
              f"Command: `python bench/segmentation_sources.py {' '.join(__import__('sys').argv[1:])}`\n"]
     for variant in args.variants.split(","):
         parts += [f"\n## {variant}\n", table(rows, variant)]
+    if "clean" in args.variants.split(","):
+        parts += ["\n## lungs HD95 over cases (clean; px of the 512 frame, x 0.7 for JSRT mm)\n", hd95_spread(rows)]
+    if args.cases:
+        write_cases(rows, args.cases)
     if args.pediatric:
         parts += [f"\n## pediatric (ZhangLab, {args.pediatric} images, no truth)\n", pediatric(models, args.data, args.pediatric)]
     if args.worst:
