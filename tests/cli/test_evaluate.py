@@ -63,3 +63,13 @@ def test_topology_errors_flag_split_and_holed_masks():
     assert topology_errors(seg) == {"lungR": True, "lungL": True, "heart": False}
     rows = [{"source": "s", **r} for r in evaluate_case(seg, masks, None, None)]
     assert {s["structure"]: s["topology_errors"] for s in summarise(rows)} == {"lungR": 1, "lungL": 1, "heart": 0}
+
+
+def test_summary_gives_the_hd95_median_beside_a_mean_carried_by_one_case():
+    from anatomix.evaluation import Evaluation, summarise
+
+    rows = [{"source": "s", "structure": "lungL", "dice": 0.9, "hd95_px": hd, "hd95_mm": np.nan} for hd in (1.0, 2.0, 99.0)]
+    rows.append({"source": "s", "structure": "lungL", "dice": 0.0, "hd95_px": np.nan, "hd95_mm": np.nan})  # empty mask
+    (summary,) = summarise(rows)
+    assert summary["hd95_px"] == 34.0 and summary["hd95_px_median"] == 2.0
+    assert "| 34.00 (2.00) |" in Evaluation(rows, [summary], 4, 0, 4).table()
