@@ -142,8 +142,8 @@ class Evaluation:
         lines = ["| source | structure | n | Dice mean ± sd | Dice min | HD95 px mean (median) | HD95 mm "
                  "| landmark px | topological errors |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {s['source']} | {s['structure']} | {s['n']} | {s['dice_mean']:.4f} ± {s['dice_std']:.4f} | "
-                  f"{s['dice_min']:.4f} | {s['hd95_px']:.2f} ({s['hd95_px_median']:.2f}) | {s['hd95_mm']:.2f} | {s['landmark_px']:.2f} "
-                  f"| {s['topology_errors']} |" for s in self.summary]
+                  f"{s['dice_min']:.4f} | {s['hd95_px']:.2f} ({s['hd95_px_median']:.2f}) | {s['hd95_mm']:.2f} "
+                  f"| {s['landmark_px']:.2f} | {s['topology_errors']} |" for s in self.summary]
         return "\n".join(lines)
 
     def write_csv(self, path) -> None:
