@@ -89,16 +89,14 @@ def evaluate_case(seg: Segmentation, true_masks: Dict[str, np.ndarray],
     return rows
 
 
+def _finite(stat, values: np.ndarray) -> float:
+    """``stat`` (np.mean, np.median) over the finite values; NaN (without a warning) when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(stat(finite)) if finite.size else float("nan")
+
+
 def _mean(values: np.ndarray) -> float:
-    """Mean over the finite values; NaN (without a warning) when there are none."""
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else float("nan")
-
-
-def _median(values: np.ndarray) -> float:
-    """Median over the finite values; NaN when there are none."""
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else float("nan")
+    return _finite(np.mean, values)
 
 
 def summarise(rows: Sequence[Dict]) -> List[Dict]:
@@ -112,7 +110,7 @@ def summarise(rows: Sequence[Dict]) -> List[Dict]:
         dice = col("dice")
         out.append({"source": source, "structure": key, "n": len(sel),
                     "dice_mean": _mean(dice), "dice_std": float(np.std(dice)), "dice_min": float(dice.min()),
-                    "hd95_px": _mean(col("hd95_px")), "hd95_px_median": _median(col("hd95_px")),
+                    "hd95_px": _mean(col("hd95_px")), "hd95_px_median": _finite(np.median, col("hd95_px")),
                     "hd95_mm": _mean(col("hd95_mm")),
                     "landmark_px": _mean(col("landmark_px")),
                     "topology_errors": int(sum(bool(r.get("topology_error")) for r in sel))})

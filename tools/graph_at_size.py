@@ -35,12 +35,10 @@ def carry_to_size(state: dict, image_size: int, seed: int = 0) -> tuple[dict, li
     config = GraphConfig.from_dict({**state["graph_config"], "image_size": image_size})
     torch.manual_seed(seed)
     model = HybridGNet(config)
-    target = model.state_dict()
-    source = state["model"]
+    target, source = model.state_dict(), state["model"]
     new = [k for k, v in target.items() if k not in source or source[k].shape != v.shape]
     target.update({k: source[k] for k in target if k not in new})
-    model.load_state_dict(target)
-    return {"family": "graph", "graph_config": config.to_dict(), "model": model.state_dict()}, new
+    return {"family": "graph", "graph_config": config.to_dict(), "model": target}, new
 
 
 def main() -> None:
