@@ -95,10 +95,6 @@ def _finite(stat, values: np.ndarray) -> float:
     return float(stat(finite)) if finite.size else float("nan")
 
 
-def _mean(values: np.ndarray) -> float:
-    return _finite(np.mean, values)
-
-
 def summarise(rows: Sequence[Dict]) -> List[Dict]:
     """Per source (when rows say it) and structure: n, mean / std / min of Dice, mean HD95
     (px, mm) and its median over cases (px; a mean HD95 can be carried by a few cases), mean
@@ -109,10 +105,10 @@ def summarise(rows: Sequence[Dict]) -> List[Dict]:
         col = lambda name: np.array([r.get(name, np.nan) for r in sel], dtype=float)  # noqa: E731
         dice = col("dice")
         out.append({"source": source, "structure": key, "n": len(sel),
-                    "dice_mean": _mean(dice), "dice_std": float(np.std(dice)), "dice_min": float(dice.min()),
-                    "hd95_px": _mean(col("hd95_px")), "hd95_px_median": _finite(np.median, col("hd95_px")),
-                    "hd95_mm": _mean(col("hd95_mm")),
-                    "landmark_px": _mean(col("landmark_px")),
+                    "dice_mean": _finite(np.mean, dice), "dice_std": float(np.std(dice)), "dice_min": float(dice.min()),
+                    "hd95_px": _finite(np.mean, col("hd95_px")), "hd95_px_median": _finite(np.median, col("hd95_px")),
+                    "hd95_mm": _finite(np.mean, col("hd95_mm")),
+                    "landmark_px": _finite(np.mean, col("landmark_px")),
                     "topology_errors": int(sum(bool(r.get("topology_error")) for r in sel))})
     return out
 
